@@ -1,0 +1,115 @@
+"""Speed, side by side in one run: our Siamese pipeline against face_recognition (dlib) on this machine.
+
+Prints per-face embedding time (batch 1) and the whole per-frame pipeline on 640x480 frames built from
+real LFW photos (detect, crop, embed, compare with a stored reference), with ratios against the peer.
+
+    python benchmarks/speed.py [--frames 60] [--threads 2] [--json OUT]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from kiosk.engine import FaceEngine
+from kiosk.paths import DEFAULT_WEIGHTS, datasets_dir
+from kiosk.peer import FaceRecognitionPeer
+
+
+def make_frames(count: int, seed: int = 0) -> list[np.ndarray]:
+    """640x480 webcam-like frames: an LFW photo scaled to a kiosk-distance face on a blurred backdrop."""
+    rng = np.random.default_rng(seed)
+    photos = sorted((datasets_dir() / "lfw" / "lfw-deepfunneled").glob("*/*_0001.jpg"))
+    frames = []
+    for i in range(count):
+        photo = cv2.imread(str(photos[int(rng.integers(len(photos)))]))
+        frame = cv2.resize(cv2.GaussianBlur(photo, (0, 0), 8), (640, 480))
+        side = int(rng.integers(300, 380))
+        face = cv2.resize(photo, (side, side))
+        x, y = int(rng.integers(0, 640 - side)), int(rng.integers(0, 480 - side))
+        frame[y:y + side, x:x + side] = face
+        frames.append(frame)
+    return frames
+
+
+def timed(fn, items, repeats: int = 1) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        for item in items:
+            start = time.perf_counter()
+            fn(item)
+            out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--frames", type=int, default=60)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+
+    engine = FaceEngine(args.weights)
+    peer = FaceRecognitionPeer()
+    frames = make_frames(args.frames)
+    reference_image = cv2.imread(str(datasets_dir() / "lfw/lfw-deepfunneled/Colin_Powell/Colin_Powell_0001.jpg"))
+    reference = engine.embed_image(reference_image, check_quality=False)
+    peer_reference, _ = peer.embed(reference_image)
+
+    # Per-face embedding, batch 1, on crops already cut (network only).
+    analyses = [engine.analyse(f) for f in frames]
+    crops = [a.crop for a in analyses if a.crop is not None]
+    timed(lambda c: engine.embed_crops(c[None]), crops[:10])  # warm-up
+    ours_embed = timed(lambda c: engine.embed_crops(c[None]), crops, repeats=3)
+    rgb_frames = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
+    peer_boxes = [peer.fr.face_locations(f, 1) for f in rgb_frames]
+    peer_items = [(f, b[:1]) for f, b in zip(rgb_frames, peer_boxes) if b]
+    peer_embed = timed(lambda fb: peer.fr.face_encodings(fb[0], fb[1]), peer_items)
+
+    # Whole per-frame pipeline: detect, crop, embed, compare against the stored reference.
+    def ours_frame(frame):
+        analysis = engine.analyse(frame)
+        if analysis.crop is not None:
+            engine.similarity(engine.embed_crops(analysis.crop[None])[0], reference)
+
+    def peer_frame(rgb):
+        boxes = peer.fr.face_locations(rgb, 1)
+        if boxes:
+            peer.similarity(peer.fr.face_encodings(rgb, boxes[:1])[0], peer_reference)
+
+    timed(ours_frame, frames[:5])
+    ours_pipeline = timed(ours_frame, frames, repeats=2)
+    peer_pipeline = timed(peer_frame, rgb_frames)
+
+    med = statistics.median
+    rows = [
+        ("per-face embedding, batch 1 (ms)", med(ours_embed), med(peer_embed)),
+        ("per-frame pipeline 640x480 (ms)", med(ours_pipeline), med(peer_pipeline)),
+        ("per-frame pipeline, 90th pct (ms)", float(np.percentile(ours_pipeline, 90)), float(np.percentile(peer_pipeline, 90))),
+    ]
+    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} threads, "
+          f"torch {torch.__version__}, OpenCV {cv2.__version__}; {len(frames)} frames, "
+          f"faces found: ours {len(crops)}, peer {len(peer_items)}")
+    print(f"{'':36}{'siamese':>10}{'face_recognition':>18}{'speed-up':>10}")
+    for name, ours, theirs in rows:
+        print(f"{name:36}{ours:>10.2f}{theirs:>18.2f}{theirs / ours:>9.1f}x")
+    fps = 1000 / med(ours_pipeline)
+    print(f"siamese pipeline: {fps:.0f} frames/s (camera rate needs 30: {'yes' if fps >= 30 else 'NO'})")
+    if args.json:
+        args.json.write_text(json.dumps({name: {"siamese_ms": o, "face_recognition_ms": t, "speedup": t / o}
+                                         for name, o, t in rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,179 @@
+"""The `kiosk` command line: verify two photos, evaluate on LFW or any pairs file, train, benchmark.
+
+Exit codes of `kiosk verify`: 0 = ACCEPT, 1 = REJECT, 2 = bad input (one-line reason on stderr),
+3 = no usable weights. Other commands: 0 = done, 2 = bad input, 3 = no usable weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .errors import FaceNotUsableError, KioskError, WeightsError
+from .paths import DEFAULT_WEIGHTS, cache_dir, datasets_dir
+
+log = logging.getLogger("kiosk.cli")
+
+EXIT_ACCEPT, EXIT_REJECT, EXIT_BAD_INPUT, EXIT_NO_WEIGHTS = 0, 1, 2, 3
+
+
+def _engine(args):
+    from .engine import FaceEngine  # noqa: PLC0415 (torch import only for commands that need it)
+    return FaceEngine(args.weights)
+
+
+def cmd_verify(args) -> int:
+    engine = _engine(args)
+    features = [engine.embed_file(path) for path in (args.image_a, args.image_b)]
+    verdict = engine.verdict(features[0], features[1], args.threshold)
+    if args.json:
+        print(json.dumps({"probability": verdict.probability, "threshold": verdict.threshold,
+                          "verdict": verdict.label}))
+    else:
+        print(f"P(same) = {verdict.probability:.4f}  threshold {verdict.threshold:.4f}  {verdict.label}")
+    return EXIT_ACCEPT if verdict.accepted else EXIT_REJECT
+
+
+def _print_table(results: dict[str, dict]):
+    keys = ["accuracy", "accuracy_std", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "pairs", "missed_faces"]
+    names = list(results)
+    print(f"{'metric':<18}" + "".join(f"{n:>26}" for n in names))
+    for key in keys:
+        cells = []
+        for name in names:
+            v = results[name].get(key)
+            cells.append(f"{v:>26.4f}" if isinstance(v, float) else f"{v!s:>26}")
+        print(f"{key:<18}" + "".join(cells))
+
+
+def _evaluate(args, pairs) -> int:
+    from .evaluation import report, score_pairs_ours, score_pairs_peer  # noqa: PLC0415
+    results = {}
+    if not args.peer_only:
+        engine = _engine(args)
+        scores, stats = score_pairs_ours(engine, pairs, "siamese")
+        results["siamese"] = dict(report(scores, pairs, stats, engine.default_threshold), model=str(args.weights))
+    if args.peer or args.peer_only:
+        from .peer import FaceRecognitionPeer  # noqa: PLC0415
+        peer = FaceRecognitionPeer()
+        scores, stats = score_pairs_peer(peer, pairs, "face_recognition")
+        results["face_recognition"] = dict(report(scores, pairs, stats), model=peer.name)
+    _print_table(results)
+    print("missed faces: cropped at the dataset's fixed LFW-style framing box and still scored (same rule for "
+          "every model); unreadable files score as rejections")
+    if args.json:
+        main_result = results.get("siamese") or results["face_recognition"]
+        out = dict(main_result, **({"peer": results["face_recognition"]} if len(results) > 1 else {}))
+        Path(args.json).write_text(json.dumps(out, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_evaluate_lfw(args) -> int:
+    from .datasets import parse_folds, read_lfw_pairs  # noqa: PLC0415
+    pairs = read_lfw_pairs(args.pairs, args.root, parse_folds(args.folds))
+    return _evaluate(args, pairs)
+
+
+def cmd_evaluate_pairs(args) -> int:
+    from .datasets import read_pairs_csv  # noqa: PLC0415
+    return _evaluate(args, read_pairs_csv(args.csv))
+
+
+def cmd_train(args) -> int:
+    from .datasets import parse_folds  # noqa: PLC0415
+    from .training.face import TrainConfig, train  # noqa: PLC0415
+    from .training.split import build_training_set  # noqa: PLC0415
+    data = [str(Path(d)) for d in (args.data or [datasets_dir() / "lfw/lfw-deepfunneled", datasets_dir() / "celeba-subset"])]
+    config = TrainConfig(dataset_dirs=data, lfw_root=str(args.lfw_root), pairs_file=str(args.pairs),
+                         report_folds=parse_folds(args.exclude_folds), validation_folds=parse_folds(args.validation_folds),
+                         epochs=args.epochs, seed=args.seed, threads=args.threads, max_steps=args.max_steps)
+    if args.objective == "koch":
+        config.hard_negatives, config.identity_loss, config.distill = False, 0.0, 0.0
+    elif args.objective == "koch+distill":
+        config.hard_negatives, config.identity_loss = False, 0.0
+    elif args.objective == "koch+hard+id":
+        config.distill = 0.0
+    teacher = None
+    if config.distill:
+        from .training.teacher import cached_teacher_embeddings  # noqa: PLC0415
+        ts = build_training_set([Path(d) for d in data], Path(args.lfw_root), Path(args.pairs),
+                                config.report_folds, config.validation_folds)
+        teacher = cached_teacher_embeddings(ts.paths)
+    checkpoints = Path(args.checkpoint_dir or cache_dir() / "checkpoints" / Path(args.out).stem)
+    meta = train(config, Path(args.out), checkpoints, teacher, resume=not args.restart)
+    print(f"wrote {args.out}: threshold {meta['threshold']:.4f} (validation FAR {meta['validation']['far']:.4f}, "
+          f"FRR {meta['validation']['frr']:.4f}); checkpoints in {checkpoints}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    lfw = datasets_dir() / "lfw"
+    parser = argparse.ArgumentParser(prog="kiosk", description="Siamese Kiosk: one-shot face verification")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights file (default: %(default)s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to the console too")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("verify", help="are two photos the same person?")
+    p.add_argument("image_a", type=Path)
+    p.add_argument("image_b", type=Path)
+    p.add_argument("--threshold", type=float, help="accept when P(same) >= this (default: the model's)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("evaluate", help="verification metrics on a pairs protocol")
+    esub = p.add_subparsers(dest="protocol", required=True)
+    for name, func in (("lfw", cmd_evaluate_lfw), ("pairs", cmd_evaluate_pairs)):
+        e = esub.add_parser(name, help="LFW pairs.txt (View 2 folds)" if name == "lfw" else "a CSV left,right,same")
+        if name == "lfw":
+            e.add_argument("--root", type=Path, default=lfw / "lfw-deepfunneled")
+            e.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
+            e.add_argument("--folds", default="1-5", help="folds to evaluate, e.g. 1-5 (default) or 1-10")
+        else:
+            e.add_argument("--csv", type=Path, required=True)
+        e.add_argument("--json", type=Path, help="write the metrics to this JSON file")
+        e.add_argument("--peer", action="store_true", help="also evaluate face_recognition side by side")
+        e.add_argument("--peer-only", action="store_true", help="evaluate only face_recognition")
+        e.set_defaults(func=func)
+
+    p = sub.add_parser("train", help="train the Siamese face model on folders of identities")
+    p.add_argument("--data", type=Path, action="append", help="identity folder root (repeatable; default: LFW + CelebA subset)")
+    p.add_argument("--lfw-root", type=Path, default=lfw / "lfw-deepfunneled")
+    p.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
+    p.add_argument("--exclude-folds", default="1-5", help="LFW folds whose people are never trained on (reported)")
+    p.add_argument("--validation-folds", default="10", help="LFW folds held out for validation and threshold")
+    p.add_argument("--objective", choices=["full", "koch", "koch+distill", "koch+hard+id"], default="full",
+                   help="koch = Koch's pair cross-entropy alone; full = + hard negatives, identity loss, distillation")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
+    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--checkpoint-dir", type=Path)
+    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
+    p.set_defaults(func=cmd_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from .logging_setup import setup_logging  # noqa: PLC0415
+        setup_logging(console=args.verbose)
+    except ImportError:
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return args.func(args)
+    except WeightsError as exc:
+        print(f"kiosk: {exc}", file=sys.stderr)
+        return EXIT_NO_WEIGHTS
+    except (FaceNotUsableError, KioskError) as exc:
+        print(f"kiosk: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

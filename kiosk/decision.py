@@ -1,0 +1,145 @@
+"""From frame scores to one ACCEPT/REJECT: several good frames, fused, against all reference photos.
+
+After an ID is entered, up to ``frames`` good-quality frames are collected within ``window_s`` seconds.
+Each frame's score is its best match over ALL the employee's reference photos; the decision is the
+mean (or median) of the frame scores against the threshold. Pure Python, no Qt, no network: the caller
+computes the scores (e.g. with :func:`frame_score` and FaceEngine.similarity).
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, replace
+from statistics import mean, median
+from typing import Callable, Sequence
+
+import numpy as np
+
+ACCEPT, REJECT = "ACCEPT", "REJECT"
+REASON_MATCH = "face matches"
+REASON_NO_MATCH = "face does not match"
+REASON_UNKNOWN_ID = "unknown ID"
+REASON_NO_FACE = "no usable face in time"
+REASON_NO_REFERENCE = "no reference photo for this ID (re-enrolment needed)"
+REASON_ERROR = "technical problem, please try again"
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    frames: int = 3          # good frames fused into one decision
+    window_s: float = 4.0    # seconds after the ID is entered
+    aggregate: str = "mean"  # "mean" or "median"
+
+    def __post_init__(self):
+        if self.frames < 1 or self.window_s <= 0 or self.aggregate not in ("mean", "median"):
+            raise ValueError(f"invalid fusion parameters {self}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    claimed_id: str
+    accepted: bool
+    reason: str
+    score: float | None         # fused score; None when nothing was compared
+    threshold: float
+    frame_scores: tuple[float, ...] = ()
+
+    @property
+    def verdict(self) -> str:
+        return ACCEPT if self.accepted else REJECT
+
+    def with_threshold(self, threshold: float) -> "Decision":
+        """The same evidence judged against another threshold."""
+        if self.score is None:
+            return replace(self, threshold=threshold)
+        return decide(self.claimed_id, self.frame_scores, threshold, aggregate=None, fused=self.score)
+
+
+def frame_score(similarity: Callable[[np.ndarray, np.ndarray], np.ndarray], frame_features: np.ndarray,
+                reference_features: np.ndarray) -> float:
+    """A frame's score: its best P(same) over all reference photos (N, D)."""
+    refs = np.atleast_2d(reference_features)
+    if refs.size == 0:
+        raise ValueError("no reference features")
+    return float(np.max(similarity(frame_features, refs)))
+
+
+def fuse(scores: Sequence[float], aggregate: str = "mean") -> float:
+    if not scores:
+        raise ValueError("no scores to fuse")
+    return float(median(scores) if aggregate == "median" else mean(scores))
+
+
+def decide(claimed_id: str, frame_scores: Sequence[float], threshold: float, aggregate: str | None = "mean",
+           fused: float | None = None) -> Decision:
+    """ACCEPT iff the fused score >= threshold; no frames -> REJECT 'no usable face in time'."""
+    scores = tuple(float(s) for s in frame_scores)
+    if not scores:
+        return Decision(claimed_id, False, REASON_NO_FACE, None, threshold)
+    score = fused if fused is not None else fuse(scores, aggregate or "mean")
+    accepted = score >= threshold
+    return Decision(claimed_id, accepted, REASON_MATCH if accepted else REASON_NO_MATCH, score, threshold, scores)
+
+
+def unknown_id(claimed_id: str, threshold: float) -> Decision:
+    return Decision(claimed_id, False, REASON_UNKNOWN_ID, None, threshold)
+
+
+class VerificationSession:
+    """One person's attempt, started when the ID is entered. Feed it scores of good frames (with their
+    capture time) and the clock; it decides once, at ``frames`` scores or at the deadline."""
+
+    def __init__(self, claimed_id: str, threshold: float, params: FusionParams = FusionParams(),
+                 started_at: float = 0.0):
+        self.claimed_id = claimed_id
+        self.threshold = threshold
+        self.params = params
+        self.started_at = started_at
+        self.deadline = started_at + params.window_s
+        self.scores: list[float] = []
+        self.decision: Decision | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.decision is not None
+
+    def wants(self, captured_at: float) -> bool:
+        """Only frames captured after the ID was entered and before the deadline count."""
+        return not self.done and self.started_at <= captured_at <= self.deadline
+
+    def add_score(self, score: float, captured_at: float) -> Decision | None:
+        if not self.wants(captured_at):
+            return self.decision
+        self.scores.append(float(score))
+        if len(self.scores) >= self.params.frames:
+            self.decision = decide(self.claimed_id, self.scores, self.threshold, self.params.aggregate)
+        return self.decision
+
+    def expire(self, now: float) -> Decision | None:
+        """At the deadline: decide on the frames collected so far (none -> no usable face in time)."""
+        if not self.done and now >= self.deadline:
+            self.decision = decide(self.claimed_id, self.scores, self.threshold, self.params.aggregate)
+        return self.decision
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.deadline - now)
+
+
+def estimate_rates(roc: list[dict] | None, threshold: float) -> tuple[float, float] | None:
+    """(false-accept rate, false-reject rate) at ``threshold``, interpolated linearly between the model's
+    ROC points ({"threshold", "far", "frr"} sorted by threshold); None without usable points."""
+    try:
+        points = sorted((float(p["threshold"]), float(p["far"]), float(p["frr"])) for p in roc or [])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not points:
+        return None
+    thresholds = [p[0] for p in points]
+    i = bisect.bisect_left(thresholds, threshold)
+    if i == 0:
+        return points[0][1], points[0][2]
+    if i == len(points):
+        return points[-1][1], points[-1][2]
+    (t0, far0, frr0), (t1, far1, frr1) = points[i - 1], points[i]
+    w = 0.0 if t1 == t0 else (threshold - t0) / (t1 - t0)
+    return far0 + w * (far1 - far0), frr0 + w * (frr1 - frr0)

@@ -1,0 +1,70 @@
+"""Face detection with OpenCV's Haar frontal-face cascade, and the choice of the one face to verify."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .errors import KioskError
+
+Box = tuple[int, int, int, int]  # x, y, width, height in image pixels
+
+
+@dataclass(frozen=True)
+class Detection:
+    """All faces found in one image, and the primary one (largest, most central) if any."""
+
+    boxes: list[Box] = field(default_factory=list)
+    primary: Box | None = None
+    image_shape: tuple[int, int] = (0, 0)  # height, width
+
+    @property
+    def count(self) -> int:
+        return len(self.boxes)
+
+
+def choose_primary(boxes: list[Box], image_shape: tuple[int, int]) -> Box | None:
+    """The face to verify: large and near the centre (area discounted by distance from the centre)."""
+    if not boxes:
+        return None
+    height, width = image_shape[:2]
+    cx, cy, diag = width / 2.0, height / 2.0, float(np.hypot(width, height))
+
+    def score(box: Box) -> float:
+        x, y, w, h = box
+        offset = np.hypot(x + w / 2.0 - cx, y + h / 2.0 - cy) / diag
+        return w * h * (1.0 - offset) ** 2
+
+    return max(boxes, key=score)
+
+
+class HaarFaceDetector:
+    """OpenCV's Haar frontal-face cascade. Large frames are shrunk for speed, boxes mapped back."""
+
+    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", detect_max_side: int = 320,
+                 scale_factor: float = 1.1, min_neighbors: int = 5, min_face_fraction: float = 0.08):
+        path = Path(cascade)
+        if not path.is_file():
+            path = Path(cv2.data.haarcascades) / cascade
+        self._cascade = cv2.CascadeClassifier(str(path))
+        if self._cascade.empty():
+            raise KioskError(f"cannot load the Haar cascade {path} (is opencv-python 4.x installed?)")
+        self.detect_max_side = detect_max_side
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_face_fraction = min_face_fraction
+
+    def detect(self, image_bgr: np.ndarray) -> Detection:
+        grey = image_bgr if image_bgr.ndim == 2 else cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+        height, width = grey.shape
+        scale = min(1.0, self.detect_max_side / max(height, width))
+        small = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else grey
+        small = cv2.equalizeHist(small)
+        min_side = max(20, int(self.min_face_fraction * min(small.shape)))
+        found = self._cascade.detectMultiScale(small, scaleFactor=self.scale_factor,
+                                               minNeighbors=self.min_neighbors, minSize=(min_side, min_side))
+        boxes = [tuple(int(round(v / scale)) for v in box) for box in (found if len(found) else [])]
+        return Detection(boxes=boxes, primary=choose_primary(boxes, (height, width)), image_shape=(height, width))

@@ -1,0 +1,105 @@
+"""The face-verification engine: detector + THE preprocessing + the Siamese network, Qt-free.
+
+Used by the command line, the kiosk's worker thread and the tests alike.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .detection import Box, Detection, HaarFaceDetector
+from .errors import FaceNotUsableError
+from .imageio import read_image
+from .paths import DEFAULT_WEIGHTS
+from .preprocess import InputSpec, crop_face, to_network_input
+from .quality import QualityLimits, QualityReport, assess_quality
+from .weights import load_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FaceAnalysis:
+    """One image seen by the engine: what was detected, how good it is, and the network crop."""
+
+    detection: Detection
+    quality: QualityReport
+    box: Box | None
+    crop: np.ndarray | None  # uint8 HxWxC, None without a face
+
+
+@dataclass(frozen=True)
+class Verdict:
+    probability: float
+    threshold: float
+
+    @property
+    def accepted(self) -> bool:
+        return self.probability >= self.threshold
+
+    @property
+    def label(self) -> str:
+        return "ACCEPT" if self.accepted else "REJECT"
+
+
+class FaceEngine:
+    """Loads trained weights once; thread-safe inference (one lock around the network)."""
+
+    def __init__(self, weights_path: str | Path = DEFAULT_WEIGHTS, detector: HaarFaceDetector | None = None,
+                 limits: QualityLimits = QualityLimits(), threads: int | None = None):
+        self.weights_path = Path(weights_path)
+        self.model, self.spec, self.metadata = load_weights(self.weights_path)
+        self.detector = detector or HaarFaceDetector()
+        self.limits = limits
+        self.default_threshold = float(self.metadata.get("threshold", 0.5))
+        self._lock = threading.Lock()
+        if threads:
+            torch.set_num_threads(threads)
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.encoder.feature_dim
+
+    def analyse(self, image_bgr: np.ndarray) -> FaceAnalysis:
+        detection = self.detector.detect(image_bgr)
+        quality = assess_quality(image_bgr, detection, self.limits)
+        crop = crop_face(image_bgr, detection.primary, self.spec) if detection.primary is not None else None
+        return FaceAnalysis(detection, quality, detection.primary, crop)
+
+    def embed_crops(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """uint8 crops (N,H,W,C) -> float32 features (N,D)."""
+        crops = np.asarray(crops)
+        out = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(crops), batch_size):
+                batch = torch.from_numpy(to_network_input(crops[start:start + batch_size]))
+                out.append(self.model.embed(batch).numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.feature_dim), np.float32)
+
+    def embed_image(self, image_bgr: np.ndarray, name: str = "image", check_quality: bool = True) -> np.ndarray:
+        """Features of the one usable face in an image; FaceNotUsableError (with reasons) otherwise."""
+        analysis = self.analyse(image_bgr)
+        if analysis.crop is None or (check_quality and not analysis.quality.ok):
+            raise FaceNotUsableError(f"{name}: {analysis.quality.describe()}", analysis.quality.reasons)
+        return self.embed_crops(analysis.crop[None])[0]
+
+    def embed_file(self, path: str | Path, check_quality: bool = True) -> np.ndarray:
+        return self.embed_image(read_image(path), str(path), check_quality)
+
+    def similarity(self, features_a: np.ndarray, features_b: np.ndarray) -> np.ndarray:
+        """P(same) for feature vectors (D,) or batches (N,D) against (D,) or (N,D)."""
+        a = torch.as_tensor(np.atleast_2d(features_a), dtype=torch.float32)
+        b = torch.as_tensor(np.atleast_2d(features_b), dtype=torch.float32)
+        with self._lock, torch.inference_mode():
+            p = self.model.similarity(a, b).numpy()
+        return p if p.size > 1 else p.reshape(())
+
+    def verdict(self, features_a: np.ndarray, features_b: np.ndarray, threshold: float | None = None) -> Verdict:
+        return Verdict(float(self.similarity(features_a, features_b)),
+                       self.default_threshold if threshold is None else float(threshold))

@@ -1,0 +1,222 @@
+"""The admin tab behind a PIN: first run sets the PIN, 5 wrong entries lock it for a while, and it locks
+itself again when the admin leaves the tab or after a minute without input."""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtWidgets import (QApplication, QFormLayout, QGroupBox, QLabel, QLineEdit, QPushButton,
+                               QStackedWidget, QTabWidget, QVBoxLayout, QWidget)
+
+from ..errors import KioskError
+from ..storage import PinError, PinManager
+from ..storage.pin import MAX_PIN, format_duration
+
+log = logging.getLogger(__name__)
+
+_INPUT_EVENTS = {QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.MouseMove, QEvent.Type.Wheel}
+
+
+def _pin_field() -> QLineEdit:
+    field = QLineEdit()
+    field.setEchoMode(QLineEdit.EchoMode.Password)
+    field.setMaxLength(MAX_PIN)
+    field.setInputMethodHints(Qt.InputMethodHint.ImhDigitsOnly)
+    return field
+
+
+def _page(title: str, *rows) -> tuple[QWidget, QFormLayout]:
+    page = QWidget()
+    box = QGroupBox(title)
+    form = QFormLayout(box)
+    for row in rows:
+        form.addRow(*row) if isinstance(row, tuple) else form.addRow(row)
+    outer = QVBoxLayout(page)
+    outer.addStretch(1)
+    outer.addWidget(box, 0, Qt.AlignmentFlag.AlignHCenter)
+    outer.addStretch(2)
+    return page, form
+
+
+class AdminTab(QWidget):
+    unlocked_changed = Signal(bool)
+
+    def __init__(self, pins: PinManager | None, panel: QTabWidget, idle_s: float = 60.0,
+                 unavailable_reason: str = "", parent=None):
+        super().__init__(parent)
+        self.pins = pins
+        self.panel = panel
+        self.unlocked = False
+
+        # first run: choose a PIN
+        self.new_pin, self.new_pin_repeat = _pin_field(), _pin_field()
+        self.set_pin_button = QPushButton("Set PIN")
+        self.set_pin_button.clicked.connect(self.set_first_pin)
+        self.setup_message = QLabel("")
+        self.setup_page, _ = _page("First start: choose the administrator PIN (4 to 12 digits)",
+                                   ("New PIN", self.new_pin), ("Repeat", self.new_pin_repeat),
+                                   self.set_pin_button, self.setup_message)
+        self.new_pin_repeat.returnPressed.connect(self.set_first_pin)
+
+        # normal: enter the PIN
+        self.pin_field = _pin_field()
+        self.pin_field.returnPressed.connect(self.try_unlock)
+        self.unlock_button = QPushButton("Unlock")
+        self.unlock_button.clicked.connect(self.try_unlock)
+        self.unlock_message = QLabel("")
+        self.unlock_page, _ = _page("Administration is locked", ("PIN", self.pin_field), self.unlock_button,
+                                    self.unlock_message)
+
+        # settings file damaged (or other storage trouble): no PIN can be checked
+        self.error_label = QLabel(unavailable_reason)
+        self.error_label.setWordWrap(True)
+        self.error_page, _ = _page("Administration unavailable", self.error_label)
+
+        # the unlocked panel gets a Security tab
+        self.current_pin, self.changed_pin, self.changed_pin_repeat = _pin_field(), _pin_field(), _pin_field()
+        self.change_button = QPushButton("Change PIN")
+        self.change_button.clicked.connect(self.change_pin)
+        self.change_message = QLabel("")
+        lock_button = QPushButton("Lock now")
+        lock_button.clicked.connect(self.lock)
+        security, _ = _page("Administrator PIN", ("Current PIN", self.current_pin), ("New PIN", self.changed_pin),
+                            ("Repeat", self.changed_pin_repeat), self.change_button, self.change_message, lock_button)
+        self.panel.addTab(security, "Security")
+
+        self.stack = QStackedWidget()
+        for page in (self.setup_page, self.unlock_page, self.panel, self.error_page):
+            self.stack.addWidget(page)
+        QVBoxLayout(self).addWidget(self.stack)
+
+        self.idle_timer = QTimer(self)
+        self.idle_timer.setSingleShot(True)
+        self.idle_timer.setInterval(int(idle_s * 1000))
+        self.idle_timer.timeout.connect(self._idle_timeout)
+        self._lock_ticker = QTimer(self)  # counts down a lockout on screen
+        self._lock_ticker.setInterval(1000)
+        self._lock_ticker.timeout.connect(self._show_lock_state)
+        self._activity = _ActivityFilter(self.idle_timer)
+        self.lock()
+
+    # -- locking ------------------------------------------------------------------------------------------
+    def lock(self) -> None:
+        if self.unlocked:
+            log.info("admin locked")
+        self.unlocked = False
+        self.idle_timer.stop()
+        app = QApplication.instance()
+        if app is not None:
+            app.removeEventFilter(self._activity)
+        for field in (self.pin_field, self.new_pin, self.new_pin_repeat, self.current_pin, self.changed_pin,
+                      self.changed_pin_repeat):
+            field.clear()
+        self.unlocked_changed.emit(False)
+        self._show_gate()
+
+    def _show_gate(self) -> None:
+        if self.pins is None:
+            self.stack.setCurrentWidget(self.error_page)
+            return
+        try:
+            first_run = not self.pins.is_set
+        except KioskError as exc:
+            self.error_label.setText(str(exc))
+            self.stack.setCurrentWidget(self.error_page)
+            return
+        self.stack.setCurrentWidget(self.setup_page if first_run else self.unlock_page)
+        if not first_run:
+            self._show_lock_state()
+
+    def _unlock(self) -> None:
+        self.unlocked = True
+        self.unlock_message.setText("")
+        self.stack.setCurrentWidget(self.panel)
+        QApplication.instance().installEventFilter(self._activity)
+        self.idle_timer.start()
+        log.info("admin unlocked")
+        self.unlocked_changed.emit(True)
+
+    def _idle_timeout(self) -> None:
+        if self.unlocked:
+            log.info("admin idle: locking")
+            self.lock()
+
+    def _show_lock_state(self) -> None:
+        try:
+            locked = self.pins.locked_for()
+        except KioskError as exc:
+            self.unlock_message.setText(str(exc))
+            return
+        self.pin_field.setEnabled(locked <= 0)
+        self.unlock_button.setEnabled(locked <= 0)
+        if locked > 0:
+            self.unlock_message.setText(f"Too many wrong PINs: try again in {format_duration(locked)}")
+            self._lock_ticker.start()
+        else:
+            if self._lock_ticker.isActive():
+                self.unlock_message.setText("")
+            self._lock_ticker.stop()
+
+    @property
+    def locked_out(self) -> bool:
+        return self.pins is not None and self.pins.locked_for() > 0
+
+    # -- PIN actions ----------------------------------------------------------------------------------------
+    def set_first_pin(self) -> None:
+        try:
+            self.pins.set_pin(self.new_pin.text(), self.new_pin_repeat.text())
+        except KioskError as exc:
+            self.setup_message.setText(str(exc))
+            self.new_pin.clear()
+            self.new_pin_repeat.clear()
+            return
+        log.info("admin PIN set")
+        self.new_pin.clear()
+        self.new_pin_repeat.clear()
+        self._unlock()
+
+    def try_unlock(self) -> None:
+        pin = self.pin_field.text()
+        self.pin_field.clear()
+        if not pin:
+            return
+        try:
+            result = self.pins.check(pin)
+        except KioskError as exc:
+            self.unlock_message.setText(str(exc))
+            return
+        if result.ok:
+            self._unlock()
+            return
+        log.warning("wrong admin PIN (%s)", result.message)
+        self.unlock_message.setText(result.message)
+        self._show_lock_state()
+
+    def change_pin(self) -> None:
+        try:
+            self.pins.set_pin(self.changed_pin.text(), self.changed_pin_repeat.text(), current=self.current_pin.text())
+        except PinError as exc:
+            self.change_message.setText(str(exc))
+        except KioskError as exc:
+            self.change_message.setText(str(exc))
+        else:
+            self.change_message.setText("PIN changed.")
+            log.info("admin PIN changed")
+        for field in (self.current_pin, self.changed_pin, self.changed_pin_repeat):
+            field.clear()
+        if self.pins.locked_for() > 0:  # too many wrong current PINs
+            self.lock()
+
+
+class _ActivityFilter(QObject):
+    """Any key or mouse input restarts the admin idle timer."""
+
+    def __init__(self, timer: QTimer):
+        super().__init__()
+        self.timer = timer
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() in _INPUT_EVENTS and self.timer.isActive():
+            self.timer.start()
+        return False

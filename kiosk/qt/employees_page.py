@@ -1,0 +1,248 @@
+"""Admin page: search, enrol (live camera or photo files, several photos), re-enrol and delete employees."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from PySide6.QtCore import QSize, Signal
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+                               QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMessageBox,
+                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from ..errors import KioskError
+from ..imageio import read_image
+from ..storage import Storage, StorageError, clean_employee_id, clean_name
+from .imaging import thumbnail
+from .video_view import VideoView
+from .worker import FrameResult
+
+log = logging.getLogger(__name__)
+
+FRESH_S = 1.0  # a camera photo must come from an analysis at most this old
+IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff)"
+
+
+class EmployeesPage(QWidget):
+    enrol_requested = Signal(str, str, object, bool)  # id, name, [(image, label)], replace
+
+    def __init__(self, storage: Storage, mirror: bool = False, parent=None):
+        super().__init__(parent)
+        self.storage = storage
+        self.pending: list[tuple] = []          # (BGR image, label)
+        self._last_good: FrameResult | None = None
+        self._engine_ok = False
+        self._camera_ok = False
+        self._saving = False
+
+        # left: the list
+        self.search = QLineEdit()
+        self.search.setPlaceholderText("Search by ID or name")
+        self.search.textChanged.connect(self.refresh)
+        self.table = QTableWidget(0, 4)
+        self.table.setHorizontalHeaderLabels(["ID", "Name", "Photos", "Enrolled"])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.itemSelectionChanged.connect(self._on_selection)
+        self.delete_button = QPushButton("Delete employee...")
+        self.delete_button.clicked.connect(self.delete_selected)
+        self.delete_button.setEnabled(False)
+        left = QVBoxLayout()
+        left.addWidget(self.search)
+        left.addWidget(self.table, 1)
+        left.addWidget(self.delete_button)
+
+        # right: enrolment
+        self.id_field = QLineEdit()
+        self.id_field.setMaxLength(64)
+        self.name_field = QLineEdit()
+        self.name_field.setMaxLength(120)
+        for field in (self.id_field, self.name_field):
+            field.textChanged.connect(self._update_buttons)
+        self.preview = VideoView(mirror=mirror, min_size=(240, 180))
+        self.take_button = QPushButton("Take photo")
+        self.take_button.clicked.connect(self.take_photo)
+        self.files_button = QPushButton("Add photo files...")
+        self.files_button.clicked.connect(self.add_files)
+        self.photos = QListWidget()
+        self.photos.setViewMode(QListWidget.ViewMode.IconMode)
+        self.photos.setIconSize(QSize(96, 96))
+        self.photos.setFixedHeight(140)
+        self.remove_button = QPushButton("Remove photo")
+        self.remove_button.clicked.connect(self.remove_photo)
+        self.save_button = QPushButton("Save enrolment")
+        self.save_button.clicked.connect(self.save)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("Employee ID", self.id_field)
+        form.addRow("Name", self.name_field)
+        capture_row = QHBoxLayout()
+        for button in (self.take_button, self.files_button, self.remove_button):
+            capture_row.addWidget(button)
+        group = QGroupBox("Enrol or re-enrol (re-enrolling replaces the person's photos)")
+        right = QVBoxLayout(group)
+        right.addLayout(form)
+        right.addWidget(self.preview, 1)
+        right.addLayout(capture_row)
+        right.addWidget(self.photos)
+        right.addWidget(self.save_button)
+        right.addWidget(self.status)
+
+        layout = QHBoxLayout(self)
+        layout.addLayout(left, 1)
+        layout.addWidget(group, 1)
+        self.refresh()
+        self._update_buttons()
+
+    # -- hooks (tests replace these instead of driving modal dialogs) -------------------------------------
+    def choose_files(self) -> list[str]:
+        files, _ = QFileDialog.getOpenFileNames(self, "Reference photos", "", IMAGE_FILTER)
+        return files
+
+    def confirm(self, title: str, text: str) -> bool:
+        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
+
+    # -- state from the window ---------------------------------------------------------------------------
+    def set_engine_state(self, ok: bool, reason: str = "") -> None:
+        self._engine_ok = ok
+        if not ok:
+            self._say(f"Enrolment is unavailable: {reason}", error=True)
+        self._update_buttons()
+
+    def set_camera_state(self, ok: bool) -> None:
+        self._camera_ok = ok
+        self._update_buttons()
+
+    def on_frame(self, frame) -> None:
+        if self.preview.isVisible():
+            self.preview.set_frame(frame)
+
+    def on_analysed(self, result: FrameResult) -> None:
+        self._last_good = result if result.ok else None
+        if self.preview.isVisible():
+            self.preview.set_face(result.box, result.ok)
+            self.preview.set_message("" if result.ok else result.advice)
+        self._update_buttons()
+
+    def on_enrolled(self, employee) -> None:
+        self._saving = False
+        self._say(f"Enrolled {employee.id} ({employee.name}) with {employee.photo_count} photo(s).")
+        self.pending.clear()
+        self.photos.clear()
+        self.refresh()
+        self._update_buttons()
+
+    def on_enrol_failed(self, message: str) -> None:
+        self._saving = False
+        self._say(message, error=True)
+        self._update_buttons()
+
+    # -- actions ------------------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        try:
+            employees = self.storage.employees.search(self.search.text())
+        except StorageError as exc:
+            self._say(str(exc), error=True)
+            return
+        self.table.setRowCount(len(employees))
+        for row, e in enumerate(employees):
+            for col, value in enumerate((e.id, e.name, str(e.photo_count), e.created[:16].replace("T", " "))):
+                self.table.setItem(row, col, QTableWidgetItem(value))
+        self.table.resizeColumnToContents(3)
+        self._on_selection()
+
+    def selected_id(self) -> str | None:
+        rows = self.table.selectionModel().selectedRows()
+        return self.table.item(rows[0].row(), 0).text() if rows else None
+
+    def _on_selection(self) -> None:
+        employee_id = self.selected_id()
+        self.delete_button.setEnabled(employee_id is not None)
+        if employee_id is not None:
+            self.id_field.setText(employee_id)
+            self.name_field.setText(self.table.item(self.table.currentRow(), 1).text())
+
+    def take_photo(self) -> None:
+        result = self._last_good
+        if result is None or time.monotonic() - result.captured_at > FRESH_S:
+            self._say("No good face in view: look at the camera and try again.", error=True)
+            return
+        self._add_pending(result.frame, f"camera photo {len(self.pending) + 1}")
+
+    def add_files(self) -> None:
+        for name in self.choose_files():
+            try:
+                self._add_pending(read_image(name), Path(name).name)
+            except KioskError as exc:
+                self._say(str(exc), error=True)
+
+    def remove_photo(self) -> None:
+        row = self.photos.currentRow()
+        if row >= 0:
+            self.photos.takeItem(row)
+            del self.pending[row]
+            self._update_buttons()
+
+    def save(self) -> None:
+        try:
+            employee_id, name = clean_employee_id(self.id_field.text()), clean_name(self.name_field.text())
+        except StorageError as exc:
+            self._say(str(exc), error=True)
+            return
+        if not self.pending:
+            self._say("Add at least one photo.", error=True)
+            return
+        existing = self.storage.employees.get(employee_id)
+        if existing is not None and not self.confirm(
+                "Re-enrol", f"{employee_id} ({existing.name}) is already enrolled with {existing.photo_count} "
+                            f"photo(s). Replace them with the {len(self.pending)} new photo(s)?"):
+            return
+        self._saving = True
+        self._say(f"Enrolling {employee_id}...")
+        self._update_buttons()
+        self.enrol_requested.emit(employee_id, name, list(self.pending), True)
+
+    def delete_selected(self) -> None:
+        employee_id = self.selected_id()
+        if employee_id is None:
+            return
+        if not self.confirm("Delete", f"Delete {employee_id} with all their reference photos and features? "
+                                      f"This cannot be undone."):
+            return
+        try:
+            self.storage.employees.delete(employee_id)
+        except StorageError as exc:
+            self._say(str(exc), error=True)
+            return
+        self._say(f"Deleted {employee_id} and their photos.")
+        self.id_field.clear()
+        self.name_field.clear()
+        self.refresh()
+
+    # -- helpers ------------------------------------------------------------------------------------------
+    def _add_pending(self, image, label: str) -> None:
+        self.pending.append((image, label))
+        self.photos.addItem(QListWidgetItem(QIcon(thumbnail(image, 128)), label))
+        self._say(f"{len(self.pending)} photo(s) ready; add more or save.")
+        self._update_buttons()
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("color:#c62828;" if error else "")
+        (log.warning if error else log.info)("admin: %s", text)
+
+    def _update_buttons(self) -> None:
+        idle = not self._saving
+        fresh = self._last_good is not None and time.monotonic() - self._last_good.captured_at <= FRESH_S
+        self.take_button.setEnabled(idle and self._engine_ok and self._camera_ok and fresh)
+        self.files_button.setEnabled(idle and self._engine_ok)
+        self.remove_button.setEnabled(idle and bool(self.pending))
+        self.save_button.setEnabled(idle and self._engine_ok and bool(self.pending)
+                                    and bool(self.id_field.text().strip()) and bool(self.name_field.text().strip()))
+        self.take_button.setToolTip("" if fresh else "Enabled when a face passes the quality checks")

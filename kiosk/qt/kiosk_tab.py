@@ -1,0 +1,161 @@
+"""The kiosk screen: live picture, ID entry (keyboard or badge scanner + Enter), prompts, big verdict."""
+
+from __future__ import annotations
+
+import time
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
+
+from ..decision import Decision
+from .video_view import VideoView
+from .worker import FrameResult
+
+IDLE, VERIFYING, VERDICT, UNAVAILABLE, STARTING = "idle", "verifying", "verdict", "unavailable", "starting"
+
+_VERDICT_STYLE = {
+    "ACCEPT": "background:#1e9e4a; color:white; border-radius:12px;",
+    "REJECT": "background:#c62828; color:white; border-radius:12px;",
+    "info": "background:#37474f; color:white; border-radius:12px;",
+    "none": "background:transparent; color:#cfd8dc;",
+}
+
+
+def _font(points: int, bold: bool = False) -> QFont:
+    font = QFont()
+    font.setPointSize(points)
+    font.setBold(bold)
+    return font
+
+
+class KioskTab(QWidget):
+    verification_requested = Signal(str, float)  # claimed ID, time.monotonic() when it was entered
+
+    def __init__(self, mirror: bool = False, verdict_display_s: float = 4.0, parent=None):
+        super().__init__(parent)
+        self.verdict_display_s = verdict_display_s
+        self.state = STARTING
+        self.last_decision: Decision | None = None
+        self.video = VideoView(self, mirror=mirror)
+
+        self.id_label = QLabel("Enter or scan your employee ID, then press Enter")
+        self.id_label.setFont(_font(16))
+        self.id_label.setWordWrap(True)
+        self.id_field = QLineEdit()
+        self.id_field.setFont(_font(24))
+        self.id_field.setPlaceholderText("Employee ID")
+        self.id_field.setMaxLength(64)
+        self.id_field.returnPressed.connect(self._on_id_entered)
+        self.prompt = QLabel("Starting...")
+        self.prompt.setFont(_font(20, bold=True))
+        self.prompt.setWordWrap(True)
+        self.prompt.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.verdict = QLabel("")
+        self.verdict.setFont(_font(44, bold=True))
+        self.verdict.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.verdict.setMinimumHeight(110)
+        self.reason = QLabel("")
+        self.reason.setFont(_font(18))
+        self.reason.setWordWrap(True)
+        self.reason.setAlignment(Qt.AlignmentFlag.AlignCenter)
+
+        side = QVBoxLayout()
+        side.addWidget(self.id_label)
+        side.addWidget(self.id_field)
+        side.addSpacing(16)
+        side.addWidget(self.prompt)
+        side.addStretch(1)
+        side.addWidget(self.verdict)
+        side.addWidget(self.reason)
+        side.addStretch(1)
+        panel = QWidget()
+        panel.setLayout(side)
+        panel.setMinimumWidth(360)
+        panel.setMaximumWidth(520)
+        layout = QHBoxLayout(self)
+        layout.addWidget(self.video, 3)
+        layout.addWidget(panel, 2)
+
+        self._reset_timer = QTimer(self)
+        self._reset_timer.setSingleShot(True)
+        self._reset_timer.timeout.connect(self.reset)
+        self._show_verdict("", "", "none")
+        self.id_field.setEnabled(False)
+
+    # -- states -------------------------------------------------------------------------------------------
+    def set_ready(self) -> None:
+        """The model is loaded: accept IDs."""
+        self.state = IDLE
+        self.reset()
+
+    def set_unavailable(self, reason: str) -> None:
+        self.state = UNAVAILABLE
+        self._reset_timer.stop()
+        self.id_field.clear()
+        self.id_field.setEnabled(False)
+        self.prompt.setText("")
+        self._show_verdict("Out of service", f"Face verification is unavailable: {reason}", "info")
+
+    def reset(self) -> None:
+        """Ready for the next person."""
+        if self.state == UNAVAILABLE:
+            return
+        self.state = IDLE
+        self.id_field.clear()
+        self.id_field.setEnabled(True)
+        self.prompt.setText("")
+        self._show_verdict("", "", "none")
+        if self.isVisible():
+            self.id_field.setFocus()
+
+    def _show_verdict(self, title: str, reason: str, style: str) -> None:
+        self.verdict.setText(title)
+        self.verdict.setStyleSheet(_VERDICT_STYLE[style])
+        self.reason.setText(reason)
+
+    # -- events ---------------------------------------------------------------------------------------------
+    def _on_id_entered(self) -> None:
+        claimed = self.id_field.text().strip()
+        if self.state != IDLE or not claimed:
+            return
+        self.state = VERIFYING
+        self.id_field.setEnabled(False)
+        self.prompt.setText("Look at the camera")
+        self._show_verdict("", "", "none")
+        self.verification_requested.emit(claimed, time.monotonic())
+
+    def on_analysed(self, result: FrameResult) -> None:
+        self.video.set_face(result.box, result.ok)
+        if self.state == VERIFYING:
+            self.prompt.setText(result.advice or "Hold still...")
+        elif self.state == IDLE:  # a hint while the person types their ID
+            self.prompt.setText(result.advice)
+
+    def on_progress(self, done: int, needed: int) -> None:
+        if self.state == VERIFYING and done:
+            self.prompt.setText(f"Hold still... ({done}/{needed})")
+
+    def on_decided(self, decision: Decision, name: str | None = None) -> None:
+        if self.state != VERIFYING:
+            return
+        self.last_decision = decision
+        self.state = VERDICT
+        self.prompt.setText("")
+        reason = decision.reason[:1].upper() + decision.reason[1:]
+        if decision.accepted and name:
+            reason = f"Welcome, {name}"
+        self._show_verdict(decision.verdict, reason, decision.verdict)
+        self._reset_timer.start(int(self.verdict_display_s * 1000))
+
+    def on_error(self, message: str) -> None:
+        """A problem during verification: show it and get ready for the next person."""
+        if self.state == VERIFYING:
+            self.state = VERDICT
+            self._show_verdict("Sorry", f"Please try again ({message})", "info")
+            self._reset_timer.start(int(self.verdict_display_s * 1000))
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if self.state == IDLE:
+            self.id_field.setFocus()

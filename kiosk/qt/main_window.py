@@ -1,0 +1,210 @@
+"""The kiosk window: wires the capture thread, the inference worker, the kiosk tab and the admin tab."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
+
+from ..decision import Decision, FusionParams
+from ..engine import FaceEngine
+from ..paths import DEFAULT_WEIGHTS
+from ..sources import IMAGE_EXTENSIONS, FrameSource, is_camera_spec, open_source
+from ..storage import PinManager, Settings, SettingsStore, Storage, StorageError
+from .admin_tab import AdminTab
+from .audit_page import AuditPage
+from .capture import ENDED, FAILED, LIVE, LOST, FrameCapture
+from .employees_page import EmployeesPage
+from .kiosk_tab import KioskTab
+from .threshold_page import ThresholdPage
+from .worker import EngineInfo, InferenceThread, VerificationWorker
+
+log = logging.getLogger(__name__)
+
+FOLDER_FPS = 5.0  # an image folder shows this many photos per second unless --fps says otherwise
+
+
+@dataclass
+class AppConfig:
+    source: str = "0"                       # camera index, video file, image file or folder
+    weights: Path = DEFAULT_WEIGHTS
+    fullscreen: bool = False
+    fps: float | None = None                # pacing of file sources (folder default FOLDER_FPS, video: own rate)
+    loop: bool = True                       # replay videos and folders
+    opener: Callable[[], FrameSource] | None = None   # replaces open_source (tests, other devices)
+    engine_factory: Callable[[Path], FaceEngine] = FaceEngine
+    admin_idle_s: float | None = None       # None: from the settings
+    verdict_display_s: float | None = None  # None: from the settings
+    idle_rate_hz: float = 10.0              # face analysis rate while nobody is being verified
+    source_retry: tuple[float, float] = (1.0, 10.0)
+
+    def open_source(self) -> FrameSource:
+        if self.opener is not None:
+            return self.opener()
+        fps = self.fps
+        if fps is None and not is_camera_spec(self.source):
+            path = Path(self.source)
+            if path.is_dir() or path.suffix.lower() in IMAGE_EXTENSIONS:  # photos: a gentle slide show
+                fps = FOLDER_FPS
+        return open_source(self.source, loop=self.loop, fps=fps)
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, config: AppConfig, storage: Storage | None = None):
+        super().__init__()
+        self.setWindowTitle("Siamese Kiosk")
+        self.config = config
+        self.settings_store = SettingsStore()
+        settings_error = ""
+        try:
+            settings = self.settings_store.load()
+        except StorageError as exc:  # the kiosk runs on defaults; admin stays closed until it is fixed
+            log.error("%s", exc)
+            settings, settings_error = Settings(), str(exc)
+        self._own_storage = storage is None
+        self.storage = storage or Storage.open()
+        mirror = config.opener is None and is_camera_spec(config.source)
+
+        self.kiosk = KioskTab(mirror, config.verdict_display_s or settings.verdict_display_s)
+        self.employees = EmployeesPage(self.storage, mirror)
+        self.threshold_page = ThresholdPage(self.settings_store, settings.threshold)
+        self.audit_page = AuditPage(self.storage.audit)
+        panel = QTabWidget()
+        panel.addTab(self.employees, "Employees")
+        panel.addTab(self.threshold_page, "Threshold")
+        panel.addTab(self.audit_page, "Audit log")
+        self.admin = AdminTab(None if settings_error else PinManager(self.settings_store), panel,
+                              config.admin_idle_s or settings.admin_idle_s, settings_error)
+        self.tabs = QTabWidget()
+        self.tabs.addTab(self.kiosk, "Kiosk")
+        self.tabs.addTab(self.admin, "Admin")
+        self.tabs.currentChanged.connect(self._on_tab_changed)
+        self.setCentralWidget(self.tabs)
+        self.source_status, self.model_status = QLabel("Opening the video source..."), QLabel("Loading the model...")
+        self.statusBar().addWidget(self.source_status, 1)
+        self.statusBar().addPermanentWidget(self.model_status)
+
+        fusion = FusionParams(settings.fusion_frames, settings.fusion_window_s, settings.fusion_aggregate)
+        self.worker = VerificationWorker(config.weights, self.storage, fusion, settings.threshold,
+                                         config.engine_factory, config.idle_rate_hz)
+        self.inference = InferenceThread(self.worker)
+        w = self.worker
+        w.engine_ready.connect(self._on_engine_ready)
+        w.engine_failed.connect(self._on_engine_failed)
+        w.analysed.connect(self.kiosk.on_analysed)
+        w.analysed.connect(self.employees.on_analysed)
+        w.progress.connect(self.kiosk.on_progress)
+        w.decided.connect(self._on_decided)
+        w.enrolled.connect(self.employees.on_enrolled)
+        w.enrol_failed.connect(self.employees.on_enrol_failed)
+        w.error.connect(self._on_worker_error)
+        self.kiosk.verification_requested.connect(self._request_verification)
+        self.employees.enrol_requested.connect(self._request_enrolment)
+        self.threshold_page.threshold_changed.connect(self._threshold_changed)
+
+        self.capture = FrameCapture(config.open_source, config.source_retry)
+        self.capture.frame_ready.connect(self._on_frame)
+        self.capture.state_changed.connect(self._on_source_state)
+        self.frames_received = 0
+        self.source_state = ""
+        self._closed = False
+        self.inference.start()
+        self.capture.start()
+
+    # -- frames -------------------------------------------------------------------------------------------
+    def _on_frame(self) -> None:
+        item = self.capture.take_latest()
+        if item is None:
+            return
+        frame, captured_at = item
+        self.frames_received += 1
+        self.kiosk.video.set_frame(frame)
+        self.employees.on_frame(frame)
+        self.worker.offer_frame(frame, captured_at)
+
+    def _on_source_state(self, state: str, message: str) -> None:
+        self.source_state = state
+        live = state == LIVE
+        self.kiosk.video.set_message("" if live else message)
+        self.employees.set_camera_state(live)
+        if state == FAILED:
+            self.kiosk.video.clear_frame()
+        description = self.capture.worker.description or self.config.source
+        self.source_status.setText({LIVE: f"Source: {description}", LOST: message, FAILED: message,
+                                    ENDED: message}.get(state, message))
+
+    # -- worker results ---------------------------------------------------------------------------------
+    def _on_engine_ready(self, info: EngineInfo) -> None:
+        self.engine_info = info
+        self.model_status.setText(f"Model: {Path(info.weights_path).name}, threshold "
+                                  f"{self.threshold_page.threshold:.3f}")
+        self.threshold_page.set_model(info)
+        self.employees.set_engine_state(True)
+        self.kiosk.set_ready()
+
+    def _on_engine_failed(self, reason: str) -> None:
+        self.engine_info = None
+        self.model_status.setText("Model: not available")
+        self.kiosk.set_unavailable(reason)
+        self.employees.set_engine_state(False, reason)
+
+    def _on_decided(self, decision: Decision) -> None:
+        name = None
+        if decision.accepted:
+            try:
+                employee = self.storage.employees.get(decision.claimed_id)
+                name = employee.name if employee else None
+            except StorageError as exc:
+                log.warning("cannot look up the name of %s: %s", decision.claimed_id, exc)
+        self.kiosk.on_decided(decision, name)
+        if self.audit_page.isVisible():
+            self.audit_page.refresh()
+
+    def _on_worker_error(self, message: str) -> None:
+        log.warning("worker: %s", message)
+        self.statusBar().showMessage(message, 8000)
+        self.kiosk.on_error(message)
+
+    # -- requests -------------------------------------------------------------------------------------------
+    def _request_verification(self, claimed_id: str, started_at: float) -> None:
+        self.worker.request_verification(claimed_id, started_at)
+
+    def _request_enrolment(self, employee_id: str, name: str, images: list, replace: bool) -> None:
+        self.worker.request_enrolment(employee_id, name, images, replace)
+
+    def _threshold_changed(self, value) -> None:
+        self.worker.set_threshold(value)
+        if getattr(self, "engine_info", None) is not None:
+            self.model_status.setText(f"Model: {Path(self.engine_info.weights_path).name}, threshold "
+                                      f"{self.threshold_page.threshold:.3f}")
+
+    def _on_tab_changed(self, index: int) -> None:
+        if self.tabs.widget(index) is not self.admin:
+            self.admin.lock()
+        if self.tabs.widget(index) is self.kiosk and self.kiosk.id_field.isEnabled():
+            self.kiosk.id_field.setFocus()
+
+    # -- shutdown -----------------------------------------------------------------------------------------
+    def shutdown(self) -> None:
+        """Stop both threads and close the database; safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.capture.frame_ready.disconnect(self._on_frame)
+        self.capture.state_changed.disconnect(self._on_source_state)
+        self.threshold_page.flush()
+        self.admin.lock()
+        capture_ok = self.capture.stop()
+        inference_ok = self.inference.stop()
+        if not (capture_ok and inference_ok):
+            log.error("a worker thread did not stop in time (capture %s, inference %s)", capture_ok, inference_ok)
+        if self._own_storage and capture_ok and inference_ok:
+            self.storage.close()
+        log.info("kiosk closed")
+
+    def closeEvent(self, event) -> None:
+        self.shutdown()
+        super().closeEvent(event)

@@ -1,0 +1,331 @@
+"""The inference worker: a QObject living in its own QThread that runs detection and the Siamese network.
+
+The GUI offers every frame; the worker only ever takes the latest one (stale frames are dropped) and never
+blocks the GUI. All requests arrive as queued signals, all results and problems leave as signals: no
+exception escapes into Qt. Without trained weights it still detects faces (for the prompts) and says why
+it cannot verify or enrol.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+
+from ..decision import (REASON_ERROR, REASON_NO_REFERENCE, Decision, FusionParams, VerificationSession, frame_score,
+                        unknown_id)
+from ..detection import Box, HaarFaceDetector
+from ..engine import FaceEngine
+from ..enrolment import current_references, enrol_images, refresh_features
+from ..errors import KioskError
+from ..quality import ADVICE, assess_quality
+from ..storage import Storage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """What the worker saw in one frame (for the overlay, the prompts and enrolment photos)."""
+
+    frame: np.ndarray
+    captured_at: float
+    box: Box | None
+    ok: bool
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def advice(self) -> str:
+        return ADVICE.get(self.reasons[0], self.reasons[0]) if self.reasons else ""
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    weights_path: str
+    default_threshold: float
+    roc: list | None
+    description: str
+
+
+class VerificationWorker(QObject):
+    engine_ready = Signal(object)     # EngineInfo
+    engine_failed = Signal(str)
+    analysed = Signal(object)         # FrameResult
+    progress = Signal(int, int)       # good frames so far, frames needed
+    decided = Signal(object)          # Decision
+    enrolled = Signal(object)         # storage.Employee
+    enrol_failed = Signal(str)
+    error = Signal(str)               # unexpected trouble, shown but never fatal
+
+    _wake = Signal()
+    _verify = Signal(str, float)
+    _enrol = Signal(str, str, object, bool)
+    _threshold = Signal(object)
+    _fusion = Signal(object)
+    _cancel = Signal()
+
+    def __init__(self, weights_path: str | Path, storage: Storage, fusion: FusionParams | None = None,
+                 threshold: float | None = None, engine_factory: Callable[[Path], FaceEngine] = FaceEngine,
+                 idle_rate_hz: float = 10.0):
+        super().__init__()
+        self.weights_path = Path(weights_path)
+        self.storage = storage
+        self.fusion = fusion or FusionParams()
+        self.threshold_override = threshold
+        self.engine: FaceEngine | None = None
+        self._engine_factory = engine_factory
+        self._detector: HaarFaceDetector | None = None
+        self._idle_interval = 1.0 / idle_rate_hz if idle_rate_hz > 0 else 0.0
+        self._lock = threading.Lock()
+        self._latest: tuple[np.ndarray, float] | None = None
+        self._wake_pending = False
+        self._last_analysis = 0.0
+        self._session: VerificationSession | None = None
+        self._references: np.ndarray | None = None
+        self._stopping = False
+        self._last_error = ("", 0.0)
+        self._wake.connect(self._process_latest)
+        self._verify.connect(self._begin_verification)
+        self._enrol.connect(self._do_enrol)
+        self._threshold.connect(self._set_threshold)
+        self._fusion.connect(self._set_fusion)
+        self._cancel.connect(self._cancel_session)
+
+    # -- thread-safe requests (any thread) ----------------------------------------------------------------
+    def offer_frame(self, frame: np.ndarray, captured_at: float) -> None:
+        """The newest frame; replaces any frame not yet analysed."""
+        with self._lock:
+            self._latest = (frame, captured_at)
+            if self._wake_pending:
+                return
+            self._wake_pending = True
+        self._wake.emit()
+
+    def request_verification(self, claimed_id: str, started_at: float | None = None) -> None:
+        self._verify.emit(claimed_id, time.monotonic() if started_at is None else started_at)
+
+    def request_enrolment(self, employee_id: str, name: str, images: list[tuple[np.ndarray, str]],
+                          replace: bool = True) -> None:
+        self._enrol.emit(employee_id, name, list(images), replace)
+
+    def set_threshold(self, threshold: float | None) -> None:
+        self._threshold.emit(threshold)
+
+    def set_fusion(self, fusion: FusionParams) -> None:
+        self._fusion.emit(fusion)
+
+    def cancel(self) -> None:
+        self._cancel.emit()
+
+    @property
+    def threshold(self) -> float:
+        if self.threshold_override is not None:
+            return self.threshold_override
+        return self.engine.default_threshold if self.engine is not None else 0.5
+
+    # -- in the worker thread -------------------------------------------------------------------------------
+    @Slot()
+    def start(self) -> None:
+        """Load the engine (slow) in this thread; QTimers are created here so they belong to it."""
+        self._deadline = QTimer(self)
+        self._deadline.setSingleShot(True)
+        self._deadline.timeout.connect(self._on_deadline)
+        self._throttle = QTimer(self)
+        self._throttle.setSingleShot(True)
+        self._throttle.timeout.connect(self._process_latest)
+        try:
+            self.engine = self._engine_factory(self.weights_path)
+        except KioskError as exc:
+            self._engine_unavailable(str(exc))
+            return
+        except Exception as exc:
+            log.exception("loading the model failed")
+            self._engine_unavailable(f"the model could not be loaded ({type(exc).__name__}: {exc})")
+            return
+        try:
+            refresh_features(self.engine, self.storage.employees)
+        except Exception as exc:  # not fatal: stale features are simply not used
+            log.exception("recomputing reference features failed")
+            self.error.emit(f"could not update stored features for the new model: {exc}")
+        metadata = getattr(self.engine, "metadata", {}) or {}
+        log.info("model %s loaded (threshold %.3f)", self.weights_path, self.engine.default_threshold)
+        self.engine_ready.emit(EngineInfo(str(self.weights_path), float(self.engine.default_threshold),
+                                          metadata.get("roc"), str(metadata.get("description", ""))))
+
+    def _engine_unavailable(self, reason: str) -> None:
+        log.error("verification unavailable: %s", reason)
+        try:
+            self._detector = HaarFaceDetector()  # prompts and face outline still work
+        except KioskError as exc:
+            reason = f"{reason}; {exc}"
+        self.engine_failed.emit(reason)
+
+    @Slot()
+    def stop(self) -> None:
+        self._stopping = True
+        for timer in (getattr(self, "_deadline", None), getattr(self, "_throttle", None)):
+            if timer is not None:
+                timer.stop()
+
+    @Slot()
+    def _process_latest(self) -> None:
+        if self._stopping:
+            return
+        now = time.monotonic()
+        if self._session is None and self._idle_interval:
+            wait = self._last_analysis + self._idle_interval - now
+            if wait > 0:  # nobody is being verified: analyse at a gentle rate to spare the CPU
+                if not self._throttle.isActive():
+                    self._throttle.start(int(wait * 1000) + 1)
+                return
+        with self._lock:
+            item, self._latest, self._wake_pending = self._latest, None, False
+        if item is None:
+            return
+        self._last_analysis = now
+        try:
+            self._analyse(*item)
+        except Exception as exc:
+            session = self._session
+            if session is not None:  # the person gets a clear answer, and the attempt is logged
+                self._finish(Decision(session.claimed_id, False, REASON_ERROR, None, session.threshold))
+            self._report(f"frame analysis failed: {type(exc).__name__}: {exc}")
+
+    def _report(self, message: str) -> None:
+        """Log and signal a problem, but the same one at most every 10 s (a bad camera can fail every frame)."""
+        now = time.monotonic()
+        if message == self._last_error[0] and now - self._last_error[1] < 10.0:
+            return
+        self._last_error = (message, now)
+        log.error("%s", message, exc_info=True)
+        self.error.emit(message)
+
+    def _analyse(self, frame: np.ndarray, captured_at: float) -> None:
+        if self.engine is not None:
+            analysis = self.engine.analyse(frame)
+            box, quality, crop = analysis.box, analysis.quality, analysis.crop
+        elif self._detector is not None:
+            detection = self._detector.detect(frame)
+            box, quality, crop = detection.primary, assess_quality(frame, detection), None
+        else:
+            return
+        self.analysed.emit(FrameResult(frame, captured_at, box, quality.ok, list(quality.reasons)))
+        session = self._session
+        if session is None or self.engine is None:
+            return
+        if quality.ok and crop is not None and session.wants(captured_at):
+            features = self.engine.embed_crops(crop[None])[0]
+            decision = session.add_score(frame_score(self.engine.similarity, features, self._references),
+                                         captured_at)
+            self.progress.emit(len(session.scores), session.params.frames)
+            if decision is not None:
+                self._finish(decision)
+                return
+        self._on_deadline()
+
+    @Slot(str, float)
+    def _begin_verification(self, claimed_id: str, started_at: float) -> None:
+        claimed_id = claimed_id.strip()
+        try:
+            if self.engine is None:
+                self.error.emit("verification is unavailable (no model loaded)")
+                return
+            if self._session is not None:
+                log.info("verification of %s replaced by %s", self._session.claimed_id, claimed_id)
+            self._session = None
+            if self.storage.employees.get(claimed_id) is None:
+                self._finish(unknown_id(claimed_id, self.threshold))
+                return
+            refs = current_references(self.engine, self.storage.employees, claimed_id)
+            if refs.size == 0:
+                self._finish(Decision(claimed_id, False, REASON_NO_REFERENCE, None, self.threshold))
+                return
+            self._references = refs
+            self._session = VerificationSession(claimed_id, self.threshold, self.fusion, started_at)
+            remaining = self._session.remaining(time.monotonic())
+            self._deadline.start(int(remaining * 1000) + 20)
+            self.progress.emit(0, self.fusion.frames)
+            if self._throttle.isActive():  # a frame is waiting for the idle rate: take it now
+                self._throttle.stop()
+                self._process_latest()
+        except Exception as exc:
+            log.exception("starting verification failed")
+            self._session = None
+            self.error.emit(f"verification failed: {type(exc).__name__}: {exc}")
+
+    @Slot()
+    def _on_deadline(self) -> None:
+        if self._session is not None:
+            decision = self._session.expire(time.monotonic())
+            if decision is not None:
+                self._finish(decision)
+
+    def _finish(self, decision: Decision) -> None:
+        self._session, self._references = None, None
+        self._deadline.stop()
+        log.info("verification of %r: %s (%s), score %s, threshold %.3f", decision.claimed_id, decision.verdict,
+                 decision.reason, "-" if decision.score is None else f"{decision.score:.3f}", decision.threshold)
+        try:
+            self.storage.audit.record(decision.claimed_id, decision.verdict, decision.reason, decision.score)
+        except Exception as exc:
+            log.exception("writing the audit log failed")
+            self.error.emit(f"the audit log could not be written: {exc}")
+        self.decided.emit(decision)
+
+    @Slot()
+    def _cancel_session(self) -> None:
+        self._session, self._references = None, None
+        if hasattr(self, "_deadline"):
+            self._deadline.stop()
+
+    @Slot(object)
+    def _set_threshold(self, threshold: float | None) -> None:
+        self.threshold_override = threshold
+
+    @Slot(object)
+    def _set_fusion(self, fusion: FusionParams) -> None:
+        self.fusion = fusion
+
+    @Slot(str, str, object, bool)
+    def _do_enrol(self, employee_id: str, name: str, images: list, replace: bool) -> None:
+        if self.engine is None:
+            self.enrol_failed.emit("enrolment needs trained weights, and none are loaded")
+            return
+        try:
+            employee = enrol_images(self.engine, self.storage.employees, employee_id, name, images, replace)
+        except KioskError as exc:
+            self.enrol_failed.emit(str(exc))
+            return
+        except Exception as exc:
+            log.exception("enrolment failed")
+            self.enrol_failed.emit(f"enrolment failed: {type(exc).__name__}: {exc}")
+            return
+        self.enrolled.emit(employee)
+
+
+class InferenceThread(QObject):
+    """Owns the worker's thread (GUI side): start, and a clean stop."""
+
+    def __init__(self, worker: VerificationWorker, parent=None):
+        super().__init__(parent)
+        self.worker = worker
+        self.thread = QThread()
+        self.thread.setObjectName("inference")
+        worker.moveToThread(self.thread)
+        self.thread.started.connect(worker.start)
+        self.thread.finished.connect(worker.stop)  # emitted in the worker thread: its timers stop there
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, timeout_ms: int = 10000) -> bool:
+        """Finish the current frame (if any), drop queued work, end the thread."""
+        self.worker._stopping = True  # seen by the worker before each frame
+        self.thread.quit()
+        return self.thread.wait(timeout_ms)

@@ -1,0 +1,94 @@
+"""Kiosk settings (threshold, fusion parameters, admin PIN hash and lock state) in one JSON file in
+config_dir(), written atomically and owner-only (it holds the PIN hash)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+from ..paths import config_dir
+from .db import StorageError
+from .files import atomic_write_text, private_dir
+
+log = logging.getLogger(__name__)
+
+SETTINGS_NAME = "settings.json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    threshold: float | None = None      # None: the model's own threshold
+    fusion_frames: int = 3              # good frames fused into one decision
+    fusion_window_s: float = 4.0        # ... collected within this time after the ID is entered
+    fusion_aggregate: str = "mean"      # "mean" or "median" of the frame scores
+    verdict_display_s: float = 4.0      # the verdict stays on screen this long
+    admin_idle_s: float = 60.0          # the admin tab locks itself after this much idle time
+    pin: dict | None = None             # scrypt record, see kiosk.storage.pin
+    pin_failures: int = 0
+    pin_locked_until: float = 0.0       # epoch seconds
+    extra: dict = field(default_factory=dict)  # unknown keys from newer versions, kept as they were
+
+    def validated(self) -> "Settings":
+        """Out-of-range values fall back to the defaults (with a warning), never crash the kiosk."""
+        default = Settings()
+        checks = {
+            "threshold": lambda v: v is None or (isinstance(v, (int, float)) and 0.0 <= v <= 1.0),
+            "fusion_frames": lambda v: isinstance(v, int) and 1 <= v <= 20,
+            "fusion_window_s": lambda v: isinstance(v, (int, float)) and 0.5 <= v <= 60,
+            "fusion_aggregate": lambda v: v in ("mean", "median"),
+            "verdict_display_s": lambda v: isinstance(v, (int, float)) and 0.5 <= v <= 60,
+            "admin_idle_s": lambda v: isinstance(v, (int, float)) and 5 <= v <= 3600,
+            "pin": lambda v: v is None or isinstance(v, dict),
+            "pin_failures": lambda v: isinstance(v, int) and v >= 0,
+            "pin_locked_until": lambda v: isinstance(v, (int, float)),
+        }
+        changes = {}
+        for name, ok in checks.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not ok(value):
+                log.warning("setting %s=%r is invalid; using %r", name, value, getattr(default, name))
+                changes[name] = getattr(default, name)
+        return replace(self, **changes) if changes else self
+
+
+class SettingsStore:
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path else config_dir() / SETTINGS_NAME
+        self._lock = threading.RLock()
+
+    def load(self) -> Settings:
+        """The saved settings (defaults if there is no file). StorageError if the file is damaged: the
+        kiosk must not silently forget the admin PIN."""
+        with self._lock:
+            try:
+                text = self.path.read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return Settings()
+            except OSError as exc:
+                raise StorageError(f"{self.path}: cannot read the settings ({exc.strerror or exc})") from None
+            try:
+                data = json.loads(text)
+                if not isinstance(data, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                raise StorageError(f"{self.path}: the settings file is damaged ({exc}); fix it, or delete it "
+                                   f"to start with defaults and a new admin PIN") from None
+            known = {f.name for f in fields(Settings)} - {"extra"}
+            values = {k: v for k, v in data.items() if k in known}
+            return Settings(**values, extra={k: v for k, v in data.items() if k not in known}).validated()
+
+    def save(self, settings: Settings) -> Settings:
+        with self._lock:
+            private_dir(self.path.parent)
+            data = asdict(settings)
+            extra = data.pop("extra")
+            atomic_write_text(self.path, json.dumps({**extra, **data}, indent=2, sort_keys=True) + "\n")
+            return settings
+
+    def update(self, **changes) -> Settings:
+        """Load, change some fields, save: one step under the lock."""
+        with self._lock:
+            return self.save(replace(self.load(), **changes).validated())

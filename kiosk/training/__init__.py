@@ -1,0 +1,1 @@
+"""Training the Siamese face model (and the Omniglot preset). Not imported at kiosk run time."""
