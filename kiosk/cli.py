@@ -92,10 +92,10 @@ def cmd_train(args) -> int:
                          report_folds=parse_folds(args.exclude_folds), validation_folds=parse_folds(args.validation_folds),
                          epochs=args.epochs, seed=args.seed, threads=args.threads, max_steps=args.max_steps)
     if args.objective == "koch":
-        config.hard_negatives, config.identity_loss, config.distill = False, 0.0, 0.0
+        config.hard_negatives, config.distill = False, 0.0
     elif args.objective == "koch+distill":
-        config.hard_negatives, config.identity_loss = False, 0.0
-    elif args.objective == "koch+hard+id":
+        config.hard_negatives = False
+    elif args.objective == "koch+hard":
         config.distill = 0.0
     teacher = None
     if config.distill:
@@ -145,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
     p.add_argument("--exclude-folds", default="1-5", help="LFW folds whose people are never trained on (reported)")
     p.add_argument("--validation-folds", default="10", help="LFW folds held out for validation and threshold")
-    p.add_argument("--objective", choices=["full", "koch", "koch+distill", "koch+hard+id"], default="full",
-                   help="koch = Koch's pair cross-entropy alone; full = + hard negatives, identity loss, distillation")
+    p.add_argument("--objective", choices=["full", "koch", "koch+distill", "koch+hard"], default="full",
+                   help="koch = Koch's pair cross-entropy alone; full = + hard negatives + distillation")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)

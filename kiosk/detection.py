@@ -45,17 +45,22 @@ class HaarFaceDetector:
     """OpenCV's Haar frontal-face cascade. Large frames are shrunk for speed, boxes mapped back."""
 
     def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", detect_max_side: int = 320,
-                 scale_factor: float = 1.1, min_neighbors: int = 5, min_face_fraction: float = 0.08):
+                 scale_factor: float = 1.1, min_neighbors: int = 5, min_face_fraction: float = 0.1):
         path = Path(cascade)
         if not path.is_file():
             path = Path(cv2.data.haarcascades) / cascade
         self._cascade = cv2.CascadeClassifier(str(path))
         if self._cascade.empty():
             raise KioskError(f"cannot load the Haar cascade {path} (is opencv-python 4.x installed?)")
+        self.cascade_name = path.name
         self.detect_max_side = detect_max_side
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_face_fraction = min_face_fraction
+
+    def settings(self) -> dict:
+        return {"cascade": self.cascade_name, "detect_max_side": self.detect_max_side, "scale_factor": self.scale_factor,
+                "min_neighbors": self.min_neighbors, "min_face_fraction": self.min_face_fraction}
 
     def detect(self, image_bgr: np.ndarray) -> Detection:
         grey = image_bgr if image_bgr.ndim == 2 else cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)

@@ -7,6 +7,7 @@ An unreadable file scores as a rejection and is reported.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from .errors import KioskError
 from .facecache import build_face_cache
 from .imageio import read_image
 from .metrics import rates_at, summarise
+from .paths import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +46,35 @@ def score_pairs_ours(engine: FaceEngine, pairs: list[Pair], desc: str = "ours") 
                     "unreadable": int((~cache.readable).sum())}
 
 
-def score_pairs_peer(peer, pairs: list[Pair], desc: str = "peer") -> tuple[np.ndarray, dict]:
-    paths = _unique_paths(pairs)
+def peer_features(peer, paths: list[Path], desc: str = "peer") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(features, readable, detected) for each path, cached on disk like our face crops."""
+    key = hashlib.sha256(repr((peer.name, peer.upsample, [str(p) for p in paths])).encode()).hexdigest()[:20]
+    target = cache_dir() / "peer" / f"{key}.npz"
+    if target.is_file():
+        with np.load(target) as data:
+            return data["features"], data["readable"], data["detected"]
     features = np.zeros((len(paths), 128), np.float32)
-    ok = np.zeros(len(paths), bool)
-    missed = 0
+    readable = np.zeros(len(paths), bool)
+    detected = np.zeros(len(paths), bool)
     for i, path in enumerate(tqdm(paths, desc=f"{desc}: faces", unit="img")):
         try:
-            embedding, detected = peer.embed(read_image(path))
+            features[i], detected[i] = peer.embed(read_image(path))
         except KioskError as exc:
             log.warning("%s", exc)
             continue
-        features[i], ok[i] = embedding, True
-        missed += not detected
-    scores = _pair_scores(features, ok, {p: i for i, p in enumerate(paths)}, pairs, peer.similarity, -10.0)
-    return scores, {"images": len(paths), "missed_faces": missed, "unreadable": int((~ok).sum())}
+        readable[i] = True
+    target.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(target.with_suffix(".tmp.npz"), features=features, readable=readable, detected=detected)
+    target.with_suffix(".tmp.npz").replace(target)
+    return features, readable, detected
+
+
+def score_pairs_peer(peer, pairs: list[Pair], desc: str = "peer") -> tuple[np.ndarray, dict]:
+    paths = _unique_paths(pairs)
+    features, readable, detected = peer_features(peer, paths, desc)
+    scores = _pair_scores(features, readable, {p: i for i, p in enumerate(paths)}, pairs, peer.similarity, -10.0)
+    return scores, {"images": len(paths), "missed_faces": int((~detected & readable).sum()),
+                    "unreadable": int((~readable).sum())}
 
 
 def report(scores: np.ndarray, pairs: list[Pair], stats: dict, default_threshold: float | None = None) -> dict:

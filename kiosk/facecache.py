@@ -51,8 +51,8 @@ def box_or_fallback(image: np.ndarray, detector: HaarFaceDetector, fallback: Box
     return (int(x * sx), int(y * sy), int(bw * sx), int(bh * sy)), False
 
 
-def _cache_file(paths: list[Path], spec: InputSpec, fallback: Box | None) -> Path:
-    key = hashlib.sha256(repr((spec.to_dict(), fallback, [str(p) for p in paths])).encode()).hexdigest()[:20]
+def _cache_file(paths: list[Path], spec: InputSpec, fallback: Box | None, detector: HaarFaceDetector) -> Path:
+    key = hashlib.sha256(repr((spec.to_dict(), fallback, detector.settings(), [str(p) for p in paths])).encode()).hexdigest()[:20]
     return cache_dir() / "faces" / f"{key}.npz"
 
 
@@ -60,14 +60,14 @@ def build_face_cache(paths: list[Path], spec: InputSpec, fallback: Box | None = 
                      detector: HaarFaceDetector | None = None, desc: str = "faces", use_disk: bool = True) -> FaceCache:
     """Crops for every path (cached on disk by spec and file list)."""
     paths = [Path(p) for p in paths]
-    target = _cache_file(paths, spec, fallback)
+    detector = detector or HaarFaceDetector()
+    target = _cache_file(paths, spec, fallback, detector)
     if use_disk and target.is_file():
         try:
             with np.load(target) as data:
                 return FaceCache(paths, data["crops"], data["detected"], data["readable"])
         except (OSError, ValueError, KeyError):
             log.warning("face cache %s unreadable; rebuilding", target)
-    detector = detector or HaarFaceDetector()
     crops = np.zeros((len(paths), spec.size, spec.size, spec.channels), np.uint8)
     detected = np.zeros(len(paths), bool)
     readable = np.zeros(len(paths), bool)

@@ -54,19 +54,25 @@ class CompactFaceEncoder(nn.Module):
 
 class KochEncoder(nn.Module):
     """Koch et al.'s original encoder: 105x105 grey input; conv 64@10x10, 128@7x7, 128@4x4 (each with
-    2x2 max-pool), 256@4x4, then a 4096-unit sigmoid layer."""
+    2x2 max-pool), 256@4x4, then a 4096-unit sigmoid layer. ``batch_norm`` (not in the paper) puts a
+    BatchNorm after each convolution; False keeps the original layers (and state_dict keys) exactly."""
 
-    def __init__(self, input_size: int = 105, channels: int = 1, feature_dim: int = 4096, width: float = 1.0):
+    def __init__(self, input_size: int = 105, channels: int = 1, feature_dim: int = 4096, width: float = 1.0,
+                 batch_norm: bool = False):
         super().__init__()
         c = [max(8, int(round(n * width))) for n in (64, 128, 128, 256)]
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, c[0], 10), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c[0], c[1], 7), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c[1], c[2], 4), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c[2], c[3], 4), nn.ReLU(),
-        )
+
+        def stage(cin: int, cout: int, kernel: int, pool: bool = True) -> list[nn.Module]:
+            layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, bias=not batch_norm)]
+            layers += [nn.BatchNorm2d(cout)] if batch_norm else []
+            return layers + [nn.ReLU()] + ([nn.MaxPool2d(2)] if pool else [])
+
+        self.features = nn.Sequential(*stage(channels, c[0], 10), *stage(c[0], c[1], 7), *stage(c[1], c[2], 4),
+                                      *stage(c[2], c[3], 4, pool=False))
+        self.features.eval()  # size probe: no BatchNorm statistics update, works on a 1x1 final map
         with torch.no_grad():
             flat = self.features(torch.zeros(1, channels, input_size, input_size)).numel()
+        self.features.train()
         self.fc = nn.Linear(flat, feature_dim)
         self.feature_dim = feature_dim
 

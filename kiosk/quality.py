@@ -29,7 +29,7 @@ ADVICE = {
 
 @dataclass(frozen=True)
 class QualityLimits:
-    min_face_px: int = 60            # side of the detected box
+    min_face_px: int = 80            # side of the detected box (80 px in a 640x480 frame: about 1.5 m away)
     other_face_ratio: float = 0.5    # another face at least this fraction of the primary's area -> several faces
     min_sharpness: float = 20.0      # variance of the Laplacian on the 96x96 grey face crop
     min_brightness: float = 45.0     # mean grey level of the face
@@ -51,6 +51,13 @@ class QualityReport:
         return ", ".join(self.reasons) if self.reasons else "ok"
 
 
+def _overlap_of_smaller(a: Box, b: Box) -> float:
+    """Intersection area over the smaller box's area."""
+    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return iw * ih / max(1, min(a[2] * a[3], b[2] * b[3]))
+
+
 def _face_patch(image_bgr: np.ndarray, box: Box) -> np.ndarray:
     x, y, w, h = box
     H, W = image_bgr.shape[:2]
@@ -64,7 +71,9 @@ def assess_quality(image_bgr: np.ndarray, detection: Detection, limits: QualityL
         return QualityReport([NO_FACE])
     report = QualityReport()
     x, y, w, h = detection.primary
-    others = [b for b in detection.boxes if b != detection.primary and b[2] * b[3] >= limits.other_face_ratio * w * h]
+    # Another face: comparable in size and apart from the primary (a Haar false hit on the chin overlaps it).
+    others = [b for b in detection.boxes if b != detection.primary and b[2] * b[3] >= limits.other_face_ratio * w * h
+              and _overlap_of_smaller(b, detection.primary) < 0.3]
     if others:
         report.reasons.append(SEVERAL_FACES)
     report.face_px = min(w, h)

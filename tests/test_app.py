@@ -540,3 +540,24 @@ def test_worker_errors_are_reported_not_fatal(qtbot, make_window, untrained_weig
     engines[0].failing = False
     qtbot.waitUntil(lambda: window.kiosk.state == IDLE, timeout=5000)
     assert verify(qtbot, window, "E1").reason != REASON_ERROR  # and the kiosk carries on
+
+
+def test_video_view_mirrors_a_webcam_and_outlines_the_face(qtbot):
+    from kiosk.qt.video_view import VideoView
+
+    frame = np.zeros((100, 200, 3), np.uint8)
+    frame[:, :100] = (0, 0, 255)  # left half red (BGR)
+    views = {}
+    for mirror in (False, True):
+        view = VideoView(mirror=mirror, min_size=(200, 100))
+        qtbot.addWidget(view)
+        view.resize(200, 100)
+        view.show()
+        view.set_frame(frame)
+        view.set_face((120, 20, 40, 40), ok=True)
+        views[mirror] = view.grab().toImage()
+    plain, mirrored = views[False], views[True]
+    assert plain.pixelColor(20, 50).red() > 200 and plain.pixelColor(180, 50).red() < 50
+    assert mirrored.pixelColor(180, 50).red() > 200 and mirrored.pixelColor(20, 50).red() < 50
+    # the face box (x 120..160) is drawn green, on the mirrored side when mirrored (x 40..80)
+    assert plain.pixelColor(120, 40).green() > 150 and mirrored.pixelColor(80, 40).green() > 150

@@ -13,6 +13,12 @@ GOOD = QColor(40, 200, 90)
 POOR = QColor(255, 170, 0)
 
 
+def _mirrored(image: QImage) -> QImage:
+    if hasattr(image, "flipped"):  # Qt >= 6.9 (mirrored() is deprecated there)
+        return image.flipped(Qt.Orientation.Horizontal)
+    return image.mirrored(True, False)
+
+
 class VideoView(QWidget):
     def __init__(self, parent=None, mirror: bool = False, min_size=(320, 240)):
         super().__init__(parent)
@@ -65,7 +71,7 @@ class VideoView(QWidget):
         painter.fillRect(self.rect(), QColor(20, 20, 24))
         if self._image is not None:
             target = self._image_rect()
-            image = self._image.mirrored(True, False) if self.mirror else self._image
+            image = _mirrored(self._image) if self.mirror else self._image
             painter.drawImage(target, image)
             self._paint_guide(painter, target)
             self._paint_face(painter, target)

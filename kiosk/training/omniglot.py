@@ -5,9 +5,12 @@ the "koch" encoder, weighted-L1 distance, one sigmoid unit), not a separate prog
 
 * data: the 105x105 1-bit drawings of ``<datasets>/omniglot`` (see the datasets README), held in RAM as
   uint8 ink masks (1 = ink, 0 = paper); the full split is cached as one .npz in the kiosk cache folder;
-* training: balanced same/different pairs of background-set characters (half of the "different" pairs
-  from the same alphabet), Koch's random affine distortions applied batch-wise (affine_grid/grid_sample),
-  BCE on the sigmoid head (SiameseNet.forward gives logits), Adam + L2, cosine learning-rate decay;
+* training: verification pairs of background-set characters, balanced same/different, many of the
+  different pairs within one alphabet; Koch's random affine distortions applied batch-wise
+  (affine_grid/grid_sample); BCE through the weighted-L1 sigmoid head (the model's logits). The preset
+  scores every cross pair of a batch of characters (2 drawings each) and keeps the hardest different
+  pairs; Adam + L2, warm-up and cosine learning-rate decay; a narrower Koch encoder with BatchNorm on
+  80x80 input so that a run fits ~30 minutes on 2 CPU cores (PRESET, docs/OMNIGLOT.md);
 * validation: 20-way within-alphabet one-shot accuracy on background alphabets held out of training,
   early stopping on it, the best validated weights kept;
 * checkpoints every N steps (model, optimizer, step, every RNG) so an interrupted run resumes exactly;
@@ -134,7 +137,7 @@ def load_omniglot(split: str = "background", alphabets=None, root: Path | None =
                   use_cache: bool = True) -> OmniglotSet:
     """Read a split ("background" or "evaluation"), optionally only some alphabets.
 
-    The whole split is cached (bit-packed .npz in the kiosk cache folder, keyed by the file list); reading
+    The whole split is cached (bit-packed, compressed .npz in the kiosk cache folder, keyed by the file list); reading
     a few alphabets goes to the PNGs directly.
     """
     if split not in SPLITS:
@@ -164,7 +167,7 @@ def load_omniglot(split: str = "background", alphabets=None, root: Path | None =
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
-        np.savez(tmp, bits=np.packbits(images.reshape(-1)))
+        np.savez_compressed(tmp, bits=np.packbits(images.reshape(-1)))
         tmp.replace(cache_file)
     return OmniglotSet(images, labels, characters, char_alphabet, alpha_names)
 
@@ -441,27 +444,31 @@ def evaluate_oneshot(weights_path: Path, *, trials: int = 400, seed: int = 0, ru
 
 @dataclass(frozen=True)
 class OmniglotConfig:
-    """The training preset. ``train_omniglot``'s arguments and keyword overrides replace these fields."""
+    """The training preset (defaults) for ~30 minutes on 2 CPU cores; see docs/OMNIGLOT.md.
 
-    steps: int = 9000
-    batch_size: int = 32
-    width: float = 0.5              # KochEncoder channel multiplier (1.0 = the paper's 64-128-128-256)
-    input_size: int = 105           # network input side; the 105x105 drawings are resampled to it
+    ``train_omniglot``'s arguments and keyword overrides replace these fields."""
+
+    steps: int = 12000
+    batch_size: int = 32            # "grid": characters per batch (2 drawings each); "independent": pairs
+    width: float = 0.25             # KochEncoder channel multiplier (1.0 = the paper's 64-128-128-256)
+    input_size: int = 80            # network input side; the 105x105 drawings are resampled to it
     feature_dim: int = 4096         # the sigmoid feature layer (paper: 4096)
-    batch_norm: bool = True         # BatchNorm after each convolution (not in the paper; needs KochEncoder(batch_norm))
-    lr: float = 3e-4                # Adam peak learning rate
-    lr_final: float = 0.03          # cosine decay to this fraction of ``lr`` at ``steps``
-    warmup_steps: int = 200
+    batch_norm: bool = True         # BatchNorm after each convolution (not in the paper)
+    lr: float = 3e-3                # Adam peak learning rate
+    lr_final: float = 0.02          # cosine decay to this fraction of ``lr`` at ``steps``
+    warmup_steps: int = 300
     weight_decay: float = 1e-5      # L2 (Adam's coupled weight decay)
-    pairing: str = "grid"           # "grid": all pairs of a batch; "independent": batch_size sampled pairs
+    pairing: str = "grid"           # "grid": all pairs of a batch of characters; "independent": sampled pairs
+    hard_negatives: int = 2         # "grid": the m hardest different pairs per row and column (0 = all of them)
     within_alphabet: float = 0.5    # "independent": fraction of "different" pairs drawn from one alphabet
     distort: bool = True            # Koch's affine distortions
     distort_prob: float = 0.5       # per-component probability of a distortion (paper: 0.5)
     validation_alphabets: tuple[str, ...] = VALIDATION_ALPHABETS
     train_alphabets: tuple[str, ...] | None = None   # None: every background alphabet not validated on
-    val_trials: int = 800           # 20-way trials on the validation alphabets (fixed episodes)
+    test_alphabets: tuple[str, ...] | None = None    # None: all 20 evaluation alphabets
+    val_trials: int = 800           # 20-way trials on the validation alphabets (episodes fixed)
     eval_every: int = 500           # steps between validations
-    patience: int = 6               # stop after this many validations without improvement (0 = never)
+    patience: int = 8               # stop after this many validations without improvement (0 = never)
     checkpoint_every: int = 250
     test_trials: int = 400
     test_seed: int = 0
@@ -475,13 +482,27 @@ class OmniglotConfig:
 
 PRESET = OmniglotConfig()
 
+# Settings that do not change the training trajectory: a checkpoint resumes even if these differ.
+_NOT_TRAJECTORY = {"progress", "checkpoint_every", "test_alphabets", "test_trials", "test_seed", "official_runs"}
+
 
 def encoder_options(config: OmniglotConfig) -> dict:
     options = {"input_size": config.input_size, "channels": 1, "feature_dim": config.feature_dim,
                "width": config.width}
-    if config.batch_norm:  # only passed when wanted, so batch_norm=False also runs on a KochEncoder without it
+    if config.batch_norm:  # only passed when wanted: batch_norm=False runs on any KochEncoder
         options["batch_norm"] = True
     return options
+
+
+def build_model(config: OmniglotConfig) -> SiameseNet:
+    try:
+        return SiameseNet("koch", encoder_options(config))
+    except TypeError as exc:
+        if config.batch_norm and "batch_norm" in str(exc):
+            raise KioskError("the Omniglot preset needs KochEncoder(batch_norm=True) in kiosk/model.py (see "
+                             "docs/OMNIGLOT.md); without it train with batch_norm=False, hard_negatives=0, "
+                             "lr=1e-3") from None
+        raise
 
 
 def input_spec(config: OmniglotConfig) -> InputSpec:
@@ -497,6 +518,41 @@ def learning_rate(config: OmniglotConfig, step: int) -> float:
     return config.lr * (config.lr_final + (1 - config.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def changes_from_paper(config: OmniglotConfig) -> list[str]:
+    """What this training does differently from Koch et al. (2015), for the weights' metadata."""
+    changes = []
+    if config.width != 1.0 or config.input_size != IMAGE_SIZE:
+        changes.append(f"encoder width {config.width} (channels {encoder_channels(config.width)}; paper "
+                       f"64-128-128-256) on {config.input_size}x{config.input_size} input (paper 105x105), "
+                       "for a CPU budget")
+    if config.batch_norm:
+        changes.append("BatchNorm after every convolution (paper: none)")
+    if config.pairing == "grid":
+        changes.append(f"batches of {config.batch_size} characters x 2 drawings, every cross pair scored "
+                       f"({config.batch_size} same, {config.batch_size * (config.batch_size - 1)} different); "
+                       "the loss is BCE balanced 50/50 between same and different pairs"
+                       + (f", different pairs restricted to the {config.hard_negatives} hardest per row and "
+                          "column" if config.hard_negatives else "")
+                       + " (paper: independently drawn pairs, plain BCE)")
+    changes += [
+        f"Adam, peak lr {config.lr:g}, warm-up {config.warmup_steps} steps then cosine decay, one global L2 "
+        f"{config.weight_decay:g} (paper: SGD + momentum with per-layer learning rates, momenta and L2 "
+        "weights tuned by Bayesian optimisation)",
+        "pairs sampled and distorted on the fly (paper: fixed sets of pairs plus 8 distorted copies each)",
+        "Lake's 30/20 background/evaluation split; 8 background alphabets held out for validation "
+        "(paper: 40 background / 10 evaluation alphabets, 12 training and 4 validation drawers)",
+        "drawer identity is lost in this copy of Omniglot: a test character's two drawings are two distinct "
+        "random drawings, not one drawer pair per episode",
+        "PyTorch default initialisation (paper: N(0, 0.01) conv weights, N(0.5, 0.01) biases, N(0, 0.2) "
+        "fully connected weights)",
+    ]
+    return changes
+
+
+def encoder_channels(width: float) -> list[int]:
+    return [max(8, int(round(n * width))) for n in (64, 128, 128, 256)]
+
+
 def _save_checkpoint(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -508,76 +564,107 @@ def _clone_state(model: SiameseNet) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-CHANGES_FROM_PAPER = [
-    "encoder width and input size per the preset (paper: width 1.0, 105x105) to fit a CPU budget",
-    "Adam with warm-up and cosine decay, one global L2 weight decay (paper: SGD + momentum, per-layer "
-    "learning rates, momentum and L2 tuned by Bayesian optimisation, 1% learning-rate decay per epoch)",
-    "pairs sampled on the fly with Koch's distortions (paper: fixed sets of 30k-150k pairs, x8 distorted copies)",
-    "Lake's 30/20 background/evaluation split; 8 background alphabets held out for validation (paper: "
-    "40/10 alphabets, 12 training drawers and 4 validation drawers)",
-    "drawer identity is lost in this copy of Omniglot: each test character's two drawings are two distinct "
-    "random drawings, not one drawer pair per episode",
-    "PyTorch default initialisation (paper: N(0, 0.01) weights, N(0.5, 0.01) biases)",
-]
+def pair_loss(model: SiameseNet, x: torch.Tensor, n: int, config: OmniglotConfig,
+              same: np.ndarray | None = None) -> torch.Tensor:
+    """BCE through the weighted-L1 sigmoid head. ``x`` holds 2n images: n left then n right.
+
+    "grid": left i and right j show the same character iff i == j; every cross pair is scored and the
+    loss is balanced: half the mean over the n same pairs, half the mean over the different pairs (all,
+    or the ``hard_negatives`` with the highest loss in each row and column). "independent": pair i is
+    (left i, right i) with label ``same[i]``."""
+    if config.pairing != "grid":
+        return F.binary_cross_entropy_with_logits(model(x[:n], x[n:]), torch.from_numpy(same))
+    features = model.embed(x)
+    logits = model.logit_from_features(features[:n, None, :], features[None, n:, :])   # (n, n)
+    target = torch.eye(n)
+    losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    if config.hard_negatives:
+        m = min(config.hard_negatives, n - 1)
+        others = losses.masked_fill(target.bool(), float("-inf"))
+        different = torch.cat([others.topk(m, 1).values.reshape(-1), others.topk(m, 0).values.reshape(-1)])
+    else:
+        different = losses[target == 0]
+    return 0.5 * (losses.diagonal().mean() + different.mean())
 
 
 def train_omniglot(out_path: Path, *, steps: int, batch_size: int, width: float, checkpoint_dir: Path,
                    seed: int = 0, resume: bool = True, threads: int | None = None, **overrides) -> dict:
     """Train the Koch Siamese net on Omniglot's background set; write the best validated weights to
-    ``out_path`` (kiosk.weights format; metadata holds the preset, history and test results).
+    ``out_path`` (kiosk.weights format; the metadata holds the preset, history and test results).
 
-    Checkpoints go to ``checkpoint_dir`` every ``checkpoint_every`` steps (and at every validation); with
-    ``resume`` a run with the same settings continues from there. ``overrides`` are further
-    OmniglotConfig fields (lr, input_size, eval_every, ...). Returns the results (see evaluate_oneshot)
-    plus training facts (steps done, best validation accuracy and step, seconds).
+    ``batch_size``: characters per batch with the default "grid" pairing (2 drawings each, so 2 x
+    batch_size images per step), pairs with pairing="independent". Checkpoints (model, optimizer, step,
+    RNG states) go to ``checkpoint_dir`` every ``checkpoint_every`` steps and at every validation; with
+    ``resume`` a run with the same settings continues from there, bit-for-bit as if uninterrupted (same
+    thread count). A log is appended to ``checkpoint_dir/omniglot_train.log``. ``overrides``: further
+    OmniglotConfig fields (lr, input_size, batch_norm, ...).
+
+    Returns evaluate_oneshot's result plus "weights", "steps_done", "stopped_early", "best_step",
+    "best_val_accuracy" and "train_seconds".
     """
     config = dataclasses.replace(PRESET, steps=steps, batch_size=batch_size, width=width, **overrides)
     if config.steps < 1 or config.batch_size < 2:
         raise ValueError("steps must be >= 1 and batch_size >= 2")
+    if config.pairing not in ("grid", "independent"):
+        raise ValueError("pairing must be 'grid' or 'independent'")
     out_path, checkpoint_dir = Path(out_path), Path(checkpoint_dir)
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = checkpoint_dir / CHECKPOINT_NAME
-    previous_threads = torch.get_num_threads()
+    previous_threads, previous_level = torch.get_num_threads(), log.level
     if threads:
         torch.set_num_threads(threads)
     handler = logging.FileHandler(checkpoint_dir / LOG_NAME)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setLevel(logging.INFO)
     log.addHandler(handler)
-    if log.level == logging.NOTSET or log.level > logging.INFO:
+    if log.getEffectiveLevel() > logging.INFO:
         log.setLevel(logging.INFO)
     try:
-        return _train(out_path, checkpoint, config, seed, resume)
+        return _train(out_path, checkpoint_dir / CHECKPOINT_NAME, config, seed, resume)
     finally:
         log.removeHandler(handler)
         handler.close()
+        log.setLevel(previous_level)
         torch.set_num_threads(previous_threads)
 
 
-def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, resume: bool) -> dict:
-    background = load_omniglot("background")
-    validation = background.subset(config.validation_alphabets) if config.validation_alphabets else None
-    train_names = (list(config.train_alphabets) if config.train_alphabets is not None else
-                   [a for a in background.alphabets if a not in set(config.validation_alphabets)])
-    overlap = set(train_names) & set(config.validation_alphabets)
+def _load_data(config: OmniglotConfig) -> tuple[OmniglotSet, OmniglotSet | None]:
+    val_names = list(config.validation_alphabets)
+    if config.train_alphabets is None:
+        background = load_omniglot("background")
+        train_names = [a for a in background.alphabets if a not in set(val_names)]
+    else:
+        train_names = list(config.train_alphabets)
+        background = load_omniglot("background", alphabets=list(dict.fromkeys(train_names + val_names)))
+    overlap = set(train_names) & set(val_names)
     if overlap:
         raise DatasetError(f"Omniglot: alphabets both trained and validated on: {sorted(overlap)}")
-    train = background.subset(train_names)
+    return background.subset(train_names), (background.subset(val_names) if val_names else None)
+
+
+def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, resume: bool) -> dict:
+    train, validation = _load_data(config)
+    if config.pairing == "grid" and config.batch_size > len(train.characters):
+        raise ValueError(f"batch_size {config.batch_size} > {len(train.characters)} training characters")
     val_episodes = make_episodes(validation, config.val_trials, seed=1234) if validation is not None else []
 
     torch.manual_seed(seed)
-    model = SiameseNet("koch", encoder_options(config))
+    model = build_model(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     rng = np.random.default_rng(seed)
     aug = torch.Generator().manual_seed(seed + 1)
     state = {"step": 0, "best_val": -1.0, "best_step": 0, "best_state": None, "history": [],
              "evals_since_best": 0, "stopped_early": False, "train_seconds": 0.0}
-    settings = {"config": config.to_dict(), "seed": seed}
+    settings = {"config": {k: v for k, v in config.to_dict().items() if k not in _NOT_TRAJECTORY}, "seed": seed}
 
     if resume and checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        try:
+            saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any damage: say which file
+            raise KioskError(f"{checkpoint}: unreadable checkpoint ({type(exc).__name__}); delete it or pass "
+                             "resume=False") from None
         if saved.get("settings") != settings:
-            raise KioskError(f"{checkpoint}: made with other settings ({saved.get('settings')}); "
-                             "use another checkpoint folder or resume=False")
+            raise KioskError(f"{checkpoint}: made with other settings ({saved.get('settings')}); use another "
+                             "checkpoint folder or resume=False")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
@@ -586,8 +673,8 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
         state = saved["state"]
         log.info("resumed %s at step %d", checkpoint, state["step"])
     else:
-        log.info("training Omniglot: %d characters of %d alphabets (validation: %d characters of %d alphabets), "
-                 "%s, seed %d", len(train.characters), len(train.alphabets),
+        log.info("training on %d characters of %d alphabets, validating on %d characters of %d alphabets; "
+                 "settings %s, seed %d", len(train.characters), len(train.alphabets),
                  len(validation.characters) if validation else 0, len(validation.alphabets) if validation else 0,
                  config.to_dict(), seed)
     sampler = PairSampler(train, rng, config.within_alphabet)
@@ -602,26 +689,19 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
     bar = tqdm(total=config.steps, initial=state["step"], desc="omniglot", unit="step",
                disable=not config.progress, dynamic_ncols=True)
     running, seen, started = 0.0, 0, time.monotonic()
+    n = config.batch_size
     while state["step"] < config.steps and not state["stopped_early"]:
         step = state["step"]
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(config, step)
+        same = None
         if config.pairing == "grid":
-            left, right = sampler.sample_grid(config.batch_size)
+            left, right = sampler.sample_grid(n)
         else:
-            left, right, same = sampler.sample(config.batch_size)
-        n = config.batch_size
-        theta = (koch_distortions(2 * n, aug, prob=config.distort_prob) if config.distort else None)
+            left, right, same = sampler.sample(n)
+        theta = koch_distortions(2 * n, aug, prob=config.distort_prob) if config.distort else None
         x = network_input(train.images[np.concatenate([left, right])], config.input_size, theta)
-        if config.pairing == "grid":
-            features = model.embed(x)
-            logits = model.logit_from_features(features[:n, None, :], features[None, n:, :])   # (n, n)
-            target = torch.eye(n)
-            losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-            loss = 0.5 * (losses.diagonal().mean() + losses[target == 0].mean())   # balanced same/different
-        else:
-            logits = model(x[:n], x[n:])
-            loss = F.binary_cross_entropy_with_logits(logits, torch.from_numpy(same))
+        loss = pair_loss(model, x, n, config, same)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -629,7 +709,7 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
         running, seen = running + loss.item(), seen + 1
         bar.update(1)
         if step % 20 == 0:
-            bar.set_postfix(loss=f"{running / seen:.3f}", val=f"{max(state['best_val'], 0):.3f}")
+            bar.set_postfix(loss=f"{running / seen:.3f}", best_val=f"{max(state['best_val'], 0):.3f}")
         validate = validation is not None and (step % config.eval_every == 0 or step == config.steps)
         if validate:
             correct, total = episode_accuracy(model, validation, val_episodes, config.input_size)
@@ -646,7 +726,8 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
                 if config.patience and state["evals_since_best"] >= config.patience:
                     state["stopped_early"] = True
             log.info("step %d: loss %.4f, 20-way validation %.4f (best %.4f at step %d)%s", step, entry["loss"],
-                     accuracy, state["best_val"], state["best_step"], ", stopping early" if state["stopped_early"]
+                     accuracy, state["best_val"], state["best_step"],
+                     f"; stopping: {config.patience} validations without improvement" if state["stopped_early"]
                      else "")
             bar.set_postfix(loss=f"{entry['loss']:.3f}", val=f"{accuracy:.3f}")
         if validate or step % config.checkpoint_every == 0 or step == config.steps:
@@ -659,15 +740,16 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
     if state["best_state"] is not None:
         model.load_state_dict(state["best_state"])
     model.eval()
+    evaluation = load_omniglot("evaluation", alphabets=config.test_alphabets)
     results = evaluate_model(model, config.input_size, trials=config.test_trials, seed=config.test_seed,
-                             runs=config.official_runs)
-    log.info("test: 20-way one-shot %.4f over %d trials, Lake's official runs %s", results["way20_accuracy"],
+                             runs=config.official_runs, evaluation=evaluation)
+    log.info("test: 20-way one-shot %.4f over %d trials; Lake's official runs %s", results["way20_accuracy"],
              results["trials"], results["official_runs_accuracy"])
     training = {"steps_done": state["step"], "stopped_early": state["stopped_early"],
                 "best_step": state["best_step"], "best_val_accuracy": state["best_val"],
                 "train_seconds": round(state["train_seconds"], 1), "threads": torch.get_num_threads(),
                 "train_alphabets": train.alphabets, "train_characters": len(train.characters),
-                "validation_alphabets": list(config.validation_alphabets),
+                "validation_alphabets": validation.alphabets if validation else [],
                 "validation_characters": len(validation.characters) if validation else 0}
     metadata = {
         "dataset": "omniglot",
@@ -675,7 +757,7 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
         "input": f"whole 105x105 drawing resampled (bilinear) to {config.input_size}x{config.input_size}, "
                  "ink 1.0, paper 0.0 (kiosk.training.omniglot.network_input)",
         "seed": seed, "preset": config.to_dict(), "training": training, "history": state["history"],
-        "results": results, "paper": PAPER, "changes_from_paper": CHANGES_FROM_PAPER,
+        "results": results, "paper": PAPER, "changes_from_paper": changes_from_paper(config),
     }
     save_weights(out_path, model, input_spec(config), metadata)
     log.info("wrote %s", out_path)
