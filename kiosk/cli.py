@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 
 from .errors import FaceNotUsableError, KioskError, WeightsError
-from .paths import DEFAULT_WEIGHTS, cache_dir, datasets_dir
+from .paths import DEFAULT_WEIGHTS, WEIGHTS_DIR, cache_dir, datasets_dir
 
 log = logging.getLogger("kiosk.cli")
 
 EXIT_ACCEPT, EXIT_REJECT, EXIT_BAD_INPUT, EXIT_NO_WEIGHTS = 0, 1, 2, 3
+OMNIGLOT_WEIGHTS = WEIGHTS_DIR / "omniglot_koch.pt"
 
 
 def _engine(args):
@@ -83,7 +84,29 @@ def cmd_evaluate_pairs(args) -> int:
     return _evaluate(args, read_pairs_csv(args.csv))
 
 
+def cmd_train_omniglot(args) -> int:
+    from .training.omniglot import PRESET, train_omniglot  # noqa: PLC0415
+    out = args.out if args.out != DEFAULT_WEIGHTS else OMNIGLOT_WEIGHTS
+    checkpoints = Path(args.checkpoint_dir or cache_dir() / "checkpoints" / "omniglot")
+    result = train_omniglot(out, steps=args.steps or PRESET.steps, batch_size=PRESET.batch_size, width=PRESET.width,
+                            checkpoint_dir=checkpoints, seed=args.seed, resume=not args.restart, threads=args.threads)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_evaluate_oneshot(args) -> int:
+    from .training.omniglot import evaluate_oneshot  # noqa: PLC0415
+    weights = args.weights if args.weights != DEFAULT_WEIGHTS else OMNIGLOT_WEIGHTS
+    result = evaluate_oneshot(weights, trials=args.trials, seed=args.seed, runs=not args.no_runs)
+    print(json.dumps(result, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_train(args) -> int:
+    if args.preset == "omniglot":
+        return cmd_train_omniglot(args)
     from .datasets import parse_folds  # noqa: PLC0415
     from .training.face import TrainConfig, train  # noqa: PLC0415
     from .training.split import build_training_set  # noqa: PLC0415
@@ -138,8 +161,17 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--peer", action="store_true", help="also evaluate face_recognition side by side")
         e.add_argument("--peer-only", action="store_true", help="evaluate only face_recognition")
         e.set_defaults(func=func)
+    e = esub.add_parser("oneshot", help="Omniglot 20-way one-shot (Koch et al. 2015) and Lake's 20 runs")
+    e.add_argument("--trials", type=int, default=400)
+    e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--no-runs", action="store_true", help="skip Lake's 20 official runs")
+    e.add_argument("--json", type=Path, help="write the results to this JSON file")
+    e.set_defaults(func=cmd_evaluate_oneshot)
 
-    p = sub.add_parser("train", help="train the Siamese face model on folders of identities")
+    p = sub.add_parser("train", help="train the Siamese network (faces by default, or the Omniglot preset)")
+    p.add_argument("--preset", choices=["faces", "omniglot"], default="faces",
+                   help="omniglot: Koch et al.'s one-shot experiment (weights/omniglot_koch.pt)")
+    p.add_argument("--steps", type=int, help="omniglot preset: training steps (default: the preset's)")
     p.add_argument("--data", type=Path, action="append", help="identity folder root (repeatable; default: LFW + CelebA subset)")
     p.add_argument("--lfw-root", type=Path, default=lfw / "lfw-deepfunneled")
     p.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")

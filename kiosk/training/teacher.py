@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import warnings
 from pathlib import Path
 
 import cv2
@@ -19,24 +18,14 @@ from ..errors import KioskError
 from ..facecache import LFW_FRAMING_BOX, box_or_fallback
 from ..imageio import read_image
 from ..paths import cache_dir
+from ..peer import import_face_recognition
 
 log = logging.getLogger(__name__)
 
 
-def load_face_recognition():
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            import face_recognition  # noqa: PLC0415
-    except ImportError as exc:
-        raise KioskError("the face_recognition peer is not installed: pip install -e '.[peer]' "
-                         "then pip install --no-deps face_recognition") from exc
-    return face_recognition
-
-
 def teacher_embeddings(paths: list[Path], desc: str = "teacher") -> np.ndarray:
     """128-d dlib embeddings (NaN rows for unreadable files), with the face box from OUR detector."""
-    fr = load_face_recognition()
+    fr = import_face_recognition()
     detector = HaarFaceDetector()
     out = np.full((len(paths), 128), np.nan, np.float32)
     for i, path in enumerate(tqdm(paths, desc=desc, unit="img")):
