@@ -133,6 +133,15 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from .training.face import recalibrate  # noqa: PLC0415
+    meta = recalibrate(args.weights, flip_average=args.flip_average == "on", target_far=args.target_far)
+    v = meta["validation"]
+    print(f"{args.weights}: threshold {meta['threshold']:.4f} (flip averaging {args.flip_average}); validation "
+          f"FAR {v['far']:.4f}, FRR {v['frr']:.4f}, AUC {v['auc']:.4f} on {v['pairs']} pairs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     lfw = datasets_dir() / "lfw"
     parser = argparse.ArgumentParser(prog="kiosk", description="Siamese Kiosk: one-shot face verification")
@@ -187,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-dir", type=Path)
     p.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("calibrate", help="re-calibrate the default threshold of trained weights on their validation pairs")
+    p.add_argument("--flip-average", choices=["on", "off"], default="off",
+                   help="average the features of each face and its mirror image")
+    p.add_argument("--target-far", type=float, help="false-accept rate of the default threshold (default: as trained)")
+    p.set_defaults(func=cmd_calibrate)
     return parser
 
 

@@ -17,11 +17,26 @@ from .detection import Box, Detection, HaarFaceDetector
 from .errors import FaceNotUsableError
 from .imageio import read_image
 from .paths import DEFAULT_WEIGHTS
-from .preprocess import InputSpec, crop_face, to_network_input
+from .preprocess import crop_face, to_network_input
 from .quality import QualityLimits, QualityReport, assess_quality
 from .weights import load_weights
 
 log = logging.getLogger(__name__)
+
+
+def embed_crops(model, crops: np.ndarray, flip_average: bool = False, batch_size: int = 256) -> np.ndarray:
+    """uint8 crops (N,H,W,C) -> float32 features (N,D). With flip_average, the features of each crop and
+    its mirror image are averaged (the same for enrolment, live frames, evaluation and calibration)."""
+    crops = np.asarray(crops)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(crops), batch_size):
+            batch = torch.from_numpy(to_network_input(crops[start:start + batch_size]))
+            features = model.embed(batch)
+            if flip_average:
+                features = (features + model.embed(torch.flip(batch, dims=[3]))) / 2
+            out.append(features.numpy())
+    return np.concatenate(out) if out else np.zeros((0, model.encoder.feature_dim), np.float32)
 
 
 @dataclass
@@ -58,6 +73,7 @@ class FaceEngine:
         self.detector = detector or HaarFaceDetector()
         self.limits = limits
         self.default_threshold = float(self.metadata.get("threshold", 0.5))
+        self.flip_average = bool(self.metadata.get("flip_average", False))
         self._lock = threading.Lock()
         if threads:
             torch.set_num_threads(threads)
@@ -74,13 +90,8 @@ class FaceEngine:
 
     def embed_crops(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """uint8 crops (N,H,W,C) -> float32 features (N,D)."""
-        crops = np.asarray(crops)
-        out = []
-        with self._lock, torch.inference_mode():
-            for start in range(0, len(crops), batch_size):
-                batch = torch.from_numpy(to_network_input(crops[start:start + batch_size]))
-                out.append(self.model.embed(batch).numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.feature_dim), np.float32)
+        with self._lock:
+            return embed_crops(self.model, crops, self.flip_average, batch_size)
 
     def embed_image(self, image_bgr: np.ndarray, name: str = "image", check_quality: bool = True) -> np.ndarray:
         """Features of the one usable face in an image; FaceNotUsableError (with reasons) otherwise."""

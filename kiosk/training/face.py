@@ -18,12 +18,13 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..datasets import Pair
+from ..datasets import Pair, read_lfw_pairs
+from ..engine import embed_crops
 from ..facecache import build_face_cache
 from ..metrics import auc, best_accuracy_threshold, rates_at, roc_table, threshold_for_far
 from ..model import SiameseNet
 from ..preprocess import InputSpec, to_network_input
-from ..weights import save_weights
+from ..weights import load_weights, save_weights
 from .augment import augment_batch, jpeg_roundtrip
 from .split import build_training_set
 
@@ -49,6 +50,7 @@ class TrainConfig:
     distill: float = 1.0             # weight of the distillation loss: MSE to the standardised teacher (0 = off)
     augment: float = 1.0             # augmentation strength (0 = off)
     target_far: float = 0.01         # the default threshold's false-accept rate on validation pairs
+    flip_average: bool = False       # average features of each crop and its mirror image at inference
     seed: int = 0
     threads: int | None = None
     max_steps: int | None = None     # smoke tests: stop after this many steps
@@ -105,13 +107,13 @@ def _atomic_save(obj, path: Path):
     tmp.replace(path)
 
 
-def validation_scores(model: SiameseNet, crops: np.ndarray, index: dict, pairs: list[tuple[Path, Path]]) -> np.ndarray:
+def validation_scores(model: SiameseNet, crops: np.ndarray, index: dict, pairs: list[tuple[Path, Path]],
+                      flip_average: bool = False) -> np.ndarray:
     model.eval()
+    feats = torch.from_numpy(embed_crops(model, crops, flip_average))
+    a = torch.tensor([index[p] for p, _ in pairs])
+    b = torch.tensor([index[q] for _, q in pairs])
     with torch.inference_mode():
-        feats = torch.cat([model.embed(torch.from_numpy(to_network_input(crops[s:s + 512])))
-                           for s in range(0, len(crops), 512)])
-        a = torch.tensor([index[p] for p, _ in pairs])
-        b = torch.tensor([index[q] for _, q in pairs])
         return model.similarity(feats[a], feats[b]).numpy()
 
 
@@ -158,16 +160,7 @@ def train(config: TrainConfig, out_path: Path, checkpoint_dir: Path, teacher: np
         # learns what tells people apart, not the mean face.
         teacher = (teacher - np.nanmean(teacher, 0)) / (np.nanstd(teacher, 0) + 1e-6)
 
-    # Validation: the validation folds' people (never trained on).
-    val_people: dict[str, list[Path]] = {}
-    for pair in ts.validation_pairs:
-        for p in (pair.left, pair.right):
-            val_people.setdefault(p.parent.name, sorted(p.parent.glob("*.jpg")))
-    vpairs, vsame = validation_pairs(ts.validation_pairs, val_people, config.seed)
-    val_paths = sorted({p for pair in vpairs for p in pair})
-    val_cache = build_face_cache(val_paths, spec, desc="validation crops")
-    val_index = val_cache.index()
-    n_official = len(ts.validation_pairs)
+    val = ValidationSet.build(ts.validation_pairs, spec, config.seed)
 
     torch.manual_seed(config.seed)
     model = SiameseNet(config.encoder, dict(config.encoder_options, input_size=config.input_size))
@@ -226,11 +219,11 @@ def train(config: TrainConfig, out_path: Path, checkpoint_dir: Path, teacher: np
             bar.set_postfix(pair=f"{sums['pair'] / n_steps:.3f}")
             if config.max_steps and step >= config.max_steps:
                 break
-        scores = validation_scores(model, val_cache.crops, val_index, vpairs)
-        official_scores, official_same = scores[:n_official], vsame[:n_official]
+        scores = val.scores(model)
+        official_scores, official_same = scores[:val.n_official], val.same[:val.n_official]
         t = best_accuracy_threshold(official_scores, official_same)
         record = {"epoch": epoch + 1, **{k: v / max(1, n_steps) for k, v in sums.items()},
-                  "val_auc": auc(scores, vsame), "val_official_accuracy": float(((official_scores >= t) == official_same).mean()),
+                  "val_auc": auc(scores, val.same), "val_official_accuracy": float(((official_scores >= t) == official_same).mean()),
                   "seconds": time.time() - started}
         state["history"].append(record)
         state["seconds"] += record["seconds"]
@@ -249,22 +242,68 @@ def train(config: TrainConfig, out_path: Path, checkpoint_dir: Path, teacher: np
 
     # The shipped model: best validation AUC; threshold calibrated for the target FAR on validation pairs.
     model.load_state_dict(torch.load(checkpoint_dir / "best.pt", map_location="cpu", weights_only=True)["model"])
-    scores = validation_scores(model, val_cache.crops, val_index, vpairs)
-    threshold = threshold_for_far(scores, vsame, config.target_far)
-    far, frr = rates_at(scores, vsame, threshold)
-    metadata = {
-        "threshold": threshold,
-        "threshold_rule": f"false-accept rate <= {config.target_far:g} on validation pairs of LFW folds "
-                          f"{config.validation_folds} people (not trained on)",
-        "validation": {"pairs": int(len(vsame)), "same": int(vsame.sum()), "far": far, "frr": frr,
-                       "auc": auc(scores, vsame)},
-        "roc": roc_table(scores, vsame),
-        "roc_source": "validation pairs (people of LFW validation folds, not trained on)",
-        "training": {"config": asdict(config), "images": len(ts.paths), "identities": len(ts.identities),
-                     "excluded_lfw_people": len(ts.excluded_people), "epochs_run": state["epoch"],
-                     "seconds": round(state["seconds"], 1), "best_epoch": state["best"]["epoch"],
-                     "history": state["history"]},
-    }
+    metadata = calibration(model, val, config.target_far, config.validation_folds, config.flip_average)
+    metadata["training"] = {"config": asdict(config), "images": len(ts.paths), "identities": len(ts.identities),
+                            "excluded_lfw_people": len(ts.excluded_people), "epochs_run": state["epoch"],
+                            "seconds": round(state["seconds"], 1), "best_epoch": state["best"]["epoch"],
+                            "history": state["history"]}
     save_weights(out_path, model, spec, metadata)
-    log.info("wrote %s (threshold %.4f: validation FAR %.4f, FRR %.4f)", out_path, threshold, far, frr)
+    log.info("wrote %s (threshold %.4f: validation FAR %.4f, FRR %.4f)", out_path, metadata["threshold"],
+             metadata["validation"]["far"], metadata["validation"]["frr"])
     return metadata
+
+
+def calibration(model: SiameseNet, val: "ValidationSet", target_far: float, validation_folds: list[int],
+                flip_average: bool) -> dict:
+    """The default threshold (false-accept rate <= target on validation pairs) and the ROC table."""
+    scores = val.scores(model, flip_average)
+    threshold = threshold_for_far(scores, val.same, target_far)
+    far, frr = rates_at(scores, val.same, threshold)
+    return {
+        "threshold": threshold,
+        "threshold_rule": f"false-accept rate <= {target_far:g} on validation pairs of LFW folds "
+                          f"{validation_folds} people (not trained on)",
+        "flip_average": flip_average,
+        "validation": {"pairs": int(len(val.same)), "same": int(val.same.sum()), "far": far, "frr": frr,
+                       "auc": auc(scores, val.same)},
+        "roc": roc_table(scores, val.same),
+        "roc_source": "validation pairs (people of LFW validation folds, not trained on)",
+    }
+
+
+def recalibrate(weights_path: Path, flip_average: bool, target_far: float | None = None) -> dict:
+    """Re-run the threshold calibration of trained weights (e.g. with flip averaging switched on), with
+    the validation folds and seed recorded in their metadata; rewrites the file's metadata only."""
+    model, spec, metadata = load_weights(weights_path)
+    config = metadata["training"]["config"]
+    target_far = config["target_far"] if target_far is None else target_far
+    lfw_root = Path(config["lfw_root"])
+    pairs = read_lfw_pairs(Path(config["pairs_file"]), lfw_root, config["validation_folds"])
+    val = ValidationSet.build(pairs, spec, config["seed"])
+    metadata.update(calibration(model, val, target_far, config["validation_folds"], flip_average))
+    save_weights(weights_path, model, spec, metadata)
+    return metadata
+
+
+@dataclass
+class ValidationSet:
+    """Crops and pairs of the validation people: the official pairs first, then the extra ones."""
+
+    crops: np.ndarray
+    index: dict
+    pairs: list[tuple[Path, Path]]
+    same: np.ndarray
+    n_official: int
+
+    @classmethod
+    def build(cls, official: list[Pair], spec: InputSpec, seed: int) -> "ValidationSet":
+        people: dict[str, list[Path]] = {}
+        for pair in official:
+            for p in (pair.left, pair.right):
+                people.setdefault(p.parent.name, sorted(p.parent.glob("*.jpg")))
+        pairs, same = validation_pairs(official, people, seed)
+        cache = build_face_cache(sorted({p for pair in pairs for p in pair}), spec, desc="validation crops")
+        return cls(cache.crops, cache.index(), pairs, same, len(official))
+
+    def scores(self, model: SiameseNet, flip_average: bool = False) -> np.ndarray:
+        return validation_scores(model, self.crops, self.index, self.pairs, flip_average)
