@@ -150,6 +150,7 @@ def test_matching_person_accepted_other_person_rejected(qtbot, make_window, trai
     assert len(accepted.frame_scores) == 3 and accepted.score >= accepted.threshold
     assert window.kiosk.reason.text() == "Welcome, George W. Bush"
 
+    assert window.model_status.text().endswith(f"threshold {accepted.threshold:.3f}")  # the model's own
     rejected = verify(qtbot, window, "POWELL")
     assert rejected.verdict == "REJECT" and rejected.reason == REASON_NO_MATCH, rejected
     assert window.kiosk.reason.text().lower() == REASON_NO_MATCH
@@ -443,6 +444,7 @@ def test_threshold_page_shows_estimated_rates_from_the_roc(qtbot, make_window, t
     page = window.threshold_page
     assert page.threshold == 0.5 and "(model default)" in page.value_label.text()
     page.set_threshold(0.8)
+    assert window.model_status.text().endswith("threshold 0.800")
     assert "false accepts 1.00%" in page.rates_label.text() and "false rejects 20.00%" in page.rates_label.text()
     assert SettingsStore().load().threshold == 0.8
     page.use_model_default()
@@ -561,3 +563,27 @@ def test_video_view_mirrors_a_webcam_and_outlines_the_face(qtbot):
     assert mirrored.pixelColor(180, 50).red() > 200 and mirrored.pixelColor(20, 50).red() < 50
     # the face box (x 120..160) is drawn green, on the mirrored side when mirrored (x 40..80)
     assert plain.pixelColor(120, 40).green() > 150 and mirrored.pixelColor(80, 40).green() > 150
+
+
+def test_a_deadline_timer_that_fires_early_is_re_armed(qtbot, untrained_weights, untrained_engine, good_photos):
+    """Without frames (no camera) only the timer ends an attempt; Qt timers may fire a little early."""
+    from kiosk.decision import FusionParams
+    from kiosk.qt.worker import VerificationWorker
+    from kiosk.storage import Storage
+
+    storage = Storage.open()
+    try:
+        enrol_files(untrained_engine, storage.employees, "E1", "George W. Bush", good_photos("George_W_Bush", 1))
+        worker = VerificationWorker(untrained_weights, storage, FusionParams(window_s=0.5))
+        worker.start()  # in this thread: the engine loads here, signals are direct
+        decisions = []
+        worker.decided.connect(decisions.append)
+        worker._begin_verification("E1", time.monotonic())
+        worker._deadline.stop()
+        worker._on_deadline()  # as if the timer fired early
+        assert worker._deadline.isActive() and not decisions
+        qtbot.waitUntil(lambda: bool(decisions), timeout=3000)
+        assert decisions[0].reason == REASON_NO_FACE
+        worker.stop()
+    finally:
+        storage.close()

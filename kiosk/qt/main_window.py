@@ -139,9 +139,8 @@ class MainWindow(QMainWindow):
     # -- worker results ---------------------------------------------------------------------------------
     def _on_engine_ready(self, info: EngineInfo) -> None:
         self.engine_info = info
-        self.model_status.setText(f"Model: {Path(info.weights_path).name}, threshold "
-                                  f"{self.threshold_page.threshold:.3f}")
-        self.threshold_page.set_model(info)
+        self.threshold_page.set_model(info)  # first: the shown threshold may be the model's
+        self._show_model_status()
         self.employees.set_engine_state(True)
         self.kiosk.set_ready()
 
@@ -178,8 +177,11 @@ class MainWindow(QMainWindow):
     def _threshold_changed(self, value) -> None:
         self.worker.set_threshold(value)
         if getattr(self, "engine_info", None) is not None:
-            self.model_status.setText(f"Model: {Path(self.engine_info.weights_path).name}, threshold "
-                                      f"{self.threshold_page.threshold:.3f}")
+            self._show_model_status()
+
+    def _show_model_status(self) -> None:
+        self.model_status.setText(f"Model: {Path(self.engine_info.weights_path).name}, threshold "
+                                  f"{self.threshold_page.threshold:.3f}")
 
     def _on_tab_changed(self, index: int) -> None:
         if self.tabs.widget(index) is not self.admin:

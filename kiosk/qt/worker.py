@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, QTimer, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from ..decision import (REASON_ERROR, REASON_NO_REFERENCE, Decision, FusionParams, VerificationSession, frame_score,
                         unknown_id)
@@ -135,6 +135,7 @@ class VerificationWorker(QObject):
         """Load the engine (slow) in this thread; QTimers are created here so they belong to it."""
         self._deadline = QTimer(self)
         self._deadline.setSingleShot(True)
+        self._deadline.setTimerType(Qt.TimerType.PreciseTimer)  # a coarse timer may fire up to 5% early
         self._deadline.timeout.connect(self._on_deadline)
         self._throttle = QTimer(self)
         self._throttle.setSingleShot(True)
@@ -261,10 +262,15 @@ class VerificationWorker(QObject):
 
     @Slot()
     def _on_deadline(self) -> None:
-        if self._session is not None:
-            decision = self._session.expire(time.monotonic())
-            if decision is not None:
-                self._finish(decision)
+        session = self._session
+        if session is None:
+            return
+        now = time.monotonic()
+        decision = session.expire(now)
+        if decision is not None:
+            self._finish(decision)
+        elif not self._deadline.isActive():  # woke a little early: wait for the rest (no frames may come)
+            self._deadline.start(int(session.remaining(now) * 1000) + 20)
 
     def _finish(self, decision: Decision) -> None:
         self._session, self._references = None, None
