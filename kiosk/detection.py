@@ -44,7 +44,7 @@ def choose_primary(boxes: list[Box], image_shape: tuple[int, int]) -> Box | None
 class HaarFaceDetector:
     """OpenCV's Haar frontal-face cascade. Large frames are shrunk for speed, boxes mapped back."""
 
-    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", detect_max_side: int = 320,
+    def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", detect_max_side: int = 224,
                  scale_factor: float = 1.1, min_neighbors: int = 5, min_face_fraction: float = 0.1):
         path = Path(cascade)
         if not path.is_file():
