@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..datasets import Pair, read_lfw_pairs
+from ..detection import HaarFaceDetector
 from ..engine import embed_crops
 from ..facecache import build_face_cache
 from ..metrics import auc, best_accuracy_threshold, rates_at, roc_table, threshold_for_far
@@ -51,6 +52,7 @@ class TrainConfig:
     augment: float = 1.0             # augmentation strength (0 = off)
     target_far: float = 0.01         # the default threshold's false-accept rate on validation pairs
     flip_average: bool = False       # average features of each crop and its mirror image at inference
+    detect_max_side: int = 320       # detection shrinks larger images to this (the shipped model's crops: 320)
     seed: int = 0
     threads: int | None = None
     max_steps: int | None = None     # smoke tests: stop after this many steps
@@ -151,7 +153,8 @@ def train(config: TrainConfig, out_path: Path, checkpoint_dir: Path, teacher: np
                             config.report_folds, config.validation_folds)
     log.info("training on %d images of %d identities; %d LFW people excluded (folds %s reported, %s validation)",
              len(ts.paths), len(ts.identities), len(ts.excluded_people), config.report_folds, config.validation_folds)
-    cache = build_face_cache(ts.paths, spec, desc="training crops")
+    detector = HaarFaceDetector(detect_max_side=config.detect_max_side)
+    cache = build_face_cache(ts.paths, spec, detector=detector, desc="training crops")
     labels = np.array(ts.labels)
     if config.distill:
         if teacher is None or len(teacher) != len(ts.paths):
@@ -160,7 +163,7 @@ def train(config: TrainConfig, out_path: Path, checkpoint_dir: Path, teacher: np
         # learns what tells people apart, not the mean face.
         teacher = (teacher - np.nanmean(teacher, 0)) / (np.nanstd(teacher, 0) + 1e-6)
 
-    val = ValidationSet.build(ts.validation_pairs, spec, config.seed)
+    val = ValidationSet.build(ts.validation_pairs, spec, config.seed, detector)
 
     torch.manual_seed(config.seed)
     model = SiameseNet(config.encoder, dict(config.encoder_options, input_size=config.input_size))
@@ -296,13 +299,15 @@ class ValidationSet:
     n_official: int
 
     @classmethod
-    def build(cls, official: list[Pair], spec: InputSpec, seed: int) -> "ValidationSet":
+    def build(cls, official: list[Pair], spec: InputSpec, seed: int,
+              detector: HaarFaceDetector | None = None) -> "ValidationSet":
         people: dict[str, list[Path]] = {}
         for pair in official:
             for p in (pair.left, pair.right):
                 people.setdefault(p.parent.name, sorted(p.parent.glob("*.jpg")))
         pairs, same = validation_pairs(official, people, seed)
-        cache = build_face_cache(sorted({p for pair in pairs for p in pair}), spec, desc="validation crops")
+        cache = build_face_cache(sorted({p for pair in pairs for p in pair}), spec, detector=detector,
+                                 desc="validation crops")
         return cls(cache.crops, cache.index(), pairs, same, len(official))
 
     def scores(self, model: SiameseNet, flip_average: bool = False) -> np.ndarray:
