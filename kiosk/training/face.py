@@ -57,10 +57,6 @@ class TrainConfig:
     threads: int | None = None
     max_steps: int | None = None     # smoke tests: stop after this many steps
 
-    @property
-    def koch_only(self) -> bool:
-        return not self.hard_negatives and not self.distill
-
 
 def pair_loss(model: SiameseNet, f: torch.Tensor, labels: torch.Tensor, n_anchor: int, hard: bool,
               generator: torch.Generator) -> torch.Tensor:
