@@ -114,6 +114,10 @@ def cmd_train(args) -> int:
     config = TrainConfig(dataset_dirs=data, lfw_root=str(args.lfw_root), pairs_file=str(args.pairs),
                          report_folds=parse_folds(args.exclude_folds), validation_folds=parse_folds(args.validation_folds),
                          epochs=args.epochs, seed=args.seed, threads=args.threads, max_steps=args.max_steps)
+    if args.distill is not None:
+        config.distill = args.distill
+    if args.widths:
+        config.encoder_options = dict(config.encoder_options, widths=[int(w) for w in args.widths.split(",")])
     if args.objective == "koch":
         config.hard_negatives, config.distill = False, 0.0
     elif args.objective == "koch+distill":
@@ -189,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objective", choices=["full", "koch", "koch+distill", "koch+hard"], default="full",
                    help="koch = Koch's pair cross-entropy alone; full = + hard negatives + distillation")
     p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--distill", type=float, help="faces preset: weight of the distillation loss (default: 1.0)")
+    p.add_argument("--widths", help="faces preset: channels of the 4 encoder stages, e.g. 32,64,96,160 "
+                                    "(default: 32,64,128,256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")

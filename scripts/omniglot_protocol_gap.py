@@ -1,0 +1,60 @@
+"""Why Lake's official runs score higher than our 400-trial 20-way test: the same weights, the same
+alphabets, two ways of choosing the drawings.
+
+Lake's runs take all 20 support drawings from one drawer and all queries from another (as Koch et al.'s
+400 trials did). This copy of Omniglot lost the drawer numbers, so our trials pair random drawings.
+The script finds the alphabet of each run (its drawings also appear in images_evaluation) and scores,
+on exactly those alphabets, (a) Lake's runs and (b) random-drawing episodes.
+
+    .venv/bin/python scripts/omniglot_protocol_gap.py [--weights weights/omniglot_koch.pt] [--trials 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from kiosk.training.omniglot import (episode_accuracy, load_official_runs, load_omniglot, make_episodes,
+                                     official_runs_accuracy)
+from kiosk.weights import load_weights
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", type=Path, default=Path("weights/omniglot_koch.pt"))
+    parser.add_argument("--trials", type=int, default=2000, help="random-drawing trials on the runs' alphabets")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    model, spec, _ = load_weights(args.weights)
+    model.eval()
+    evaluation = load_omniglot("evaluation")
+    row_of = {evaluation.images[i].tobytes(): i for i in range(len(evaluation))}
+    runs = load_official_runs()
+
+    by_alphabet: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for run in runs:
+        row = row_of[run.support[0].tobytes()]
+        alphabet = evaluation.alphabets[evaluation.char_alphabet[evaluation.labels[row]]]
+        correct, total = official_runs_accuracy(model, spec.size, [run])
+        by_alphabet[alphabet][0] += correct
+        by_alphabet[alphabet][1] += total
+
+    print(f"{'alphabet':34s} {'Lake runs (2 drawers)':>22s} {'random drawings':>16s}")
+    sums = [0, 0, 0, 0]
+    for alphabet, (correct, total) in sorted(by_alphabet.items()):
+        subset = evaluation.subset([alphabet])
+        r_correct, r_total = episode_accuracy(model, subset, make_episodes(subset, args.trials // len(by_alphabet),
+                                                                           args.seed), spec.size)
+        sums = [sums[0] + correct, sums[1] + total, sums[2] + r_correct, sums[3] + r_total]
+        print(f"{alphabet:34s} {correct / total:>22.1%} {r_correct / r_total:>16.1%}")
+    print(f"{'all ' + str(len(by_alphabet)) + ' alphabets':34s} {sums[0] / sums[1]:>22.1%} {sums[2] / sums[3]:>16.1%}"
+          f"   ({sums[1]} / {sums[3]} trials)")
+
+
+if __name__ == "__main__":
+    main()
