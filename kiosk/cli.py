@@ -146,6 +146,15 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def cmd_combine(args) -> int:
+    from .training.ensemble import combine_weights  # noqa: PLC0415
+    meta = combine_weights(args.members, args.out, flip_average=args.flip_average == "on")
+    v = meta["validation"]
+    print(f"wrote {args.out} ({len(args.members)} members): threshold {meta['threshold']:.4f}; validation "
+          f"FAR {v['far']:.4f}, FRR {v['frr']:.4f}, AUC {v['auc']:.4f} on {v['pairs']} pairs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     lfw = datasets_dir() / "lfw"
     parser = argparse.ArgumentParser(prog="kiosk", description="Siamese Kiosk: one-shot face verification")
@@ -209,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="average the features of each face and its mirror image")
     p.add_argument("--target-far", type=float, help="false-accept rate of the default threshold (default: as trained)")
     p.set_defaults(func=cmd_calibrate)
+    p = sub.add_parser("combine", help="join trained face models into one network (parallel encoder branches)")
+    p.add_argument("members", type=Path, nargs="+", help="weights files made for the same input")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--flip-average", choices=["on", "off"], default="off",
+                   help="average the features of each face and its mirror image")
+    p.set_defaults(func=cmd_combine)
     return parser
 
 

@@ -80,7 +80,24 @@ class KochEncoder(nn.Module):
         return torch.sigmoid(self.fc(torch.flatten(self.features(x), 1)))
 
 
-ENCODERS = {"compact": CompactFaceEncoder, "koch": KochEncoder}
+class ParallelEncoder(nn.Module):
+    """Several encoders side by side on the same input, their features concatenated: still ONE encoder
+    shared by both twins. ``branches``: [{"encoder": name, "options": {...}}, ...]."""
+
+    def __init__(self, branches: list[dict], input_size: int | None = None):
+        super().__init__()
+        if not branches:
+            raise ValueError("a parallel encoder needs at least one branch")
+        self.branches = nn.ModuleList(
+            build_encoder(b["encoder"], **dict(b.get("options") or {}, **({"input_size": input_size} if input_size else {})))
+            for b in branches)
+        self.feature_dim = sum(branch.feature_dim for branch in self.branches)
+
+    def forward(self, x):
+        return torch.cat([branch(x) for branch in self.branches], 1)
+
+
+ENCODERS = {"compact": CompactFaceEncoder, "koch": KochEncoder, "parallel": ParallelEncoder}
 
 
 def build_encoder(name: str, **options) -> nn.Module:

@@ -90,3 +90,22 @@ def test_damaged_missing_and_mismatched_weights_are_refused(tmp_path, model):
     torch.save(payload, other)
     with pytest.raises(WeightsError, match="unknown encoder"):
         load_weights(other)
+
+
+def test_combined_models_average_their_logits_and_stay_one_tied_network(tmp_path):
+    from kiosk.training.ensemble import combine_models
+    members = []
+    for seed, widths in ((1, [8, 16, 24, 32]), (2, [8, 16, 32, 48])):
+        torch.manual_seed(seed)
+        members.append(SiameseNet("compact", {"widths": widths, "feature_dim": 16}).eval())
+    combined = combine_models(members)
+    x1, x2 = torch.randn(4, 3, 64, 64), torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        expected = sum(m(x1, x2) for m in members) / 2
+        assert torch.allclose(combined(x1, x2), expected, atol=1e-5)
+        assert torch.allclose(combined(x1, x2), combined(x2, x1), atol=1e-6)   # still symmetric
+    assert combined.encoder.feature_dim == 32
+    # It is an ordinary weights file: saved and loaded back with its architecture.
+    loaded, _, _ = load_weights(save_weights(tmp_path / "c.pt", combined, InputSpec(), half=False))
+    with torch.no_grad():
+        assert torch.equal(loaded(x1, x2), combined(x1, x2))
