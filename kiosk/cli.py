@@ -204,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--distill", type=float, help="faces preset: weight of the distillation loss (default: 1.0)")
     p.add_argument("--widths", help="faces preset: channels of the 4 encoder stages, e.g. 32,64,96,160 "
-                                    "(default: 32,64,128,256)")
+                                    "(default: 32,64,96,160)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
