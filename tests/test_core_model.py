@@ -109,3 +109,14 @@ def test_combined_models_average_their_logits_and_stay_one_tied_network(tmp_path
     loaded, _, _ = load_weights(save_weights(tmp_path / "c.pt", combined, InputSpec(), half=False))
     with torch.no_grad():
         assert torch.equal(loaded(x1, x2), combined(x1, x2))
+
+
+def test_small_batches_give_the_same_features_and_restore_the_thread_count(model):
+    import numpy as np
+
+    from kiosk.engine import embed_crops
+    crops = np.random.default_rng(0).integers(0, 256, (6, 64, 64, 3), dtype=np.uint8)
+    before = torch.get_num_threads()
+    one_by_one = np.concatenate([embed_crops(model, crops[i:i + 1], flip_average=True) for i in range(6)])
+    assert torch.get_num_threads() == before
+    assert np.allclose(one_by_one, embed_crops(model, crops, flip_average=True), atol=1e-4)
