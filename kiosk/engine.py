@@ -31,7 +31,7 @@ SMALL_BATCH = 4  # live frames: this few crops run on one thread (see _one_threa
 @contextmanager
 def _one_thread_for(n_crops: int):
     """A few crops are too little work to split: handing them to torch's second thread, right after
-    OpenCV's detection pool has run, costs more than it saves (19.2 -> 17.8 ms a frame on 2 cores)."""
+    OpenCV's detection pool has run, costs more than it saves (about 19 -> 18 ms a frame on 2 cores)."""
     before = torch.get_num_threads()
     if n_crops > SMALL_BATCH or before == 1:
         yield

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..errors import WeightsError
 from ..model import SiameseNet
 from ..weights import load_weights, save_weights
 from .face import recalibrate
@@ -31,11 +32,11 @@ def combine_models(members: list[SiameseNet]) -> SiameseNet:
 def combine_weights(paths: list[Path], out_path: Path, flip_average: bool) -> dict:
     """Write the combination of these weights files to out_path, calibrated; returns its metadata."""
     if len(paths) < 2:
-        raise ValueError("combining needs at least two weights files")
+        raise WeightsError("combining needs at least two weights files")
     loaded = [load_weights(p) for p in paths]
     specs = {repr(spec) for _, spec, _ in loaded}
     if len(specs) != 1:
-        raise ValueError(f"the members were made for different inputs: {sorted(specs)}")
+        raise WeightsError(f"the members were made for different inputs: {sorted(specs)}")
     model = combine_models([m for m, _, _ in loaded])
     metadata = {"training": loaded[0][2]["training"],
                 "members": [{"file": Path(p).name, "training": meta["training"]} for p, (_, _, meta) in zip(paths, loaded)]}
