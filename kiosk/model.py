@@ -88,9 +88,9 @@ class ParallelEncoder(nn.Module):
         super().__init__()
         if not branches:
             raise ValueError("a parallel encoder needs at least one branch")
-        self.branches = nn.ModuleList(
-            build_encoder(b["encoder"], **dict(b.get("options") or {}, **({"input_size": input_size} if input_size else {})))
-            for b in branches)
+        sized = {"input_size": input_size} if input_size else {}
+        self.branches = nn.ModuleList(build_encoder(b["encoder"], **{**(b.get("options") or {}), **sized})
+                                      for b in branches)
         self.feature_dim = sum(branch.feature_dim for branch in self.branches)
 
     def forward(self, x):

@@ -15,6 +15,7 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from kiosk.training.omniglot import (episode_accuracy, load_official_runs, load_omniglot, make_episodes,
@@ -45,16 +46,17 @@ def main() -> None:
         by_alphabet[alphabet][1] += total
 
     print(f"{'alphabet':34s} {'Lake runs (2 drawers)':>22s} {'random drawings':>16s}")
-    sums = [0, 0, 0, 0]
+    runs_total = np.zeros(2, int)     # correct, trials
+    random_total = np.zeros(2, int)
     for alphabet, (correct, total) in sorted(by_alphabet.items()):
         subset = evaluation.subset([alphabet])
-        r_correct, r_total = episode_accuracy(model, subset, make_episodes(subset, args.trials // len(by_alphabet),
-                                                                           args.seed), spec.size)
-        sums = [sums[0] + correct, sums[1] + total, sums[2] + r_correct, sums[3] + r_total]
+        episodes = make_episodes(subset, args.trials // len(by_alphabet), args.seed)
+        r_correct, r_total = episode_accuracy(model, subset, episodes, spec.size)
+        runs_total += (correct, total)
+        random_total += (r_correct, r_total)
         print(f"{alphabet:34s} {correct / total:>22.1%} {r_correct / r_total:>16.1%}")
-    print(f"{'all ' + str(len(by_alphabet)) + ' alphabets':34s} {sums[0] / sums[1]:>22.1%} {sums[2] / sums[3]:>16.1%}"
-          f"   ({sums[1]} / {sums[3]} trials)")
-
+    print(f"{'all ' + str(len(by_alphabet)) + ' alphabets':34s} {runs_total[0] / runs_total[1]:>22.1%} "
+          f"{random_total[0] / random_total[1]:>16.1%}   ({runs_total[1]} / {random_total[1]} trials)")
 
 if __name__ == "__main__":
     main()

@@ -14,8 +14,8 @@ import torch
 
 from ..errors import WeightsError
 from ..model import SiameseNet
-from ..weights import load_weights, save_weights
-from .face import recalibrate
+from ..weights import load_weights
+from .face import save_calibrated
 
 
 def combine_models(members: list[SiameseNet]) -> SiameseNet:
@@ -40,5 +40,4 @@ def combine_weights(paths: list[Path], out_path: Path, flip_average: bool) -> di
     model = combine_models([m for m, _, _ in loaded])
     metadata = {"training": loaded[0][2]["training"],
                 "members": [{"file": Path(p).name, "training": meta["training"]} for p, (_, _, meta) in zip(paths, loaded)]}
-    save_weights(out_path, model, loaded[0][1], metadata)
-    return recalibrate(out_path, flip_average)
+    return save_calibrated(out_path, model, loaded[0][1], metadata, flip_average)

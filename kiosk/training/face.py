@@ -31,8 +31,6 @@ from .split import build_training_set
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WIDTHS = (32, 64, 96, 160)  # the shipped model; wider (--widths 32,64,128,256) was no better
-
 
 @dataclass
 class TrainConfig:
@@ -42,7 +40,7 @@ class TrainConfig:
     report_folds: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     validation_folds: list[int] = field(default_factory=lambda: [10])
     encoder: str = "compact"
-    encoder_options: dict = field(default_factory=lambda: {"widths": list(DEFAULT_WIDTHS), "feature_dim": 128})
+    encoder_options: dict = field(default_factory=lambda: {"widths": [32, 64, 96, 160], "feature_dim": 128})
     input_size: int = 64
     epochs: int = 40
     identities_per_batch: int = 16   # each with 2 images: the positive pairs
@@ -276,13 +274,19 @@ def recalibrate(weights_path: Path, flip_average: bool, target_far: float | None
     """Re-run the threshold calibration of trained weights (e.g. with flip averaging switched on), with
     the validation folds and seed recorded in their metadata; rewrites the file's metadata only."""
     model, spec, metadata = load_weights(weights_path)
+    return save_calibrated(weights_path, model, spec, metadata, flip_average, target_far)
+
+
+def save_calibrated(out_path: Path, model: SiameseNet, spec: InputSpec, metadata: dict, flip_average: bool,
+                    target_far: float | None = None) -> dict:
+    """Calibrate the default threshold on the validation pairs named by ``metadata["training"]`` and write
+    the weights with the updated metadata; returns it."""
     config = metadata["training"]["config"]
     target_far = config["target_far"] if target_far is None else target_far
-    lfw_root = Path(config["lfw_root"])
-    pairs = read_lfw_pairs(Path(config["pairs_file"]), lfw_root, config["validation_folds"])
+    pairs = read_lfw_pairs(Path(config["pairs_file"]), Path(config["lfw_root"]), config["validation_folds"])
     val = ValidationSet.build(pairs, spec, config["seed"])
     metadata.update(calibration(model, val, target_far, config["validation_folds"], flip_average))
-    save_weights(weights_path, model, spec, metadata)
+    save_weights(out_path, model, spec, metadata)
     return metadata
 
 
