@@ -12,6 +12,10 @@ from .errors import KioskError
 
 Box = tuple[int, int, int, int]  # x, y, width, height in image pixels
 
+# Another face smaller than this fraction of the primary face's area does not matter: it is neither the
+# face to verify nor a second person in the way (quality.py's "several faces").
+OTHER_FACE_AREA_RATIO = 0.5
+
 
 @dataclass(frozen=True)
 class Detection:
@@ -26,26 +30,25 @@ class Detection:
         return len(self.boxes)
 
 
+def _score(box: Box, image_shape: tuple[int, int]) -> float:
+    """Area discounted by the distance from the image centre."""
+    height, width = image_shape[:2]
+    x, y, w, h = box
+    offset = np.hypot(x + w / 2.0 - width / 2.0, y + h / 2.0 - height / 2.0) / float(np.hypot(width, height))
+    return w * h * (1.0 - offset) ** 2
+
+
 def choose_primary(boxes: list[Box], image_shape: tuple[int, int]) -> Box | None:
     """The face to verify: large and near the centre (area discounted by distance from the centre)."""
-    if not boxes:
-        return None
-    height, width = image_shape[:2]
-    cx, cy, diag = width / 2.0, height / 2.0, float(np.hypot(width, height))
-
-    def score(box: Box) -> float:
-        x, y, w, h = box
-        offset = np.hypot(x + w / 2.0 - cx, y + h / 2.0 - cy) / diag
-        return w * h * (1.0 - offset) ** 2
-
-    return max(boxes, key=score)
+    return max(boxes, key=lambda box: _score(box, image_shape)) if boxes else None
 
 
 class HaarFaceDetector:
     """OpenCV's Haar frontal-face cascade. Large frames are shrunk for speed, boxes mapped back."""
 
     def __init__(self, cascade: str = "haarcascade_frontalface_default.xml", detect_max_side: int = 224,
-                 scale_factor: float = 1.1, min_neighbors: int = 5, min_face_fraction: float = 0.1):
+                 scale_factor: float = 1.1, min_neighbors: int = 5, min_face_fraction: float = 0.1,
+                 near_face_fraction: float = 0.2):
         path = Path(cascade)
         if not path.is_file():
             path = Path(cv2.data.haarcascades) / cascade
@@ -57,10 +60,12 @@ class HaarFaceDetector:
         self.scale_factor = scale_factor
         self.min_neighbors = min_neighbors
         self.min_face_fraction = min_face_fraction
+        self.near_face_fraction = near_face_fraction
 
     def settings(self) -> dict:
         return {"cascade": self.cascade_name, "detect_max_side": self.detect_max_side, "scale_factor": self.scale_factor,
-                "min_neighbors": self.min_neighbors, "min_face_fraction": self.min_face_fraction}
+                "min_neighbors": self.min_neighbors, "min_face_fraction": self.min_face_fraction,
+                "near_face_fraction": self.near_face_fraction}
 
     def detect(self, image_bgr: np.ndarray) -> Detection:
         grey = image_bgr if image_bgr.ndim == 2 else cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
@@ -69,7 +74,24 @@ class HaarFaceDetector:
         small = cv2.resize(grey, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else grey
         small = cv2.equalizeHist(small)
         min_side = max(20, int(self.min_face_fraction * min(small.shape)))
+        near_side = int(self.near_face_fraction * min(small.shape))
+        boxes = self._find(small, near_side, scale) if near_side > min_side else []
+        primary = choose_primary(boxes, (height, width))
+        # Small faces cost most of the search. When the near faces alone settle it (no smaller face could be
+        # chosen, nor matter beside the chosen one), skip them; otherwise search every size.
+        if primary is None or not _settles(primary, (height, width), near_side / scale):
+            boxes = self._find(small, min_side, scale)
+            primary = choose_primary(boxes, (height, width))
+        return Detection(boxes=boxes, primary=primary, image_shape=(height, width))
+
+    def _find(self, small: np.ndarray, min_side: int, scale: float) -> list[Box]:
         found = self._cascade.detectMultiScale(small, scaleFactor=self.scale_factor,
                                                minNeighbors=self.min_neighbors, minSize=(min_side, min_side))
-        boxes = [tuple(int(round(v / scale)) for v in box) for box in (found if len(found) else [])]
-        return Detection(boxes=boxes, primary=choose_primary(boxes, (height, width)), image_shape=(height, width))
+        return [tuple(int(round(v / scale)) for v in box) for box in (found if len(found) else [])]
+
+
+def _settles(primary: Box, image_shape: tuple[int, int], unsearched_side: float) -> bool:
+    """Could no face smaller than ``unsearched_side`` change the outcome? It would have to outscore the
+    primary (at best it is centred), or be big enough beside it to count as another face."""
+    smaller_best = unsearched_side ** 2
+    return min(_score(primary, image_shape), OTHER_FACE_AREA_RATIO * primary[2] * primary[3]) > smaller_best

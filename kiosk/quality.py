@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .detection import Box, Detection
+from .detection import OTHER_FACE_AREA_RATIO, Box, Detection
 
 NO_FACE = "no face"
 SEVERAL_FACES = "several faces"
@@ -30,7 +30,7 @@ ADVICE = {
 @dataclass(frozen=True)
 class QualityLimits:
     min_face_px: int = 80            # side of the detected box (80 px in a 640x480 frame: about 1.5 m away)
-    other_face_ratio: float = 0.5    # another face at least this fraction of the primary's area -> several faces
+    other_face_ratio: float = OTHER_FACE_AREA_RATIO  # another face at least this fraction of the primary's area -> several faces
     min_sharpness: float = 20.0      # variance of the Laplacian on the 96x96 grey face crop
     min_brightness: float = 45.0     # mean grey level of the face
     max_brightness: float = 215.0

@@ -108,3 +108,44 @@ def test_lfw_folder_present_or_skipped():
     if not LFW.is_dir():
         pytest.skip(f"datasets absent at {LFW}")
     assert any(LFW.iterdir())
+
+
+@needs_lfw
+def test_a_crop_depends_only_on_the_face_surroundings(detector):
+    """A face pasted into two different 640x480 frames, at different places, gives the same crop
+    (the crop reads and shrinks only the region around the face, not the whole frame)."""
+    photo = read_image(lfw_photo("Serena_Williams", 1))
+    box = detector.detect(photo).primary
+    spec = InputSpec()
+    rng = np.random.default_rng(0)
+    crops = []
+    for (x, y), background in zip([(40, 30), (300, 200)], [0, 255]):
+        frame = np.full((480, 640, 3), background, np.uint8)
+        frame[:, :, 1] = rng.integers(0, 256, (480, 640), dtype=np.uint8)  # busy, different elsewhere
+        frame[y:y + 250, x:x + 250] = photo
+        crops.append(crop_face(frame, (box[0] + x, box[1] + y, box[2], box[3]), spec).astype(int))
+    assert np.abs(crops[0] - crops[1]).mean() < 2.0
+    assert np.abs(crops[0] - crop_face(photo, box, spec)).mean() < 2.0
+
+
+@needs_lfw
+def test_searching_near_faces_first_changes_no_outcome(detector):
+    """Skipping the small-face search when the near faces settle it gives the same face to verify and the
+    same quality verdict as searching every size: for a close face, and for a smaller face near the centre
+    beside a larger one in the corner (it is the face to verify, or a second person in the way)."""
+    full = HaarFaceDetector(near_face_fraction=0.0)
+    blair, bush = read_image(lfw_photo("Tony_Blair", 1)), read_image(lfw_photo("George_W_Bush", 1))
+    close = np.full((480, 640, 3), 90, np.uint8)
+    close[100:420, 160:480] = cv2.resize(blair, (320, 320))
+    frames = [close, blair]
+    for side in (170, 200):
+        two = np.full((480, 640, 3), 90, np.uint8)
+        two[240:480, 400:640] = cv2.resize(bush, (240, 240))
+        top, left = 240 - side // 2, 260 - side // 2
+        two[top:top + side, left:left + side] = cv2.resize(blair, (side, side))
+        frames.append(two)
+    for frame in frames:
+        near_found, all_found = detector.detect(frame), full.detect(frame)
+        assert near_found.primary is not None and near_found.primary == all_found.primary
+        assert assess_quality(frame, near_found).reasons == assess_quality(frame, all_found).reasons
+    assert SEVERAL_FACES in assess_quality(frames[2], detector.detect(frames[2])).reasons
