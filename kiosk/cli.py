@@ -116,8 +116,6 @@ def cmd_train(args) -> int:
                          epochs=args.epochs, seed=args.seed, threads=args.threads, max_steps=args.max_steps)
     if args.distill is not None:
         config.distill = args.distill
-    if args.score_distill is not None:
-        config.score_distill = args.score_distill
     if args.widths:
         config.encoder_options = dict(config.encoder_options, widths=[int(w) for w in args.widths.split(",")])
     if args.objective == "koch":
@@ -127,7 +125,7 @@ def cmd_train(args) -> int:
     elif args.objective == "koch+hard":
         config.distill = 0.0
     teacher = None
-    if config.distill or config.score_distill:
+    if config.distill:
         from .training.teacher import cached_teacher_embeddings  # noqa: PLC0415
         ts = build_training_set([Path(d) for d in data], Path(args.lfw_root), Path(args.pairs),
                                 config.report_folds, config.validation_folds)
@@ -205,8 +203,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="koch = Koch's pair cross-entropy alone; full = + hard negatives + distillation")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--distill", type=float, help="faces preset: weight of the distillation loss (default: 1.0)")
-    p.add_argument("--score-distill", type=float,
-                   help="faces preset: weight of the teacher's P(same) as soft targets for every pair in a batch (default: 0)")
     p.add_argument("--widths", help="faces preset: channels of the 4 encoder stages, e.g. 32,64,96,160 "
                                     "(default: 32,64,96,160)")
     p.add_argument("--seed", type=int, default=0)

@@ -49,7 +49,6 @@ class TrainConfig:
     weight_decay: float = 5e-4
     hard_negatives: bool = True
     distill: float = 1.0             # weight of the distillation loss: MSE to the standardised teacher (0 = off)
-    score_distill: float = 0.0       # weight of the teacher's P(same) as soft targets for every pair in a batch
     augment: float = 1.0             # augmentation strength (0 = off)
     target_far: float = 0.01         # the default threshold's false-accept rate on validation pairs
     flip_average: bool = False       # average features of each crop and its mirror image at inference
@@ -78,45 +77,6 @@ def pair_loss(model: SiameseNet, f: torch.Tensor, labels: torch.Tensor, n_anchor
     negs = torch.cat(neg_logits)
     return 0.5 * (F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits))
                   + F.binary_cross_entropy_with_logits(negs, torch.zeros_like(negs)))
-
-
-def fit_teacher_scores(teacher: np.ndarray, labels: np.ndarray, seed: int, pairs: int = 20000) -> tuple[float, float]:
-    """(a, b) so that sigmoid(a * (b - distance)) is the teacher's P(same) for two training images: a
-    logistic fit on balanced same/different pairs of training people (dlib's own rule is distance < 0.6)."""
-    rng = np.random.default_rng(seed)
-    ok = np.flatnonzero(~np.isnan(teacher).any(1))
-    by_id: dict[int, list[int]] = {}
-    for i in ok:
-        by_id.setdefault(int(labels[i]), []).append(int(i))
-    multi = [v for v in by_id.values() if len(v) >= 2]
-    same = [rng.choice(multi[k], 2, replace=False) for k in rng.integers(len(multi), size=pairs // 2)]
-    diff = [p for p in rng.choice(ok, (pairs, 2)) if labels[p[0]] != labels[p[1]]][:pairs // 2]
-    index = np.array(same + diff)
-    distance = torch.from_numpy(np.linalg.norm(teacher[index[:, 0]] - teacher[index[:, 1]], axis=1))
-    target = torch.cat([torch.ones(len(same)), torch.zeros(len(diff))]).double()
-    params = torch.tensor([10.0, 0.6], dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([params], max_iter=200)
-
-    def closure():
-        optimiser.zero_grad()
-        loss = F.binary_cross_entropy_with_logits(params[0] * (params[1] - distance), target)
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
-    scale, offset = params.detach().tolist()
-    return scale, offset
-
-
-def score_distill_loss(model: SiameseNet, f: torch.Tensor, teacher_raw: torch.Tensor, scale: float,
-                       offset: float) -> torch.Tensor:
-    """Soft-target cross-entropy: the head's P(same) for every pair of images in the batch against the
-    teacher's P(same) for it (how alike two different people look, not only same/different)."""
-    ok = ~torch.isnan(teacher_raw).any(1)
-    f, t = f[ok], teacher_raw[ok]
-    i, j = torch.triu_indices(len(f), len(f), offset=1)
-    target = torch.sigmoid(scale * (offset - (t[i] - t[j]).norm(dim=1)))
-    return F.binary_cross_entropy_with_logits(model.logit_from_features(f[i], f[j]), target)
 
 
 class BatchSampler:
@@ -192,16 +152,12 @@ def train(config: TrainConfig, out_path: Path, checkpoint_dir: Path, teacher: np
     detector = HaarFaceDetector(detect_max_side=config.detect_max_side)
     cache = build_face_cache(ts.paths, spec, detector=detector, desc="training crops")
     labels = np.array(ts.labels)
-    teacher_raw = teacher
-    if config.distill or config.score_distill:
+    if config.distill:
         if teacher is None or len(teacher) != len(ts.paths):
             raise ValueError("distillation needs one teacher embedding per training image")
         # dlib embeddings share a large common component: standardise each dimension so the student
         # learns what tells people apart, not the mean face.
         teacher = (teacher - np.nanmean(teacher, 0)) / (np.nanstd(teacher, 0) + 1e-6)
-    if config.score_distill:
-        teacher_fit = fit_teacher_scores(teacher_raw, labels, config.seed)
-        log.info("teacher P(same) = sigmoid(%.2f * (%.3f - distance))", *teacher_fit)
 
     val = ValidationSet.build(ts.validation_pairs, spec, config.seed, detector)
 
@@ -234,7 +190,7 @@ def train(config: TrainConfig, out_path: Path, checkpoint_dir: Path, teacher: np
         model.train()
         rng = np.random.default_rng([config.seed, epoch])
         started = time.time()
-        sums = {"pair": 0.0, "distill": 0.0, "score_distill": 0.0}
+        sums = {"pair": 0.0, "distill": 0.0}
         n_steps = 0
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
         for _ in bar:
@@ -253,10 +209,6 @@ def train(config: TrainConfig, out_path: Path, checkpoint_dir: Path, teacher: np
                 d_loss = F.mse_loss(f[ok], t[ok])
                 sums["distill"] += d_loss.item()
                 loss = loss + config.distill * d_loss
-            if config.score_distill:
-                s_loss = score_distill_loss(model, f, torch.from_numpy(teacher_raw[idx]), *teacher_fit)
-                sums["score_distill"] += s_loss.item()
-                loss = loss + config.score_distill * s_loss
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
