@@ -116,6 +116,8 @@ def cmd_train(args) -> int:
                          epochs=args.epochs, seed=args.seed, threads=args.threads, max_steps=args.max_steps)
     if args.distill is not None:
         config.distill = args.distill
+    if args.batch_identities:  # P people x 2 photos + 2P random photos: more candidates for hard negatives
+        config.identities_per_batch, config.extra_images = args.batch_identities, 2 * args.batch_identities
     if args.widths:
         config.encoder_options = dict(config.encoder_options, widths=[int(w) for w in args.widths.split(",")])
     if args.objective == "koch":
@@ -203,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="koch = Koch's pair cross-entropy alone; full = + hard negatives + distillation")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--distill", type=float, help="faces preset: weight of the distillation loss (default: 1.0)")
+    p.add_argument("--batch-identities", type=int,
+                   help="faces preset: people per batch, 2 photos each, plus twice as many random photos (default: 16)")
     p.add_argument("--widths", help="faces preset: channels of the 4 encoder stages, e.g. 32,64,96,160 "
                                     "(default: 32,64,96,160)")
     p.add_argument("--seed", type=int, default=0)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from kiosk.training.omniglot import (episode_accuracy, load_official_runs, load_omniglot, make_episodes,
-                                     official_runs_accuracy)
+                                     official_runs_accuracy, trained_centred)
 from kiosk.weights import load_weights
 
 
@@ -31,8 +31,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
 
-    model, spec, _ = load_weights(args.weights)
+    model, spec, metadata = load_weights(args.weights)
     model.eval()
+    centre = trained_centred(metadata)
     evaluation = load_omniglot("evaluation")
     row_of = {evaluation.images[i].tobytes(): i for i in range(len(evaluation))}
     runs = load_official_runs()
@@ -41,7 +42,7 @@ def main() -> None:
     for run in runs:
         row = row_of[run.support[0].tobytes()]
         alphabet = evaluation.alphabets[evaluation.char_alphabet[evaluation.labels[row]]]
-        correct, total = official_runs_accuracy(model, spec.size, [run])
+        correct, total = official_runs_accuracy(model, spec.size, [run], centre)
         by_alphabet[alphabet][0] += correct
         by_alphabet[alphabet][1] += total
 
@@ -51,7 +52,7 @@ def main() -> None:
     for alphabet, (correct, total) in sorted(by_alphabet.items()):
         subset = evaluation.subset([alphabet])
         episodes = make_episodes(subset, args.trials // len(by_alphabet), args.seed)
-        r_correct, r_total = episode_accuracy(model, subset, episodes, spec.size)
+        r_correct, r_total = episode_accuracy(model, subset, episodes, spec.size, centre)
         runs_total += (correct, total)
         random_total += (r_correct, r_total)
         print(f"{alphabet:34s} {correct / total:>22.1%} {r_correct / r_total:>16.1%}")

@@ -64,6 +64,18 @@ def test_distortions(latin):
     assert torch.all((ink > 0.5) & (ink < 1.6))                     # mild distortions: strokes stay
 
 
+def test_centring_moves_the_ink_to_the_middle_wherever_it_was_drawn(latin):
+    drawing = latin.images[5]
+    moved = np.zeros_like(drawing)
+    moved[:-20, 15:] = drawing[20:, :-15]                           # the same character, up and to the right
+    both = np.stack([drawing, moved])
+    centred = om.network_input(both, 80, centre_ink=True)
+    centres = om._ink_centres(centred)
+    assert torch.allclose(centres, torch.zeros(2, 2), atol=0.03)   # both now centred (normalised units)
+    assert not torch.allclose(om._ink_centres(om.network_input(both, 80)), torch.zeros(2, 2), atol=0.03)
+    assert (centred[0] - centred[1]).abs().mean() < 0.25 * centred[0].mean()
+
+
 def test_pair_samplers(latin):
     sampler = om.PairSampler(latin, np.random.default_rng(0))
     left, right, same = sampler.sample(64)

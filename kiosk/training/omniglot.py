@@ -206,20 +206,33 @@ def load_official_runs(root: Path | None = None) -> list[OfficialRun]:
 
 
 def network_input(images: np.ndarray | torch.Tensor, size: int = IMAGE_SIZE,
-                  theta: torch.Tensor | None = None) -> torch.Tensor:
+                  theta: torch.Tensor | None = None, centre_ink: bool = False) -> torch.Tensor:
     """uint8 ink masks (N, 105, 105) -> float (N, 1, size, size), ink 1.0, paper 0.0.
 
     ``theta`` (N, 2, 3): affine_grid matrices (output -> input, normalised coordinates) of a distortion.
-    Resizing to ``size`` (when not 105) goes through the same bilinear sampling, in training and at test.
+    ``centre_ink``: first move each drawing's ink centre of mass to the middle (where a drawer put the
+    character on the page is not part of the character). Resizing to ``size`` (when not 105) goes through
+    the same bilinear sampling, in training and at test.
     """
     x = torch.as_tensor(np.asarray(images) if not torch.is_tensor(images) else images)
     x = x.float().unsqueeze(1)
-    if theta is None and size == x.shape[-1]:
+    if theta is None and size == x.shape[-1] and not centre_ink:
         return x
-    if theta is None:
-        theta = torch.eye(2, 3).expand(len(x), 2, 3)
+    theta = torch.eye(2, 3).repeat(len(x), 1, 1) if theta is None else theta.clone()
+    if centre_ink:
+        theta[:, :, 2] += _ink_centres(x)
     grid = F.affine_grid(theta, [len(x), 1, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def _ink_centres(x: torch.Tensor) -> torch.Tensor:
+    """(N, 2) ink centres of mass (x, y) of (N, 1, H, W) drawings in affine_grid's normalised coordinates
+    (align_corners=False); 0 for a blank drawing."""
+    height, width = x.shape[-2:]
+    mass = x.sum((1, 2, 3)).clamp(min=1e-6)
+    cols = (torch.arange(width, dtype=x.dtype) + 0.5) * 2 / width - 1
+    rows = (torch.arange(height, dtype=x.dtype) + 0.5) * 2 / height - 1
+    return torch.stack([(x.sum((1, 2)) * cols).sum(1) / mass, (x.sum((1, 3)) * rows).sum(1) / mass], 1)
 
 
 def koch_distortions(n: int, generator: torch.Generator, prob: float = 0.5, rotation_deg: float = 10.0,
@@ -362,21 +375,23 @@ def make_episodes(data: OmniglotSet, trials: int, seed: int = 0, way: int = 20) 
 
 
 @torch.no_grad()
-def embed_images(model: SiameseNet, images: np.ndarray, size: int, batch: int = 256) -> torch.Tensor:
+def embed_images(model: SiameseNet, images: np.ndarray, size: int, batch: int = 256,
+                 centre_ink: bool = False) -> torch.Tensor:
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model.embed(network_input(images[i:i + batch], size))
+        return torch.cat([model.embed(network_input(images[i:i + batch], size, centre_ink=centre_ink))
                           for i in range(0, len(images), batch)])
     finally:
         model.train(was_training)
 
 
 @torch.no_grad()
-def episode_accuracy(model: SiameseNet, data: OmniglotSet, episodes: list[Episode], size: int) -> tuple[int, int]:
+def episode_accuracy(model: SiameseNet, data: OmniglotSet, episodes: list[Episode], size: int,
+                     centre_ink: bool = False) -> tuple[int, int]:
     """(correct, trials): each query goes to the support drawing with the highest P(same)."""
     rows = np.unique(np.concatenate([np.concatenate([e.support, e.queries]) for e in episodes]))
-    features = embed_images(model, data.images[rows], size)
+    features = embed_images(model, data.images[rows], size, centre_ink=centre_ink)
     where = {int(r): i for i, r in enumerate(rows)}
     correct = total = 0
     for e in episodes:
@@ -389,13 +404,14 @@ def episode_accuracy(model: SiameseNet, data: OmniglotSet, episodes: list[Episod
 
 
 @torch.no_grad()
-def official_runs_accuracy(model: SiameseNet, size: int, runs: list[OfficialRun] | None = None) -> tuple[int, int]:
+def official_runs_accuracy(model: SiameseNet, size: int, runs: list[OfficialRun] | None = None,
+                           centre_ink: bool = False) -> tuple[int, int]:
     """(correct, items) over Lake's runs (20 runs x 20 test items)."""
     runs = runs if runs is not None else load_official_runs()
     correct = total = 0
     for run in runs:
-        sup = embed_images(model, run.support, size)
-        qry = embed_images(model, run.queries, size)
+        sup = embed_images(model, run.support, size, centre_ink=centre_ink)
+        qry = embed_images(model, run.queries, size, centre_ink=centre_ink)
         logits = model.logit_from_features(qry[:, None, :], sup[None, :, :])
         correct += int((logits.argmax(1).numpy() == run.answers).sum())
         total += len(run.answers)
@@ -413,14 +429,14 @@ def _interval(correct: int, total: int) -> list[float]:
 
 
 def evaluate_model(model: SiameseNet, size: int, *, trials: int = 400, seed: int = 0, runs: bool = True,
-                   evaluation: OmniglotSet | None = None) -> dict:
+                   evaluation: OmniglotSet | None = None, centre_ink: bool = False) -> dict:
     """20-way one-shot on the evaluation alphabets (+ Lake's official runs)."""
     evaluation = evaluation if evaluation is not None else load_omniglot("evaluation")
-    correct, total = episode_accuracy(model, evaluation, make_episodes(evaluation, trials, seed), size)
+    correct, total = episode_accuracy(model, evaluation, make_episodes(evaluation, trials, seed), size, centre_ink)
     result = {"way20_accuracy": correct / total, "trials": total, "way20_ci95": _interval(correct, total),
               "seed": seed, "official_runs_accuracy": None}
     if runs:
-        r_correct, r_total = official_runs_accuracy(model, size)
+        r_correct, r_total = official_runs_accuracy(model, size, centre_ink=centre_ink)
         result.update(official_runs_accuracy=r_correct / r_total, official_runs_items=r_total,
                       official_runs_ci95=_interval(r_correct, r_total))
     return result
@@ -436,7 +452,13 @@ def evaluate_oneshot(weights_path: Path, *, trials: int = 400, seed: int = 0, ru
     if spec.channels != 1 or metadata.get("dataset") != "omniglot":
         raise WeightsError(f"{weights_path}: not Omniglot weights (made for {metadata.get('dataset', 'faces')!r}, "
                            f"{spec.channels} channel(s))")
-    return evaluate_model(model, spec.size, trials=trials, seed=seed, runs=runs)
+    return evaluate_model(model, spec.size, trials=trials, seed=seed, runs=runs,
+                          centre_ink=trained_centred(metadata))
+
+
+def trained_centred(metadata: dict) -> bool:
+    """Whether Omniglot weights were trained (and so must be tested) on ink-centred drawings."""
+    return bool(metadata.get("preset", {}).get("centre_ink", False))
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -452,6 +474,7 @@ class OmniglotConfig:
     batch_size: int = 32            # "grid": characters per batch (2 drawings each); "independent": pairs
     width: float = 0.25             # KochEncoder channel multiplier (1.0 = the paper's 64-128-128-256)
     input_size: int = 80            # network input side; the 105x105 drawings are resampled to it
+    centre_ink: bool = False        # move each drawing's ink centre of mass to the middle (train and test)
     feature_dim: int = 4096         # the sigmoid feature layer (paper: 4096)
     batch_norm: bool = True         # BatchNorm after each convolution (not in the paper)
     lr: float = 3e-3                # Adam peak learning rate
@@ -700,7 +723,7 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
         else:
             left, right, same = sampler.sample(n)
         theta = koch_distortions(2 * n, aug, prob=config.distort_prob) if config.distort else None
-        x = network_input(train.images[np.concatenate([left, right])], config.input_size, theta)
+        x = network_input(train.images[np.concatenate([left, right])], config.input_size, theta, config.centre_ink)
         loss = pair_loss(model, x, n, config, same)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -712,7 +735,7 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
             bar.set_postfix(loss=f"{running / seen:.3f}", best_val=f"{max(state['best_val'], 0):.3f}")
         validate = validation is not None and (step % config.eval_every == 0 or step == config.steps)
         if validate:
-            correct, total = episode_accuracy(model, validation, val_episodes, config.input_size)
+            correct, total = episode_accuracy(model, validation, val_episodes, config.input_size, config.centre_ink)
             accuracy = correct / total
             entry = {"step": step, "loss": round(running / max(seen, 1), 4), "val_accuracy": round(accuracy, 4),
                      "lr": learning_rate(config, step - 1),
@@ -742,7 +765,7 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
     model.eval()
     evaluation = load_omniglot("evaluation", alphabets=config.test_alphabets)
     results = evaluate_model(model, config.input_size, trials=config.test_trials, seed=config.test_seed,
-                             runs=config.official_runs, evaluation=evaluation)
+                             runs=config.official_runs, evaluation=evaluation, centre_ink=config.centre_ink)
     log.info("test: 20-way one-shot %.4f over %d trials; Lake's official runs %s", results["way20_accuracy"],
              results["trials"], results["official_runs_accuracy"])
     training = {"steps_done": state["step"], "stopped_early": state["stopped_early"],
@@ -754,8 +777,9 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
     metadata = {
         "dataset": "omniglot",
         "task": "one-shot handwritten character classification (Koch et al. 2015)",
-        "input": f"whole 105x105 drawing resampled (bilinear) to {config.input_size}x{config.input_size}, "
-                 "ink 1.0, paper 0.0 (kiosk.training.omniglot.network_input)",
+        "input": f"whole 105x105 drawing{', ink centre of mass moved to the middle,' if config.centre_ink else ''} "
+                 f"resampled (bilinear) to {config.input_size}x{config.input_size}, ink 1.0, paper 0.0 "
+                 "(kiosk.training.omniglot.network_input)",
         "seed": seed, "preset": config.to_dict(), "training": training, "history": state["history"],
         "results": results, "paper": PAPER, "changes_from_paper": changes_from_paper(config),
     }
