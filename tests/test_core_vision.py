@@ -112,8 +112,9 @@ def test_lfw_folder_present_or_skipped():
 
 @needs_lfw
 def test_a_crop_depends_only_on_the_face_surroundings(detector):
-    """A face pasted into two different 640x480 frames, at different places, gives the same crop
-    (the crop reads and shrinks only the region around the face, not the whole frame)."""
+    """A face pasted into two different 640x480 frames, at different places, gives the same crop as the
+    photo itself: shrinking only the region around the face keeps the crop where it belongs, and what
+    lies elsewhere in the frame does not matter."""
     photo = read_image(lfw_photo("Serena_Williams", 1))
     box = detector.detect(photo).primary
     spec = InputSpec()
