@@ -30,7 +30,6 @@ ADVICE = {
 @dataclass(frozen=True)
 class QualityLimits:
     min_face_px: int = 80            # side of the detected box (80 px in a 640x480 frame: about 1.5 m away)
-    other_face_ratio: float = OTHER_FACE_AREA_RATIO  # another face at least this fraction of the primary's area -> several faces
     min_sharpness: float = 20.0      # variance of the Laplacian on the 96x96 grey face crop
     min_brightness: float = 45.0     # mean grey level of the face
     max_brightness: float = 215.0
@@ -71,8 +70,9 @@ def assess_quality(image_bgr: np.ndarray, detection: Detection, limits: QualityL
         return QualityReport([NO_FACE])
     report = QualityReport()
     x, y, w, h = detection.primary
-    # Another face: comparable in size and apart from the primary (a Haar false hit on the chin overlaps it).
-    others = [b for b in detection.boxes if b != detection.primary and b[2] * b[3] >= limits.other_face_ratio * w * h
+    # Another face: at least OTHER_FACE_AREA_RATIO of the primary's area (the detector relies on smaller ones
+    # not counting) and apart from the primary (a Haar false hit on the chin overlaps it).
+    others = [b for b in detection.boxes if b != detection.primary and b[2] * b[3] >= OTHER_FACE_AREA_RATIO * w * h
               and _overlap_of_smaller(b, detection.primary) < 0.3]
     if others:
         report.reasons.append(SEVERAL_FACES)
