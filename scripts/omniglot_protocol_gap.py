@@ -59,5 +59,6 @@ def main() -> None:
     print(f"{'all ' + str(len(by_alphabet)) + ' alphabets':34s} {runs_total[0] / runs_total[1]:>22.1%} "
           f"{random_total[0] / random_total[1]:>16.1%}   ({runs_total[1]} / {random_total[1]} trials)")
 
+
 if __name__ == "__main__":
     main()
