@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kiosk.training.omniglot import (episode_accuracy, load_official_runs, load_omniglot, make_episodes,
-                                     official_runs_accuracy, trained_centred)
+from kiosk.training.omniglot import (DrawingInput, episode_accuracy, load_official_runs, load_omniglot,
+                                     make_episodes, official_runs_accuracy)
 from kiosk.weights import load_weights
 
 
@@ -33,7 +33,7 @@ def main() -> None:
 
     model, spec, metadata = load_weights(args.weights)
     model.eval()
-    centre = trained_centred(metadata)
+    drawing = DrawingInput.of_weights(spec, metadata)
     evaluation = load_omniglot("evaluation")
     row_of = {evaluation.images[i].tobytes(): i for i in range(len(evaluation))}
     runs = load_official_runs()
@@ -42,7 +42,7 @@ def main() -> None:
     for run in runs:
         row = row_of[run.support[0].tobytes()]
         alphabet = evaluation.alphabets[evaluation.char_alphabet[evaluation.labels[row]]]
-        correct, total = official_runs_accuracy(model, spec.size, [run], centre)
+        correct, total = official_runs_accuracy(model, drawing, [run])
         by_alphabet[alphabet][0] += correct
         by_alphabet[alphabet][1] += total
 
@@ -52,7 +52,7 @@ def main() -> None:
     for alphabet, (correct, total) in sorted(by_alphabet.items()):
         subset = evaluation.subset([alphabet])
         episodes = make_episodes(subset, args.trials // len(by_alphabet), args.seed)
-        r_correct, r_total = episode_accuracy(model, subset, episodes, spec.size, centre)
+        r_correct, r_total = episode_accuracy(model, subset, episodes, drawing)
         runs_total += (correct, total)
         random_total += (r_correct, r_total)
         print(f"{alphabet:34s} {correct / total:>22.1%} {r_correct / r_total:>16.1%}")

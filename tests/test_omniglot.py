@@ -12,7 +12,7 @@ from helpers import OMNIGLOT
 
 from kiosk.errors import KioskError
 from kiosk.model import KochEncoder
-from kiosk.preprocess import PREPROCESS_VERSION
+from kiosk.preprocess import PREPROCESS_VERSION, InputSpec
 from kiosk.training import omniglot as om
 from kiosk.weights import load_weights
 
@@ -74,6 +74,10 @@ def test_centring_moves_the_ink_to_the_middle_wherever_it_was_drawn(latin):
     assert torch.allclose(centres, torch.zeros(2, 2), atol=0.03)   # both now centred (normalised units)
     assert not torch.allclose(om._ink_centres(om.network_input(both, 80)), torch.zeros(2, 2), atol=0.03)
     assert (centred[0] - centred[1]).abs().mean() < 0.25 * centred[0].mean()
+    # Weights trained on centred drawings are tested on centred drawings; others are not centred.
+    spec = InputSpec(size=80, channels=1, margin=0.0, shift_y=0.0)
+    assert torch.equal(om.DrawingInput.of_weights(spec, {"preset": {"centre_ink": True}})(both), centred)
+    assert om.DrawingInput.of_weights(spec, {"preset": {}}) == om.DrawingInput(80, centre_ink=False)
 
 
 def test_pair_samplers(latin):

@@ -235,6 +235,21 @@ def _ink_centres(x: torch.Tensor) -> torch.Tensor:
     return torch.stack([(x.sum((1, 2)) * cols).sum(1) / mass, (x.sum((1, 3)) * rows).sum(1) / mass], 1)
 
 
+@dataclass(frozen=True)
+class DrawingInput:
+    """How a drawing becomes network input, the same in training and at test: the side it is resampled
+    to and whether its ink is centred first. Weights record it (``InputSpec.size`` and the preset)."""
+    size: int = IMAGE_SIZE
+    centre_ink: bool = False
+
+    def __call__(self, images: np.ndarray | torch.Tensor, theta: torch.Tensor | None = None) -> torch.Tensor:
+        return network_input(images, self.size, theta, self.centre_ink)
+
+    @classmethod
+    def of_weights(cls, spec: InputSpec, metadata: dict) -> "DrawingInput":
+        return cls(spec.size, bool(metadata.get("preset", {}).get("centre_ink", False)))
+
+
 def koch_distortions(n: int, generator: torch.Generator, prob: float = 0.5, rotation_deg: float = 10.0,
                      shear: float = 0.3, scale: tuple[float, float] = (0.8, 1.2), shift_px: float = 2.0,
                      image_size: int = IMAGE_SIZE) -> torch.Tensor:
@@ -375,23 +390,22 @@ def make_episodes(data: OmniglotSet, trials: int, seed: int = 0, way: int = 20) 
 
 
 @torch.no_grad()
-def embed_images(model: SiameseNet, images: np.ndarray, size: int, batch: int = 256,
-                 centre_ink: bool = False) -> torch.Tensor:
+def embed_images(model: SiameseNet, images: np.ndarray, drawing: DrawingInput, batch: int = 256) -> torch.Tensor:
     was_training = model.training
     model.eval()
     try:
-        return torch.cat([model.embed(network_input(images[i:i + batch], size, centre_ink=centre_ink))
+        return torch.cat([model.embed(drawing(images[i:i + batch]))
                           for i in range(0, len(images), batch)])
     finally:
         model.train(was_training)
 
 
 @torch.no_grad()
-def episode_accuracy(model: SiameseNet, data: OmniglotSet, episodes: list[Episode], size: int,
-                     centre_ink: bool = False) -> tuple[int, int]:
+def episode_accuracy(model: SiameseNet, data: OmniglotSet, episodes: list[Episode],
+                     drawing: DrawingInput) -> tuple[int, int]:
     """(correct, trials): each query goes to the support drawing with the highest P(same)."""
     rows = np.unique(np.concatenate([np.concatenate([e.support, e.queries]) for e in episodes]))
-    features = embed_images(model, data.images[rows], size, centre_ink=centre_ink)
+    features = embed_images(model, data.images[rows], drawing)
     where = {int(r): i for i, r in enumerate(rows)}
     correct = total = 0
     for e in episodes:
@@ -404,14 +418,14 @@ def episode_accuracy(model: SiameseNet, data: OmniglotSet, episodes: list[Episod
 
 
 @torch.no_grad()
-def official_runs_accuracy(model: SiameseNet, size: int, runs: list[OfficialRun] | None = None,
-                           centre_ink: bool = False) -> tuple[int, int]:
+def official_runs_accuracy(model: SiameseNet, drawing: DrawingInput,
+                           runs: list[OfficialRun] | None = None) -> tuple[int, int]:
     """(correct, items) over Lake's runs (20 runs x 20 test items)."""
     runs = runs if runs is not None else load_official_runs()
     correct = total = 0
     for run in runs:
-        sup = embed_images(model, run.support, size, centre_ink=centre_ink)
-        qry = embed_images(model, run.queries, size, centre_ink=centre_ink)
+        sup = embed_images(model, run.support, drawing)
+        qry = embed_images(model, run.queries, drawing)
         logits = model.logit_from_features(qry[:, None, :], sup[None, :, :])
         correct += int((logits.argmax(1).numpy() == run.answers).sum())
         total += len(run.answers)
@@ -428,15 +442,15 @@ def _interval(correct: int, total: int) -> list[float]:
     return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
 
 
-def evaluate_model(model: SiameseNet, size: int, *, trials: int = 400, seed: int = 0, runs: bool = True,
-                   evaluation: OmniglotSet | None = None, centre_ink: bool = False) -> dict:
+def evaluate_model(model: SiameseNet, drawing: DrawingInput, *, trials: int = 400, seed: int = 0,
+                   runs: bool = True, evaluation: OmniglotSet | None = None) -> dict:
     """20-way one-shot on the evaluation alphabets (+ Lake's official runs)."""
     evaluation = evaluation if evaluation is not None else load_omniglot("evaluation")
-    correct, total = episode_accuracy(model, evaluation, make_episodes(evaluation, trials, seed), size, centre_ink)
+    correct, total = episode_accuracy(model, evaluation, make_episodes(evaluation, trials, seed), drawing)
     result = {"way20_accuracy": correct / total, "trials": total, "way20_ci95": _interval(correct, total),
               "seed": seed, "official_runs_accuracy": None}
     if runs:
-        r_correct, r_total = official_runs_accuracy(model, size, centre_ink=centre_ink)
+        r_correct, r_total = official_runs_accuracy(model, drawing)
         result.update(official_runs_accuracy=r_correct / r_total, official_runs_items=r_total,
                       official_runs_ci95=_interval(r_correct, r_total))
     return result
@@ -452,13 +466,7 @@ def evaluate_oneshot(weights_path: Path, *, trials: int = 400, seed: int = 0, ru
     if spec.channels != 1 or metadata.get("dataset") != "omniglot":
         raise WeightsError(f"{weights_path}: not Omniglot weights (made for {metadata.get('dataset', 'faces')!r}, "
                            f"{spec.channels} channel(s))")
-    return evaluate_model(model, spec.size, trials=trials, seed=seed, runs=runs,
-                          centre_ink=trained_centred(metadata))
-
-
-def trained_centred(metadata: dict) -> bool:
-    """Whether Omniglot weights were trained (and so must be tested) on ink-centred drawings."""
-    return bool(metadata.get("preset", {}).get("centre_ink", False))
+    return evaluate_model(model, DrawingInput.of_weights(spec, metadata), trials=trials, seed=seed, runs=runs)
 
 
 # -------------------------------------------------------------------------------------------- training
@@ -701,6 +709,7 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
                  len(validation.characters) if validation else 0, len(validation.alphabets) if validation else 0,
                  config.to_dict(), seed)
     sampler = PairSampler(train, rng, config.within_alphabet)
+    drawing = DrawingInput(config.input_size, config.centre_ink)
 
     def save():
         _save_checkpoint(checkpoint, {
@@ -723,7 +732,7 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
         else:
             left, right, same = sampler.sample(n)
         theta = koch_distortions(2 * n, aug, prob=config.distort_prob) if config.distort else None
-        x = network_input(train.images[np.concatenate([left, right])], config.input_size, theta, config.centre_ink)
+        x = drawing(train.images[np.concatenate([left, right])], theta)
         loss = pair_loss(model, x, n, config, same)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -735,7 +744,7 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
             bar.set_postfix(loss=f"{running / seen:.3f}", best_val=f"{max(state['best_val'], 0):.3f}")
         validate = validation is not None and (step % config.eval_every == 0 or step == config.steps)
         if validate:
-            correct, total = episode_accuracy(model, validation, val_episodes, config.input_size, config.centre_ink)
+            correct, total = episode_accuracy(model, validation, val_episodes, drawing)
             accuracy = correct / total
             entry = {"step": step, "loss": round(running / max(seen, 1), 4), "val_accuracy": round(accuracy, 4),
                      "lr": learning_rate(config, step - 1),
@@ -764,8 +773,8 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
         model.load_state_dict(state["best_state"])
     model.eval()
     evaluation = load_omniglot("evaluation", alphabets=config.test_alphabets)
-    results = evaluate_model(model, config.input_size, trials=config.test_trials, seed=config.test_seed,
-                             runs=config.official_runs, evaluation=evaluation, centre_ink=config.centre_ink)
+    results = evaluate_model(model, drawing, trials=config.test_trials, seed=config.test_seed,
+                             runs=config.official_runs, evaluation=evaluation)
     log.info("test: 20-way one-shot %.4f over %d trials; Lake's official runs %s", results["way20_accuracy"],
              results["trials"], results["official_runs_accuracy"])
     training = {"steps_done": state["step"], "stopped_early": state["stopped_early"],
