@@ -9,10 +9,11 @@ from kiosk.datasets import list_identities, read_lfw_pairs
 from kiosk.facecache import build_face_cache
 from kiosk.metrics import fold_accuracy
 from kiosk.model import SiameseNet
-from kiosk.preprocess import InputSpec, to_network_input
+from kiosk.preprocess import InputSpec, crop_face, to_network_input
 from kiosk.training.augment import augment_batch
 from kiosk.training.face import BatchSampler, pair_loss
 from kiosk.training.split import build_training_set
+from kiosk.training.views import TEACHER_SIDE, augmented_views, face_box_in_crop
 
 
 @needs_lfw
@@ -84,3 +85,24 @@ def test_shipped_weights_keep_their_accuracy_on_1200_lfw_pairs():
 
 
 ACCURACY_FLOOR = 0.86  # measured 0.8842 on these 1,200 pairs (weights/MODEL_CARD.md)
+
+
+def test_teacher_views_locate_the_face_where_the_crop_put_it():
+    # A bright square where the detector's box is: in the enlarged crop it must sit where the teacher is told.
+    image = np.zeros((300, 400, 3), np.uint8)
+    box = (150, 80, 90, 90)
+    image[80:170, 150:240] = 255
+    spec = InputSpec()
+    crop = crop_face(image, box, spec, out_size=TEACHER_SIDE)
+    rows, cols = np.nonzero(crop[..., 0] > 127)
+    top, right, bottom, left = face_box_in_crop(spec, TEACHER_SIDE)
+    assert abs(rows.min() - top) <= 2 and abs(rows.max() + 1 - bottom) <= 2
+    assert abs(cols.min() - left) <= 2 and abs(cols.max() + 1 - right) <= 2
+
+
+def test_augmented_views_are_fixed_by_the_seed_and_differ_from_the_photo():
+    crops = np.random.default_rng(0).integers(0, 256, (5, 64, 64, 3), dtype=np.uint8)
+    views = augmented_views(crops, 2, seed=0)
+    assert views.shape == (2, 5, 64, 64, 3) and views.dtype == np.uint8
+    assert np.array_equal(views, augmented_views(crops, 2, seed=0))
+    assert not np.array_equal(views[0], views[1]) and not np.array_equal(views[0], crops)
