@@ -116,9 +116,10 @@ def cmd_train(args) -> int:
                          epochs=args.epochs, seed=args.seed, threads=args.threads, max_steps=args.max_steps)
     if args.distill is not None:
         config.distill = args.distill
+    if args.augment is not None:
+        config.augment = args.augment
     if args.batch_identities:  # P people x 2 photos + 2P random photos: more candidates for hard negatives
         config.identities_per_batch, config.extra_images = args.batch_identities, 2 * args.batch_identities
-    config.teacher_views = args.teacher_views
     if args.widths:
         config.encoder_options = dict(config.encoder_options, widths=[int(w) for w in args.widths.split(",")])
     if args.objective == "koch":
@@ -210,9 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="faces preset: people per batch, 2 photos each, plus twice as many random photos (default: 16)")
     p.add_argument("--widths", help="faces preset: channels of the 4 encoder stages, e.g. 32,64,96,160 "
                                     "(default: 32,64,96,160)")
-    p.add_argument("--teacher-views", type=int, default=0,
-                   help="faces preset: augmented views per photo with the teacher's embedding of each view "
-                        "(consistent distillation; default 0: fresh augmentation, clean-photo targets)")
+    p.add_argument("--augment", type=float, help="faces preset: augmentation strength, 0 = off (default: 1.0)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int)
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")

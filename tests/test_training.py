@@ -10,10 +10,10 @@ from kiosk.facecache import build_face_cache
 from kiosk.metrics import fold_accuracy
 from kiosk.model import SiameseNet
 from kiosk.preprocess import InputSpec, crop_face, to_network_input
-from kiosk.training.augment import augment_batch
+from kiosk.training.augment import augment_batch, augmented_views
 from kiosk.training.face import BatchSampler, pair_loss
 from kiosk.training.split import build_training_set
-from kiosk.training.views import TEACHER_SIDE, augmented_views, face_box_in_crop
+from kiosk.training.teacher import TEACHER_SIDE, face_box_in_crop
 
 
 @needs_lfw

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from ..preprocess import to_network_input
+
 
 def jpeg_roundtrip(crops: np.ndarray, rng: np.random.Generator, prob: float) -> np.ndarray:
     """Re-encode some crops as JPEG at low quality (compression artefacts of cheap webcams)."""
@@ -20,6 +22,20 @@ def jpeg_roundtrip(crops: np.ndarray, rng: np.random.Generator, prob: float) -> 
             decoded = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
             out[i] = decoded.reshape(crops[i].shape)
     return out
+
+
+def augmented_views(crops: np.ndarray, n_views: int, seed: int, strength: float = 1.0) -> np.ndarray:
+    """(V, N, H, W, C) uint8: ``n_views`` copies of each crop through the training augmentation (JPEG
+    re-encoding, then augment_batch), fixed by ``seed``; for measuring what the augmentation does."""
+    rng = np.random.default_rng(seed + 123)
+    generator = torch.Generator().manual_seed(seed + 123)
+    views = np.zeros((n_views,) + crops.shape, np.uint8)
+    for v in range(n_views):
+        for start in range(0, len(crops), 512):
+            chunk = jpeg_roundtrip(crops[start:start + 512], rng, 0.2 * strength)
+            x = augment_batch(torch.from_numpy(to_network_input(chunk)), generator, strength)
+            views[v, start:start + 512] = ((x.permute(0, 2, 3, 1).numpy() + 1) * 127.5).round().clip(0, 255)
+    return views
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, strength: float = 1.0) -> torch.Tensor:

@@ -28,7 +28,6 @@ from ..preprocess import InputSpec, to_network_input
 from ..weights import load_weights, save_weights
 from .augment import augment_batch, jpeg_roundtrip
 from .split import build_training_set
-from .views import cached_teacher_views
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +52,6 @@ class TrainConfig:
     augment: float = 1.0             # augmentation strength (0 = off)
     target_far: float = 0.01         # the default threshold's false-accept rate on validation pairs
     flip_average: bool = False       # average features of each crop and its mirror image at inference
-    teacher_views: int = 0           # consistent distillation: stored augmented views per image, each with
-                                     # the teacher's embedding of that very view (0: fresh augmentation,
-                                     # the teacher's embedding of the clean photo as target)
     detect_max_side: int = 320       # detection shrinks larger images to this (the shipped model's crops: 320)
     seed: int = 0
     threads: int | None = None
@@ -161,15 +157,7 @@ def train(config: TrainConfig, out_path: Path, checkpoint_dir: Path, teacher: np
             raise ValueError("distillation needs one teacher embedding per training image")
         # dlib embeddings share a large common component: standardise each dimension so the student
         # learns what tells people apart, not the mean face.
-        mean, std = np.nanmean(teacher, 0), np.nanstd(teacher, 0) + 1e-6
-        teacher = (teacher - mean) / std
-    if config.teacher_views:
-        if not config.distill:
-            raise ValueError("teacher_views are distillation targets: they need distill > 0")
-        view_crops, view_teacher = cached_teacher_views(cache.crops, spec, config.teacher_views, config.seed,
-                                                        workers=config.threads or 1)
-        view_teacher = (view_teacher - mean) / std
-        view_teacher[:, np.isnan(teacher).any(1)] = np.nan  # unreadable photo: no target for its views either
+        teacher = (teacher - np.nanmean(teacher, 0)) / (np.nanstd(teacher, 0) + 1e-6)
 
     val = ValidationSet.build(ts.validation_pairs, spec, config.seed, detector)
 
@@ -207,27 +195,16 @@ def train(config: TrainConfig, out_path: Path, checkpoint_dir: Path, teacher: np
         bar = tqdm(range(steps_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}", unit="step", leave=False)
         for _ in bar:
             idx = sampler.sample(rng)
-            targets = teacher[idx] if config.distill else None
-            if config.teacher_views:  # the photo or one of its stored views, with the teacher's view of it
-                variant = rng.integers(0, config.teacher_views + 1, len(idx))
-                view = np.maximum(variant - 1, 0)
-                clean = variant == 0
-                crops = np.where(clean[:, None, None, None], cache.crops[idx], view_crops[view, idx])
-                targets = np.where(clean[:, None], targets, view_teacher[view, idx])
-                x = torch.from_numpy(to_network_input(crops))
-                mirror = torch.rand(len(x), generator=generator) < 0.5  # the teacher hardly tells a mirror image
-                x[mirror] = x[mirror].flip(3)
-            else:
-                crops = jpeg_roundtrip(cache.crops[idx], rng, 0.2 * config.augment) if config.augment else cache.crops[idx]
-                x = torch.from_numpy(to_network_input(crops))
-                if config.augment:
-                    x = augment_batch(x, generator, config.augment)
+            crops = jpeg_roundtrip(cache.crops[idx], rng, 0.2 * config.augment) if config.augment else cache.crops[idx]
+            x = torch.from_numpy(to_network_input(crops))
+            if config.augment:
+                x = augment_batch(x, generator, config.augment)
             y = torch.from_numpy(labels[idx])
             f = model.embed(x)
             loss = pair_loss(model, f, y, 2 * config.identities_per_batch, config.hard_negatives, generator)
             sums["pair"] += loss.item()
             if config.distill:
-                t = torch.from_numpy(np.ascontiguousarray(targets, np.float32))
+                t = torch.from_numpy(teacher[idx])
                 ok = ~torch.isnan(t).any(1)
                 d_loss = F.mse_loss(f[ok], t[ok])
                 sums["distill"] += d_loss.item()

@@ -1,0 +1,93 @@
+"""What the face model's input allows: the teacher (face_recognition's dlib ResNet) on OUR crops.
+
+1. LFW folds 1-5 scored by the teacher on the kiosk's own crop (Haar box, 15 % margin), at 64 px (what
+   the student sees) and at 192 px: if the teacher stays near its full-photo accuracy, the crop is not
+   what limits the student.
+2. How far the training augmentation moves the teacher's embedding of a training crop, against the
+   distance between two photos of one person; and how close the shipped student's features come to the
+   teacher's on the same (clean) training crops.
+
+Needs the peer (README). Takes about 10 minutes on 2 cores:
+    .venv/bin/python scripts/teacher_on_our_crops.py
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from kiosk.datasets import read_lfw_pairs
+from kiosk.detection import HaarFaceDetector
+from kiosk.engine import FaceEngine
+from kiosk.evaluation import _unique_paths
+from kiosk.facecache import LFW_FRAMING_BOX, box_or_fallback, build_face_cache
+from kiosk.imageio import read_image
+from kiosk.metrics import summarise
+from kiosk.paths import datasets_dir
+from kiosk.preprocess import InputSpec, crop_face
+from kiosk.training.augment import augmented_views
+from kiosk.training.split import build_training_set
+from kiosk.training.teacher import TEACHER_SIDE, cached_teacher_embeddings, teacher_on_crops
+
+
+def lfw_scores(side: int, workers: int) -> dict:
+    lfw = datasets_dir() / "lfw"
+    pairs = read_lfw_pairs(lfw / "pairs.txt", lfw / "lfw-deepfunneled", [1, 2, 3, 4, 5])
+    paths = _unique_paths(pairs)
+    spec, detector = InputSpec(), HaarFaceDetector()
+    crops = np.stack([crop_face(image, box_or_fallback(image, detector, LFW_FRAMING_BOX)[0], spec, out_size=side)
+                      for image in map(read_image, paths)])
+    features = teacher_on_crops(crops, spec, workers, desc=f"teacher on {side} px crops")
+    index = {p: i for i, p in enumerate(paths)}
+    a = features[[index[p.left] for p in pairs]]
+    b = features[[index[p.right] for p in pairs]]
+    result = summarise(-np.linalg.norm(a - b, axis=1), np.array([p.same for p in pairs]),
+                       np.array([p.fold for p in pairs]))
+    return {k: round(result[k], 4) for k in ("accuracy", "auc", "tar_at_far_1e-2")}
+
+
+def augmentation_shift(n: int, workers: int) -> dict:
+    data = datasets_dir()
+    lfw = data / "lfw"
+    ts = build_training_set([lfw / "lfw-deepfunneled", data / "celeba-subset"], lfw / "lfw-deepfunneled",
+                            lfw / "pairs.txt", [1, 2, 3, 4, 5], [10])
+    full = cached_teacher_embeddings(ts.paths)  # the clean-photo targets training uses
+    chosen = np.random.default_rng(1).choice(len(ts.paths), n, replace=False)
+    spec = InputSpec()
+    crops = build_face_cache([ts.paths[i] for i in chosen], spec, detector=HaarFaceDetector(detect_max_side=320),
+                             use_disk=False).crops
+    clean = teacher_on_crops(crops, spec, workers, desc="teacher on clean crops")
+    viewed = teacher_on_crops(augmented_views(crops, 1, seed=1)[0], spec, workers, desc="teacher on views")
+    student = FaceEngine().embed_crops(crops)  # the shipped model, trained to match the standardised targets
+    mean, std = np.nanmean(full, 0), np.nanstd(full, 0) + 1e-6
+    target = full[chosen]
+
+    def std_mse(x, y):
+        return round(float((((x - mean) / std - (y - mean) / std) ** 2).mean()), 3)
+
+    labels = np.array(ts.labels)
+    by_person: dict[int, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_person.setdefault(int(label), []).append(i)
+    same = [(v[0], v[1]) for v in by_person.values() if len(v) >= 2][:n]
+    return {"median distance, view to clean-photo target": round(float(np.median(np.linalg.norm(viewed - target, axis=1))), 3),
+            "median distance, 64 px crop to clean-photo target": round(float(np.median(np.linalg.norm(clean - target, axis=1))), 3),
+            "median distance, two photos of one person": round(float(np.median([np.linalg.norm(full[i] - full[j]) for i, j in same])), 3),
+            "standardised MSE, view to target": std_mse(viewed, target),
+            "standardised MSE, 64 px crop to target": std_mse(clean, target),
+            "standardised MSE, shipped student to target": round(float(((student - (target - mean) / std) ** 2).mean()), 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--sample", type=int, default=300, help="training photos for the augmentation shift")
+    args = parser.parse_args()
+    for side in (64, TEACHER_SIDE):
+        print(f"teacher on our {side} px crops, LFW folds 1-5:", lfw_scores(side, args.workers))
+    print("augmentation shift:", augmentation_shift(args.sample, args.workers))
+
+
+if __name__ == "__main__":
+    main()
