@@ -20,7 +20,6 @@ import numpy as np
 from kiosk.datasets import read_lfw_pairs
 from kiosk.detection import HaarFaceDetector
 from kiosk.engine import FaceEngine
-from kiosk.evaluation import _unique_paths
 from kiosk.facecache import LFW_FRAMING_BOX, box_or_fallback, build_face_cache
 from kiosk.imageio import read_image
 from kiosk.metrics import summarise
@@ -34,7 +33,7 @@ from kiosk.training.teacher import TEACHER_SIDE, cached_teacher_embeddings, teac
 def lfw_scores(side: int, workers: int) -> dict:
     lfw = datasets_dir() / "lfw"
     pairs = read_lfw_pairs(lfw / "pairs.txt", lfw / "lfw-deepfunneled", [1, 2, 3, 4, 5])
-    paths = _unique_paths(pairs)
+    paths = sorted({p for pair in pairs for p in (pair.left, pair.right)})
     spec, detector = InputSpec(), HaarFaceDetector()
     crops = np.stack([crop_face(image, box_or_fallback(image, detector, LFW_FRAMING_BOX)[0], spec, out_size=side)
                       for image in map(read_image, paths)])
@@ -63,21 +62,25 @@ def augmentation_shift(n: int, workers: int) -> dict:
     mean, std = np.nanmean(full, 0), np.nanstd(full, 0) + 1e-6
     target = full[chosen]
 
-    def std_mse(x, y):
-        return round(float((((x - mean) / std - (y - mean) / std) ** 2).mean()), 3)
+    def standardised(x):
+        return (x - mean) / std
 
-    labels = np.array(ts.labels)
+    def median_distance(x, y):
+        return round(float(np.median(np.linalg.norm(x - y, axis=1))), 3)
+
+    def mse(x, y):
+        return round(float(((x - y) ** 2).mean()), 3)
+
     by_person: dict[int, list[int]] = {}
-    for i, label in enumerate(labels):
+    for i, label in enumerate(ts.labels):
         by_person.setdefault(int(label), []).append(i)
-    same = [(v[0], v[1]) for v in by_person.values() if len(v) >= 2][:n]
-    return {"median distance, view to clean-photo target": round(float(np.median(np.linalg.norm(viewed - target, axis=1))), 3),
-            "median distance, 64 px crop to clean-photo target": round(float(np.median(np.linalg.norm(clean - target, axis=1))), 3),
-            "median distance, two photos of one person": round(float(np.median([np.linalg.norm(full[i] - full[j]) for i, j in same])), 3),
-            "standardised MSE, view to target": std_mse(viewed, target),
-            "standardised MSE, 64 px crop to target": std_mse(clean, target),
-            "standardised MSE, shipped student to target": round(float(((student - (target - mean) / std) ** 2).mean()), 3)}
-
+    first, second = np.array([v[:2] for v in by_person.values() if len(v) >= 2][:n]).T
+    return {"median distance, view to clean-photo target": median_distance(viewed, target),
+            "median distance, 64 px crop to clean-photo target": median_distance(clean, target),
+            "median distance, two photos of one person": median_distance(full[first], full[second]),
+            "standardised MSE, view to target": mse(standardised(viewed), standardised(target)),
+            "standardised MSE, 64 px crop to target": mse(standardised(clean), standardised(target)),
+            "standardised MSE, shipped student to target": mse(student, standardised(target))}
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -87,7 +87,7 @@ def test_shipped_weights_keep_their_accuracy_on_1200_lfw_pairs():
 ACCURACY_FLOOR = 0.86  # measured 0.8842 on these 1,200 pairs (weights/MODEL_CARD.md)
 
 
-def test_teacher_views_locate_the_face_where_the_crop_put_it():
+def test_the_teacher_is_told_where_the_crop_put_the_face():
     # A bright square where the detector's box is: in the enlarged crop it must sit where the teacher is told.
     image = np.zeros((300, 400, 3), np.uint8)
     box = (150, 80, 90, 90)

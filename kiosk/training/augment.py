@@ -27,8 +27,8 @@ def jpeg_roundtrip(crops: np.ndarray, rng: np.random.Generator, prob: float) -> 
 def augmented_views(crops: np.ndarray, n_views: int, seed: int, strength: float = 1.0) -> np.ndarray:
     """(V, N, H, W, C) uint8: ``n_views`` copies of each crop through the training augmentation (JPEG
     re-encoding, then augment_batch), fixed by ``seed``; for measuring what the augmentation does."""
-    rng = np.random.default_rng(seed + 123)
-    generator = torch.Generator().manual_seed(seed + 123)
+    rng = np.random.default_rng(seed)
+    generator = torch.Generator().manual_seed(seed)
     views = np.zeros((n_views,) + crops.shape, np.uint8)
     for v in range(n_views):
         for start in range(0, len(crops), 512):
