@@ -8,12 +8,14 @@
    teacher's on the same (clean) training crops.
 
 Needs the peer (README). Takes about 10 minutes on 2 cores:
-    .venv/bin/python scripts/teacher_on_our_crops.py
+    .venv/bin/python scripts/teacher_on_our_crops.py --json weights/results/teacher_on_our_crops.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import numpy as np
 
@@ -86,10 +88,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sample", type=int, default=300, help="training photos for the augmentation shift")
+    parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args()
+    results = {}
     for side in (64, TEACHER_SIDE):
-        print(f"teacher on our {side} px crops, LFW folds 1-5:", lfw_scores(side, args.workers))
-    print("augmentation shift:", augmentation_shift(args.sample, args.workers))
+        results[f"teacher on our {side} px crops, LFW folds 1-5"] = lfw_scores(side, args.workers)
+    results["augmentation shift"] = augmentation_shift(args.sample, args.workers)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":
