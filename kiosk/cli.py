@@ -13,12 +13,11 @@ import sys
 from pathlib import Path
 
 from .errors import FaceNotUsableError, KioskError, WeightsError
-from .paths import DEFAULT_WEIGHTS, WEIGHTS_DIR, cache_dir, datasets_dir
+from .paths import DEFAULT_WEIGHTS, OMNIGLOT_WEIGHTS, cache_dir, datasets_dir
 
 log = logging.getLogger("kiosk.cli")
 
 EXIT_ACCEPT, EXIT_REJECT, EXIT_BAD_INPUT, EXIT_NO_WEIGHTS = 0, 1, 2, 3
-OMNIGLOT_WEIGHTS = WEIGHTS_DIR / "omniglot_koch.pt"
 
 
 def _engine(args):
@@ -196,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train the Siamese network (faces by default, or the Omniglot preset)")
     p.add_argument("--preset", choices=["faces", "omniglot"], default="faces",
-                   help="omniglot: Koch et al.'s one-shot experiment (weights/omniglot_koch.pt)")
+                   help="omniglot: Koch et al.'s one-shot experiment (weights/characters_siamese.pt)")
     p.add_argument("--steps", type=int, help="omniglot preset: training steps (default: the preset's)")
     p.add_argument("--data", type=Path, action="append", help="identity folder root (repeatable; default: LFW + CelebA subset)")
     p.add_argument("--lfw-root", type=Path, default=lfw / "lfw-deepfunneled")

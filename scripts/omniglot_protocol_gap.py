@@ -6,7 +6,7 @@ Lake's runs take all 20 support drawings from one drawer and all queries from an
 The script finds the alphabet of each run (its drawings also appear in images_evaluation) and scores,
 on exactly those alphabets, (a) Lake's runs and (b) random-drawing episodes.
 
-    .venv/bin/python scripts/omniglot_protocol_gap.py [--weights weights/omniglot_koch.pt] [--trials 2000]
+    .venv/bin/python scripts/omniglot_protocol_gap.py [--weights weights/characters_siamese.pt] [--trials 2000]
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kiosk.paths import OMNIGLOT_WEIGHTS
 from kiosk.training.omniglot import (DrawingInput, episode_accuracy, load_official_runs, load_omniglot,
                                      make_episodes, official_runs_accuracy)
 from kiosk.weights import load_weights
@@ -25,7 +26,7 @@ from kiosk.weights import load_weights
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--weights", type=Path, default=Path("weights/omniglot_koch.pt"))
+    parser.add_argument("--weights", type=Path, default=OMNIGLOT_WEIGHTS)
     parser.add_argument("--trials", type=int, default=2000, help="random-drawing trials on the runs' alphabets")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
