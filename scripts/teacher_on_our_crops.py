@@ -22,11 +22,10 @@ import numpy as np
 from kiosk.datasets import read_lfw_pairs
 from kiosk.detection import HaarFaceDetector
 from kiosk.engine import FaceEngine
-from kiosk.facecache import LFW_FRAMING_BOX, box_or_fallback, build_face_cache
-from kiosk.imageio import read_image
+from kiosk.facecache import build_face_cache
 from kiosk.metrics import summarise
 from kiosk.paths import datasets_dir
-from kiosk.preprocess import InputSpec, crop_face
+from kiosk.preprocess import InputSpec
 from kiosk.training.augment import augmented_views
 from kiosk.training.split import build_training_set
 from kiosk.training.teacher import TEACHER_SIDE, cached_teacher_embeddings, teacher_on_crops
@@ -36,9 +35,8 @@ def lfw_scores(side: int, workers: int) -> dict:
     lfw = datasets_dir() / "lfw"
     pairs = read_lfw_pairs(lfw / "pairs.txt", lfw / "lfw-deepfunneled", [1, 2, 3, 4, 5])
     paths = sorted({p for pair in pairs for p in (pair.left, pair.right)})
-    spec, detector = InputSpec(), HaarFaceDetector()
-    crops = np.stack([crop_face(image, box_or_fallback(image, detector, LFW_FRAMING_BOX)[0], spec, out_size=side)
-                      for image in map(read_image, paths)])
+    spec = InputSpec(size=side)  # the kiosk's crop (same box, margin and shift), at this size
+    crops = build_face_cache(paths, spec, desc=f"{side} px crops", use_disk=False).crops
     features = teacher_on_crops(crops, spec, workers, desc=f"teacher on {side} px crops")
     index = {p: i for i, p in enumerate(paths)}
     a = features[[index[p.left] for p in pairs]]
