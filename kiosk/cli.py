@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def cmd_verify(args) -> int:
 
 
 def _print_table(results: dict[str, dict]):
-    keys = ["accuracy", "accuracy_std", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "pairs", "missed_faces"]
+    keys = ["accuracy", "accuracy_std", "auc", "eer", "tar_at_far_1e-2", "tar_at_far_1e-3", "pairs", "missed_faces",
+            "unreadable"]
     names = list(results)
     print(f"{'metric':<18}" + "".join(f"{n:>26}" for n in names))
     for key in keys:
@@ -64,6 +66,9 @@ def _evaluate(args, pairs) -> int:
     _print_table(results)
     print("missed faces: cropped at the dataset's fixed LFW-style framing box and still scored (same rule for "
           "every model); unreadable files score as rejections")
+    unreadable = max(r.get("unreadable", 0) for r in results.values())
+    if unreadable:
+        print(f"{unreadable} image file(s) could not be read (the log names each and says why)")
     if args.json:
         main_result = results.get("siamese") or results["face_recognition"]
         out = dict(main_result, **({"peer": results["face_recognition"]} if len(results) > 1 else {}))
@@ -80,7 +85,7 @@ def cmd_evaluate_lfw(args) -> int:
 
 def cmd_evaluate_pairs(args) -> int:
     from .datasets import read_pairs_csv  # noqa: PLC0415
-    return _evaluate(args, read_pairs_csv(args.csv))
+    return _evaluate(args, read_pairs_csv(args.csv, allow_outside=args.allow_outside))
 
 
 def cmd_train_omniglot(args) -> int:
@@ -158,6 +163,29 @@ def cmd_combine(args) -> int:
     return 0
 
 
+def _read_new_pin() -> tuple[str, str | None]:
+    """From the terminal (hidden, twice), or, scripted, the first line of stdin (a second line must repeat it)."""
+    if sys.stdin.isatty():
+        import getpass  # noqa: PLC0415
+        return getpass.getpass("New admin PIN: "), getpass.getpass("Repeat the new PIN: ")
+    lines = sys.stdin.read().splitlines()
+    return (lines[0].strip() if lines else ""), (lines[1].strip() if len(lines) > 1 else None)
+
+
+def cmd_admin_reset_pin(args) -> int:
+    """The only way back into a kiosk whose PIN record is lost, damaged or replaced, or that is locked out:
+    for the account owning the data folder, at a terminal (not at the kiosk's screen)."""
+    from .paths import data_dir  # noqa: PLC0415
+    from .storage import PinManager, SettingsStore  # noqa: PLC0415
+    from .storage.pin import check_folder_owner  # noqa: PLC0415
+    check_folder_owner(data_dir())
+    new_pin, repeat = _read_new_pin()
+    PinManager(SettingsStore()).reset(new_pin, repeat)
+    log.warning("admin PIN reset from the command line")
+    print("kiosk: admin PIN set and lockouts cleared; the admin tab takes the new PIN from now on")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     lfw = datasets_dir() / "lfw"
     parser = argparse.ArgumentParser(prog="kiosk", description="Siamese Kiosk: one-shot face verification")
@@ -182,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
             e.add_argument("--folds", default="1-5", help="folds to evaluate, e.g. 1-5 (default) or 1-10")
         else:
             e.add_argument("--csv", type=Path, required=True)
+            e.add_argument("--allow-outside", action="store_true",
+                           help="read image paths outside the CSV's folder (absolute, '..', symbolic links)")
         e.add_argument("--json", type=Path, help="write the metrics to this JSON file")
         e.add_argument("--peer", action="store_true", help="also evaluate face_recognition side by side")
         e.add_argument("--peer-only", action="store_true", help="evaluate only face_recognition")
@@ -230,10 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flip-average", choices=["on", "off"], default="off",
                    help="average the features of each face and its mirror image")
     p.set_defaults(func=cmd_combine)
+
+    p = sub.add_parser("admin", help="administration from a terminal")
+    asub = p.add_subparsers(dest="admin_command", required=True)
+    a = asub.add_parser("reset-pin", help="set a new admin PIN and clear lockouts (owner of the data folder only; "
+                                          "reads the PIN from the terminal, or the first line of stdin)")
+    a.set_defaults(func=cmd_admin_reset_pin)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous_umask = os.umask(0o077)  # whatever a command writes (caches, checkpoints, results) is owner-only
+    try:
+        return _main(argv)
+    finally:
+        os.umask(previous_umask)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from .logging_setup import setup_logging  # noqa: PLC0415

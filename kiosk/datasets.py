@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,21 +92,90 @@ def people_in_pairs(pairs: list[Pair]) -> set[str]:
     return {p.parent.name for pair in pairs for p in (pair.left, pair.right)}
 
 
-def read_pairs_csv(csv_file: str | Path) -> list[Pair]:
-    """A CSV with header left,right,same (paths relative to the CSV's folder; same is 1/0/true/false)."""
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+    except ValueError:
+        return False
+    return True
+
+
+def _pair_path(csv_file: Path, folder: Path, value: str, line: int, column: str, allow_outside: bool) -> Path:
+    """A path from the CSV, relative to its folder; refused (unless allowed) if it leads out of that folder:
+    absolute, with '..', or through a symbolic link. Returned resolved, so the file checked is the file read."""
+    text = value.strip()
+    if not text:
+        raise DatasetError(f"{csv_file}: line {line}: '{column}' is empty")
+    path = Path(text)
+    if path.is_absolute() and not allow_outside:
+        raise DatasetError(f"{csv_file}: line {line}: '{column}' is an absolute path ({text!r}); paths must be "
+                           f"relative to the CSV's folder (or pass --allow-outside)")
+    try:
+        resolved = (folder / path).resolve()
+    except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+        raise DatasetError(f"{csv_file}: line {line}: '{column}' cannot be resolved ({exc})") from None
+    if not allow_outside and not _inside(resolved, folder):
+        raise DatasetError(f"{csv_file}: line {line}: '{column}' leads outside the CSV's folder ({text!r}); "
+                           f"pass --allow-outside to read it anyway")
+    return resolved
+
+
+def read_pairs_csv(csv_file: str | Path, allow_outside: bool = False) -> list[Pair]:
+    """A CSV with header left,right,same (paths relative to the CSV's folder; same is 1/0/true/false).
+
+    Anything malformed raises DatasetError naming the line: bytes that are not UTF-8, NUL bytes, an empty
+    file, a header without left/right/same, a row with missing or extra fields. Image paths must stay
+    inside the CSV's folder (symbolic links resolved) unless ``allow_outside``.
+    """
     csv_file = Path(csv_file)
     try:
-        with csv_file.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
+        data = csv_file.read_bytes()
     except OSError as exc:
         raise DatasetError(f"{csv_file}: cannot read ({exc.strerror or exc})") from None
-    if not rows or not {"left", "right", "same"} <= set(rows[0]):
-        raise DatasetError(f"{csv_file}: needs a header 'left,right,same' and at least one row")
+    nul = data.find(b"\x00")
+    if nul >= 0:
+        raise DatasetError(f"{csv_file}: line {_line_of(data, nul)}: NUL byte (not a text file?)")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{csv_file}: line {_line_of(data, exc.start)}: not UTF-8 text "
+                           f"(byte {data[exc.start]:#04x}); save the file as UTF-8") from None
+    if not text.strip():
+        raise DatasetError(f"{csv_file}: the file is empty; it needs a header 'left,right,same' and rows")
+    folder = csv_file.parent.resolve()
+    reader = csv.reader(io.StringIO(text, newline=""))
     truthy, falsy = {"1", "true", "yes", "same"}, {"0", "false", "no", "different"}
-    pairs = []
-    for line, row in enumerate(rows, start=2):
-        flag = row["same"].strip().lower()
-        if flag not in truthy | falsy:
-            raise DatasetError(f"{csv_file}: line {line}: 'same' must be 1/0 or true/false, got {row['same']!r}")
-        pairs.append(Pair(csv_file.parent / row["left"].strip(), csv_file.parent / row["right"].strip(), flag in truthy))
+    pairs: list[Pair] = []
+    columns: dict[str, int] = {}
+    header_width = header_line = 0
+    try:
+        for row in reader:
+            line = reader.line_num
+            if not any(field.strip() for field in row):
+                continue  # blank line
+            if not columns:
+                names = [field.strip().lower() for field in row]
+                if not {"left", "right", "same"} <= set(names) or len(set(names)) != len(names):
+                    raise DatasetError(f"{csv_file}: line {line}: the header must name the columns left,right,same "
+                                       f"(once each), got {','.join(row)!r}")
+                columns = {name: names.index(name) for name in ("left", "right", "same")}
+                header_width, header_line = len(names), line
+                continue
+            if len(row) != header_width:
+                raise DatasetError(f"{csv_file}: line {line}: {len(row)} fields, the header has {header_width}")
+            flag = row[columns["same"]].strip().lower()
+            if flag not in truthy | falsy:
+                raise DatasetError(f"{csv_file}: line {line}: 'same' must be 1/0 or true/false, "
+                                   f"got {row[columns['same']]!r}")
+            left, right = (_pair_path(csv_file, folder, row[columns[c]], line, c, allow_outside)
+                           for c in ("left", "right"))
+            pairs.append(Pair(left, right, flag in truthy))
+    except csv.Error as exc:  # a quote left open, a field over the size limit
+        raise DatasetError(f"{csv_file}: line {reader.line_num}: malformed CSV ({exc})") from None
+    if not pairs:
+        raise DatasetError(f"{csv_file}: line {header_line}: no pairs after the header")
     return pairs

@@ -21,6 +21,7 @@ from .facecache import build_face_cache
 from .imageio import read_image
 from .metrics import rates_at, summarise
 from .paths import cache_dir
+from .storage.files import atomic_writer, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +64,9 @@ def peer_features(peer, paths: list[Path], desc: str = "peer") -> tuple[np.ndarr
             log.warning("%s", exc)
             continue
         readable[i] = True
-    target.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(target.with_suffix(".tmp.npz"), features=features, readable=readable, detected=detected)
-    target.with_suffix(".tmp.npz").replace(target)
+    private_dir(target.parent)  # owner-only: face features (folders 0700, file 0600)
+    with atomic_writer(target) as handle:
+        np.savez(handle, features=features, readable=readable, detected=detected)
     return features, readable, detected
 
 

@@ -19,6 +19,7 @@ from .errors import KioskError
 from .imageio import read_image
 from .paths import cache_dir
 from .preprocess import InputSpec, crop_face
+from .storage.files import atomic_writer, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,8 @@ def build_face_cache(paths: list[Path], spec: InputSpec, fallback: Box | None = 
         if box is not None:
             crops[i] = crop_face(image, box, spec)
             readable[i] = True
-    if use_disk:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp.npz")
-        np.savez(tmp, crops=crops, detected=detected, readable=readable)
-        tmp.replace(target)
+    if use_disk:  # owner-only: crops of people's faces (folders 0700, file 0600)
+        private_dir(target.parent)
+        with atomic_writer(target) as handle:
+            np.savez(handle, crops=crops, detected=detected, readable=readable)
     return FaceCache(paths, crops, detected, readable)

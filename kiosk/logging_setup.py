@@ -7,18 +7,41 @@ import logging.handlers
 import os
 from pathlib import Path
 
-from .paths import log_dir
+from .paths import PRIVATE_FILE, log_dir, private_dir
 
 LOG_NAME = "kiosk.log"
 FORMAT = "%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s"
 _MARK = "_kiosk_handler"
 
 
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log whose files are owner-only (0600) from the moment they exist: the current file when
+    it is opened (created 0600, never briefly wider; an older, wider file is narrowed), and every rotated
+    file (kiosk.log.1, ...) after a rollover, whatever the umask."""
+
+    def _open(self):
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE_FILE)
+        try:
+            os.fchmod(fd, PRIVATE_FILE)
+            return os.fdopen(fd, "a", encoding=self.encoding, errors=self.errors)
+        except BaseException:
+            os.close(fd)
+            raise
+
+    def doRollover(self) -> None:
+        super().doRollover()
+        for i in range(1, self.backupCount + 1):
+            try:
+                os.chmod(f"{self.baseFilename}.{i}", PRIVATE_FILE)
+            except FileNotFoundError:
+                pass
+
+
 def setup_logging(level: int | str = logging.INFO, console: bool = True, filename: str = LOG_NAME) -> Path | None:
     """Configure the root logger once (calling again replaces this module's handlers, not others').
 
     Returns the log file, or None when the log folder cannot be written (then only stderr is used).
-    Logs may name employee IDs, so the folder is owner-only.
+    Logs may name employee IDs, so the folder and every log file are owner-only.
     """
     root = logging.getLogger()
     root.setLevel(level)
@@ -28,11 +51,8 @@ def setup_logging(level: int | str = logging.INFO, console: bool = True, filenam
     formatter = logging.Formatter(FORMAT)
     path: Path | None = log_dir() / filename
     try:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        os.chmod(path.parent, 0o700)
-        file_handler = logging.handlers.RotatingFileHandler(path, maxBytes=2_000_000, backupCount=5,
-                                                            encoding="utf-8")
-        os.chmod(path, 0o600)
+        private_dir(path.parent)
+        file_handler = PrivateRotatingFileHandler(path, maxBytes=2_000_000, backupCount=5, encoding="utf-8")
         file_handler.setFormatter(formatter)
         setattr(file_handler, _MARK, True)
         root.addHandler(file_handler)

@@ -1,11 +1,16 @@
-"""Where things live: user data, config, logs, caches, bundled weights and the shared datasets."""
+"""Where things live: user data, config, logs, caches, bundled weights and the shared datasets; and
+creating the kiosk's folders owner-only."""
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 
 import platformdirs
+
+log = logging.getLogger(__name__)
 
 APP_NAME = "siamese-kiosk"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,3 +48,37 @@ def cache_dir() -> Path:
 def datasets_dir() -> Path:
     """The shared datasets folder (override: KIOSK_DATASETS); defaults to ../shared/datasets."""
     return _env_path("KIOSK_DATASETS", PROJECT_ROOT.parent / "shared" / "datasets")
+
+
+PRIVATE_DIR = 0o700   # every folder the kiosk creates
+PRIVATE_FILE = 0o600  # every file the kiosk writes
+_warned_dirs: set[str] = set()
+
+
+def private_dir(path: str | Path) -> Path:
+    """Create ``path`` and any missing parents owner-only (0700, whatever the umask) and return it.
+
+    A folder that already exists is left as it is: if its group or others may use it, a warning is logged
+    (once per folder and process), never a silent chmod; the owner may have widened it on purpose, and a
+    silent change would hide the problem from them.
+    """
+    path = Path(path)
+    missing = []
+    folder = path
+    while not os.path.lexists(folder) and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, PRIVATE_DIR)
+        except FileExistsError:  # made meanwhile by another process: an existing folder
+            continue
+        os.chmod(folder, PRIVATE_DIR)  # mkdir's mode is masked by the umask
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} exists but is not a folder")
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077 and str(path) not in _warned_dirs:
+        _warned_dirs.add(str(path))
+        log.warning("folder %s is accessible to others (mode %03o); the kiosk keeps private data there: "
+                    "consider 'chmod 700 %s'", path, mode, path)
+    return path

@@ -27,7 +27,7 @@ from kiosk.qt.main_window import AppConfig, MainWindow
 from kiosk.sources import CameraSource, FrameSource, open_source
 from kiosk.storage import PinManager, SettingsStore
 
-PIN = "2468"
+PIN = "246810"
 
 
 @pytest.fixture
@@ -200,8 +200,8 @@ def test_admin_pin_first_run_accept_lockout_and_relock(qtbot, make_window, untra
     admin = window.admin
     window.tabs.setCurrentWidget(admin)
     assert admin.stack.currentWidget() is admin.setup_page and not admin.unlocked
-    qtbot.keyClicks(admin.new_pin, "1234")
-    qtbot.keyClicks(admin.new_pin_repeat, "1235")
+    qtbot.keyClicks(admin.new_pin, "123456")
+    qtbot.keyClicks(admin.new_pin_repeat, "123457")
     qtbot.mouseClick(admin.set_pin_button, Qt.MouseButton.LeftButton)
     assert "differ" in admin.setup_message.text() and not admin.unlocked
     unlock_admin(qtbot, window)  # first run: sets the PIN and opens
@@ -212,7 +212,7 @@ def test_admin_pin_first_run_accept_lockout_and_relock(qtbot, make_window, untra
     window.tabs.setCurrentWidget(admin)
     assert admin.stack.currentWidget() is admin.unlock_page
     for attempt in range(1, 6):
-        qtbot.keyClicks(admin.pin_field, "0000")
+        qtbot.keyClicks(admin.pin_field, "000000")
         qtbot.keyClick(admin.pin_field, Qt.Key.Key_Return)
         if attempt < 5:
             assert f"{5 - attempt} attempt" in admin.unlock_message.text()

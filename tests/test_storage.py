@@ -176,51 +176,51 @@ def test_settings_round_trip_atomic_owner_only_and_validated():
 def test_pin_first_run_accept_and_hash_is_salted():
     pins = PinManager(SettingsStore())
     assert not pins.is_set
-    with pytest.raises(PinError, match="4 to 12 digits"):
-        pins.set_pin("12a4")
+    with pytest.raises(PinError, match="6 to 12 digits"):
+        pins.set_pin("12a456")
     with pytest.raises(PinError, match="differ"):
-        pins.set_pin("1234", repeat="1243")
-    pins.set_pin("2468", repeat="2468")
-    assert pins.is_set and pins.check("2468").ok and not pins.check("1357").ok
+        pins.set_pin("123456", repeat="124356")
+    pins.set_pin("246810", repeat="246810")
+    assert pins.is_set and pins.check("246810").ok and not pins.check("135790").ok
     text = (config_dir() / "settings.json").read_text()
-    assert "2468" not in text
+    assert "246810" not in text
     record = SettingsStore().load().pin
     assert record["algorithm"] == "scrypt" and len(bytes.fromhex(record["salt"])) == 16
     with pytest.raises(PinError, match="already set"):
-        pins.set_pin("1111")
+        pins.set_pin("111111")
     with pytest.raises(PinError, match="not right"):
-        pins.set_pin("1111", current="0000")
-    pins.set_pin("1111", current="2468")
-    assert pins.check("1111").ok and SettingsStore().load().pin["salt"] != record["salt"]
+        pins.set_pin("111111", current="000000")
+    pins.set_pin("111111", current="246810")
+    assert pins.check("111111").ok and SettingsStore().load().pin["salt"] != record["salt"]
 
 
 def test_pin_lockout_after_five_wrong_is_persisted_and_expires():
     now = [1000.0]
     pins = PinManager(SettingsStore(), max_attempts=5, lockout_s=300, clock=lambda: now[0])
-    pins.set_pin("9876")
-    results = [pins.check("0000") for _ in range(5)]
+    pins.set_pin("987654")
+    results = [pins.check("000000") for _ in range(5)]
     assert [r.attempts_left for r in results[:4]] == [4, 3, 2, 1]
     assert results[4].locked_for == 300 and "locked" in results[4].message
     restarted = PinManager(SettingsStore(), clock=lambda: now[0])  # a restart does not unlock
-    locked = restarted.check("9876")
+    locked = restarted.check("987654")
     assert not locked.ok and locked.locked_for == 300
     now[0] += 299
-    assert not restarted.check("9876").ok
+    assert not restarted.check("987654").ok
     now[0] += 2
-    assert restarted.check("9876").ok
-    assert pins.check("0000").attempts_left == 4  # counting starts afresh after the lock
+    assert restarted.check("987654").ok
+    assert pins.check("000000").attempts_left == 4  # counting starts afresh after the lock
 
 
 def test_pin_lock_survives_clock_turned_back_only_for_one_lock_period():
     now = [10_000.0]
     pins = PinManager(SettingsStore(), lockout_s=300, clock=lambda: now[0])
-    pins.set_pin("1234")
+    pins.set_pin("123456")
     for _ in range(5):
-        pins.check("0000")
+        pins.check("000000")
     now[0] -= 5000  # clock turned back: still locked, but not for 5300 s
     assert pins.locked_for() == 300
     now[0] += 301
-    assert pins.check("1234").ok
+    assert pins.check("123456").ok
 
 
 def test_audit_log_filter_and_csv_export_neutralises_formulas(storage, tmp_path):

@@ -1,5 +1,7 @@
-"""The admin tab behind a PIN: first run sets the PIN, 5 wrong entries lock it for a while, and it locks
-itself again when the admin leaves the tab or after a minute without input."""
+"""The admin tab behind a PIN: first run sets the PIN, 5 wrong entries lock it for a while (longer each
+time), and it locks itself again when the admin leaves the tab or after a minute without input. Once a
+PIN has been set, a missing or damaged PIN record keeps the tab locked with the reason and the way back
+(``kiosk admin reset-pin`` in a terminal); it never falls back to the first-run page."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from PySide6.QtWidgets import (QApplication, QFormLayout, QGroupBox, QLabel, QLi
 
 from ..errors import KioskError
 from ..storage import PinError, PinManager
-from ..storage.pin import MAX_PIN, format_duration
+from ..storage.pin import MAX_PIN, MIN_PIN, format_duration
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ class AdminTab(QWidget):
         self.set_pin_button = QPushButton("Set PIN")
         self.set_pin_button.clicked.connect(self.set_first_pin)
         self.setup_message = QLabel("")
-        self.setup_page, _ = _page("First start: choose the administrator PIN (4 to 12 digits)",
+        self.setup_page, _ = _page(f"First start: choose the administrator PIN ({MIN_PIN} to {MAX_PIN} digits)",
                                    ("New PIN", self.new_pin), ("Repeat", self.new_pin_repeat),
                                    self.set_pin_button, self.setup_message)
         self.new_pin_repeat.returnPressed.connect(self.set_first_pin)
@@ -160,7 +162,11 @@ class AdminTab(QWidget):
 
     @property
     def locked_out(self) -> bool:
-        return self.pins is not None and self.pins.locked_for() > 0
+        """No PIN entry possible now: a lockout running, or the PIN record cannot be checked."""
+        try:
+            return self.pins is None or (self.pins.is_set and self.pins.locked_for() > 0)
+        except KioskError:
+            return True
 
     # -- PIN actions ----------------------------------------------------------------------------------------
     def set_first_pin(self) -> None:
@@ -183,8 +189,9 @@ class AdminTab(QWidget):
             return
         try:
             result = self.pins.check(pin)
-        except KioskError as exc:
+        except KioskError as exc:  # e.g. the PIN record was deleted meanwhile: show why it is locked
             self.unlock_message.setText(str(exc))
+            self._show_gate()
             return
         if result.ok:
             self._unlock()
@@ -205,7 +212,7 @@ class AdminTab(QWidget):
             log.info("admin PIN changed")
         for field in (self.current_pin, self.changed_pin, self.changed_pin_repeat):
             field.clear()
-        if self.pins.locked_for() > 0:  # too many wrong current PINs
+        if self.locked_out:  # too many wrong current PINs (or the record went missing)
             self.lock()
 
 

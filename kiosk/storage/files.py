@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
-PRIVATE_DIR = 0o700
-PRIVATE_FILE = 0o600
-
-
-def private_dir(path: str | Path) -> Path:
-    """Create ``path`` (and parents) if needed and make it owner-only."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
-    os.chmod(path, PRIVATE_DIR)
-    return path
+# private_dir: creates folders 0700; an existing wider folder gets a logged warning, not a silent chmod
+from ..paths import PRIVATE_DIR, PRIVATE_FILE, private_dir  # noqa: F401 (re-exported)
 
 
 def make_private(path: str | Path) -> None:
@@ -39,13 +33,16 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes, mode: int = PRIVATE_FILE) -> Path:
-    """Write ``data`` to ``path`` so that readers see the old file or the complete new one, never a part."""
+@contextmanager
+def atomic_writer(path: str | Path, mode: int = PRIVATE_FILE) -> Iterator[BinaryIO]:
+    """``with atomic_writer(path) as handle: ...`` writes a binary file that readers see whole or not at
+    all (a temp file in the same folder, fsync, rename), owner-only by default; for writers that stream
+    (np.savez), so the data is not held twice in memory."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mkstemp: 0600
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
@@ -54,7 +51,13 @@ def atomic_write_bytes(path: str | Path, data: bytes, mode: int = PRIVATE_FILE) 
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return path
+
+
+def atomic_write_bytes(path: str | Path, data: bytes, mode: int = PRIVATE_FILE) -> Path:
+    """Write ``data`` to ``path`` so that readers see the old file or the complete new one, never a part."""
+    with atomic_writer(path, mode) as handle:
+        handle.write(data)
+    return Path(path)
 
 
 def atomic_write_text(path: str | Path, text: str, mode: int = PRIVATE_FILE) -> Path:

@@ -1,36 +1,68 @@
-"""The admin PIN: salted scrypt hash, constant-time comparison, lockout after repeated wrong entries.
+"""The admin PIN: salted scrypt hash, constant-time comparison, escalating lockouts, and failing closed.
 
-The failure count and lock time live in the settings file, so restarting the kiosk does not reset them.
+Two places hold it, on purpose:
+
+- the PIN record (algorithm, salt, scrypt hash) in the settings file, in the config folder;
+- the PIN guard, ``pin_guard.json`` (0600) in the data folder: a fingerprint (SHA-256) of the record set
+  last, the wrong entries since the last good one, and the lockout state.
+
+Someone who can change the settings file but not the data folder can therefore neither reset the
+lockout nor get in by deleting the record, breaking it or writing a record of their own: once a PIN has
+been set, a record that is missing, damaged or not the one the guard knows keeps the admin tab locked,
+and only ``kiosk admin reset-pin``, run in a terminal by the owner of the data folder, sets a new one.
+
+Lockouts escalate: ``max_attempts`` wrong entries lock for ``lockout_s``, each further lockout before a
+good entry lasts twice as long (at most ``max_lockout_s``); a restart changes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
+from ..paths import data_dir
 from .db import StorageError
+from .files import atomic_write_text, private_dir
 from .settings import SettingsStore
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2 ** 14, 8, 1, 32
-MIN_PIN, MAX_PIN = 4, 12
+MIN_PIN, MAX_PIN = 6, 12
+GUARD_NAME = "pin_guard.json"
+RESET_COMMAND = "kiosk admin reset-pin"
+_SCRYPT_MAXMEM = 128 * 1024 * 1024
+
+# what PinManager.state() says
+UNSET, OK, MISSING, DAMAGED, MISMATCH = "unset", "ok", "missing", "damaged", "mismatch"
+_LOCKED_REASONS = {
+    MISSING: "the admin PIN record is missing from the settings file (was the file deleted or replaced?)",
+    DAMAGED: "the admin PIN record in the settings file is damaged",
+    MISMATCH: "the admin PIN record in the settings file is not the one set on this kiosk (was the file changed?)",
+}
 
 
 class PinError(StorageError):
     """A PIN that cannot be set (format, mismatch, wrong current PIN)."""
 
 
+class PinRecordError(PinError):
+    """A PIN was set on this kiosk, but its record is missing, damaged or replaced: administration stays
+    locked until the owner of the data folder runs ``kiosk admin reset-pin``."""
+
+
 def check_pin_format(pin: str) -> str:
-    if not (pin.isdigit() and pin.isascii() and MIN_PIN <= len(pin) <= MAX_PIN):
+    if not (isinstance(pin, str) and pin.isdigit() and pin.isascii() and MIN_PIN <= len(pin) <= MAX_PIN):
         raise PinError(f"the PIN must be {MIN_PIN} to {MAX_PIN} digits")
     return pin
 
 
 def _scrypt(pin: str, salt: bytes, n: int, r: int, p: int, length: int) -> bytes:
-    return hashlib.scrypt(pin.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=length, maxmem=128 * 1024 * 1024)
+    return hashlib.scrypt(pin.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=length, maxmem=_SCRYPT_MAXMEM)
 
 
 def hash_pin(pin: str) -> dict:
@@ -41,16 +73,35 @@ def hash_pin(pin: str) -> dict:
             "salt": salt.hex(), "hash": digest.hex()}
 
 
-def verify_pin(pin: str, record: dict) -> bool:
+def _int_in(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _hex_bytes(value, low: int, high: int) -> bool:
     try:
-        if record.get("algorithm") != "scrypt":
-            return False
-        expected = bytes.fromhex(record["hash"])
-        actual = _scrypt(pin, bytes.fromhex(record["salt"]), int(record["n"]), int(record["r"]), int(record["p"]),
-                         len(expected))
-    except (KeyError, TypeError, ValueError):
-        raise StorageError("the stored admin PIN record is damaged; delete 'pin' from the settings file "
-                           "to set a new PIN") from None
+        return isinstance(value, str) and low <= len(bytes.fromhex(value)) <= high
+    except ValueError:
+        return False
+
+
+def valid_record(record) -> bool:
+    """A usable scrypt record, with parameters a stranger cannot turn into a memory or CPU bomb."""
+    return (isinstance(record, dict) and record.get("algorithm") == "scrypt"
+            and _int_in(record.get("n"), 2 ** 10, 2 ** 17) and record["n"] & (record["n"] - 1) == 0
+            and _int_in(record.get("r"), 1, 16) and _int_in(record.get("p"), 1, 4)
+            and 128 * record["r"] * record["n"] <= _SCRYPT_MAXMEM // 2
+            and _hex_bytes(record.get("salt"), 16, 64) and _hex_bytes(record.get("hash"), 16, 64))
+
+
+def fingerprint(record: dict) -> str:
+    return hashlib.sha256(json.dumps(record, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def verify_pin(pin: str, record: dict) -> bool:
+    if not valid_record(record):
+        raise PinRecordError(f"{_LOCKED_REASONS[DAMAGED]}; run '{RESET_COMMAND}' in a terminal to set a new PIN")
+    expected = bytes.fromhex(record["hash"])
+    actual = _scrypt(pin, bytes.fromhex(record["salt"]), record["n"], record["r"], record["p"], len(expected))
     return hmac.compare_digest(actual, expected)
 
 
@@ -71,30 +122,146 @@ class PinResult:
 
 def format_duration(seconds: float) -> str:
     seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
     return f"{seconds // 60}:{seconds % 60:02d} min" if seconds >= 60 else f"{seconds} s"
+
+
+def check_folder_owner(folder: str | Path) -> None:
+    """Only the account that owns the data folder may reset the PIN (it could replace the data anyway)."""
+    folder = Path(folder)
+    try:
+        owner = folder.stat().st_uid
+    except FileNotFoundError:
+        return  # nothing set up yet: the folder will be created by, and belong to, this account
+    except OSError as exc:
+        raise PinError(f"{folder}: cannot check who owns the data folder ({exc.strerror or exc})") from None
+    if hasattr(os, "getuid") and os.getuid() != owner:
+        raise PinError(f"only the owner of {folder} (user id {owner}) may reset the admin PIN; "
+                       f"this is user id {os.getuid()}")
 
 
 class PinManager:
     def __init__(self, settings: SettingsStore, max_attempts: int = 5, lockout_s: float = 300.0,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, guard_path: str | Path | None = None,
+                 max_lockout_s: float = 24 * 3600.0):
         self.settings = settings
         self.max_attempts = max_attempts
         self.lockout_s = lockout_s
+        self.max_lockout_s = max(max_lockout_s, lockout_s)
         self.clock = clock
+        self.guard_path = Path(guard_path) if guard_path else data_dir() / GUARD_NAME
+
+    # -- the guard file ---------------------------------------------------------------------------------------
+    def _damaged_guard(self, why: str) -> StorageError:
+        return PinRecordError(f"{self.guard_path}: the admin PIN guard is {why}; the admin tab stays locked "
+                              f"until the owner of the data folder runs '{RESET_COMMAND}' in a terminal")
+
+    def _load_guard(self) -> dict | None:
+        try:
+            text = self.guard_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self._damaged_guard(f"unreadable ({getattr(exc, 'strerror', None) or exc})") from None
+        try:
+            guard = json.loads(text)
+        except ValueError:
+            guard = None
+        if not (isinstance(guard, dict) and isinstance(guard.get("fingerprint"), str)
+                and _int_in(guard.get("failures"), 0, 10 ** 6) and _int_in(guard.get("lockouts"), 0, 10 ** 6)
+                and isinstance(guard.get("locked_until"), (int, float)) and not isinstance(guard["locked_until"], bool)
+                and isinstance(guard.get("next"), (str, type(None)))):
+            raise self._damaged_guard("damaged")
+        return guard
+
+    def _save_guard(self, guard: dict) -> None:
+        private_dir(self.guard_path.parent)
+        atomic_write_text(self.guard_path, json.dumps(guard, indent=2, sort_keys=True) + "\n")
+
+    @staticmethod
+    def _new_guard(record: dict | None, locked_until: float = 0.0, lockouts: int = 0) -> dict:
+        return {"fingerprint": fingerprint(record) if record is not None else "", "next": None, "failures": 0,
+                "lockouts": lockouts, "locked_until": float(locked_until)}
+
+    def _guarded(self) -> tuple[dict, dict]:
+        """(guard, record) of a PIN in good order; PinRecordError otherwise (PinError when none is set)."""
+        state, guard, record = self._state()
+        if state == UNSET:
+            raise PinError("no admin PIN is set yet")
+        if state != OK:
+            raise PinRecordError(f"{_LOCKED_REASONS[state]}. The admin tab stays locked: the owner of the data "
+                                 f"folder must run '{RESET_COMMAND}' in a terminal to set a new PIN.")
+        return guard, record
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def _state(self) -> tuple[str, dict | None, object]:
+        settings = self.settings.load()
+        record, guard = settings.pin, self._load_guard()
+        if guard is None:
+            if record is None:
+                return UNSET, None, None
+            if not valid_record(record):  # set by a version without the guard, since damaged
+                return DAMAGED, None, record
+            # a PIN set by a version without the guard (or a first PIN whose guard a crash kept from being
+            # written): trusted once, guarded from now on; an old lock still holds
+            old_lock = settings.extra.get("pin_locked_until", 0.0)
+            old_lock = old_lock if isinstance(old_lock, (int, float)) and not isinstance(old_lock, bool) else 0.0
+            now = self.clock()
+            guard = self._new_guard(record, min(old_lock, now + self.lockout_s), lockouts=int(old_lock > now))
+            self._save_guard(guard)
+            return OK, guard, record
+        if record is None:
+            return MISSING, guard, record
+        if not valid_record(record):
+            return DAMAGED, guard, record
+        if fingerprint(record) == guard["next"]:  # a change interrupted after the record was written
+            guard = dict(guard, fingerprint=guard["next"], next=None)
+            self._save_guard(guard)
+        if fingerprint(record) != guard["fingerprint"]:
+            return MISMATCH, guard, record
+        return OK, guard, record
+
+    def state(self) -> str:
+        """UNSET (first start), OK, or why administration is locked: MISSING, DAMAGED, MISMATCH."""
+        return self._state()[0]
 
     @property
     def is_set(self) -> bool:
-        return self.settings.load().pin is not None
+        """True once a PIN is set; PinRecordError if it was set but its record is missing or damaged (the
+        kiosk must not offer a stranger the first-start page)."""
+        state = self.state()
+        if state == UNSET:
+            return False
+        self._guarded()  # raises with the reason
+        return True
+
+    def _lock_length(self, lockouts: int) -> float:
+        return min(self.lockout_s * 2 ** max(lockouts - 1, 0), self.max_lockout_s)
 
     def locked_for(self) -> float:
-        """Seconds until PIN entry is allowed again (0 when not locked). Capped at the lockout length
+        """Seconds until PIN entry is allowed again (0 when not locked). Capped at the current lock's length
         so a clock turned back cannot lock the kiosk for ever."""
+        guard, _ = self._guarded()
         now = self.clock()
-        remaining = self.settings.load().pin_locked_until - now
-        if remaining > self.lockout_s:  # the clock went back: restart the lock from now
-            self.settings.update(pin_locked_until=now + self.lockout_s)
-            return self.lockout_s
+        length = self._lock_length(guard["lockouts"])
+        remaining = guard["locked_until"] - now
+        if remaining > length:  # the clock went back: restart the lock from now
+            self._save_guard(dict(guard, locked_until=now + length))
+            return length
         return max(remaining, 0.0)
+
+    # -- actions --------------------------------------------------------------------------------------------
+    def _write_record(self, new_pin: str, guard: dict | None) -> None:
+        """Record first, guard second; the guard names the new record as 'next' beforehand, so a crash in
+        between leaves a kiosk that opens with the new PIN (the old one if the record was not yet written)."""
+        record = hash_pin(new_pin)
+        if guard is not None:
+            self._save_guard(dict(guard, next=fingerprint(record)))
+        extra = self.settings.load().extra
+        stale = {k: v for k, v in extra.items() if k not in ("pin_failures", "pin_locked_until")}  # pre-guard
+        self.settings.update(pin=record, extra=stale)
+        self._save_guard(self._new_guard(record))
 
     def set_pin(self, new_pin: str, repeat: str | None = None, current: str | None = None) -> None:
         """First run: no current PIN needed. Afterwards the current PIN must be given (and right)."""
@@ -107,23 +274,33 @@ class PinManager:
             result = self.check(current)
             if not result.ok:
                 raise PinError(f"the current PIN is not right: {result.message}")
-        self.settings.update(pin=hash_pin(new_pin), pin_failures=0, pin_locked_until=0.0)
+        self._write_record(new_pin, self._load_guard())
+
+    def reset(self, new_pin: str, repeat: str | None = None) -> None:
+        """Set a new PIN whatever the state of the old one, and clear the lockout: ``kiosk admin
+        reset-pin``, for the owner of the data folder only (checked by the caller)."""
+        check_pin_format(new_pin)
+        if repeat is not None and repeat != new_pin:
+            raise PinError("the two PINs differ")
+        self.settings.load()  # a settings file that cannot be read is reported before anything changes
+        # whatever guard there was (damaged, or another record's) is replaced; until the new record is in
+        # place this one matches no record, so an interruption leaves administration locked, never open
+        self._write_record(new_pin, self._new_guard(None))
 
     def check(self, pin: str) -> PinResult:
-        settings = self.settings.load()
-        if settings.pin is None:
-            raise PinError("no admin PIN is set yet")
         locked = self.locked_for()
         if locked > 0:
             return PinResult(False, 0, locked)
-        failures = settings.pin_failures if settings.pin_locked_until <= 0 else 0  # an expired lock resets
-        if verify_pin(pin, settings.pin):
-            if failures or settings.pin_locked_until:
-                self.settings.update(pin_failures=0, pin_locked_until=0.0)
+        guard, record = self._guarded()
+        if verify_pin(pin, record):
+            if guard["failures"] or guard["lockouts"] or guard["locked_until"]:
+                self._save_guard(dict(guard, failures=0, lockouts=0, locked_until=0.0))
             return PinResult(True, self.max_attempts)
-        failures += 1
+        failures = guard["failures"] + 1
         if failures >= self.max_attempts:
-            self.settings.update(pin_failures=0, pin_locked_until=self.clock() + self.lockout_s)
-            return PinResult(False, 0, self.lockout_s)
-        self.settings.update(pin_failures=failures, pin_locked_until=0.0)
+            lockouts = guard["lockouts"] + 1
+            length = self._lock_length(lockouts)
+            self._save_guard(dict(guard, failures=0, lockouts=lockouts, locked_until=self.clock() + length))
+            return PinResult(False, 0, length)
+        self._save_guard(dict(guard, failures=failures))
         return PinResult(False, self.max_attempts - failures)

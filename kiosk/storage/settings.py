@@ -1,5 +1,6 @@
-"""Kiosk settings (threshold, fusion parameters, admin PIN hash and lock state) in one JSON file in
-config_dir(), written atomically and owner-only (it holds the PIN hash)."""
+"""Kiosk settings (threshold, fusion parameters, admin PIN hash) in one JSON file in config_dir(), written
+atomically and owner-only (it holds the PIN hash). The PIN's lock state and the guard that notices a
+deleted or replaced PIN record live in the data folder (kiosk.storage.pin)."""
 
 from __future__ import annotations
 
@@ -26,13 +27,12 @@ class Settings:
     fusion_aggregate: str = "mean"      # "mean" or "median" of the frame scores
     verdict_display_s: float = 4.0      # the verdict stays on screen this long
     admin_idle_s: float = 60.0          # the admin tab locks itself after this much idle time
-    pin: dict | None = None             # scrypt record, see kiosk.storage.pin
-    pin_failures: int = 0
-    pin_locked_until: float = 0.0       # epoch seconds
+    pin: object = None                  # scrypt record, kept as found: kiosk.storage.pin judges it
     extra: dict = field(default_factory=dict)  # unknown keys from newer versions, kept as they were
 
     def validated(self) -> "Settings":
-        """Out-of-range values fall back to the defaults (with a warning), never crash the kiosk."""
+        """Out-of-range values fall back to the defaults (with a warning), never crash the kiosk. Not the
+        PIN record: a damaged one must stay damaged (and keep administration locked), not become 'no PIN'."""
         default = Settings()
         checks = {
             "threshold": lambda v: v is None or (isinstance(v, (int, float)) and 0.0 <= v <= 1.0),
@@ -41,9 +41,6 @@ class Settings:
             "fusion_aggregate": lambda v: v in ("mean", "median"),
             "verdict_display_s": lambda v: isinstance(v, (int, float)) and 0.5 <= v <= 60,
             "admin_idle_s": lambda v: isinstance(v, (int, float)) and 5 <= v <= 3600,
-            "pin": lambda v: v is None or isinstance(v, dict),
-            "pin_failures": lambda v: isinstance(v, int) and v >= 0,
-            "pin_locked_until": lambda v: isinstance(v, (int, float)),
         }
         changes = {}
         for name, ok in checks.items():
@@ -74,8 +71,9 @@ class SettingsStore:
                 if not isinstance(data, dict):
                     raise ValueError("not a JSON object")
             except ValueError as exc:
-                raise StorageError(f"{self.path}: the settings file is damaged ({exc}); fix it, or delete it "
-                                   f"to start with defaults and a new admin PIN") from None
+                raise StorageError(f"{self.path}: the settings file is damaged ({exc}); fix it, or delete it to "
+                                   f"start from the defaults (then set the admin PIN again with "
+                                   f"'kiosk admin reset-pin')") from None
             known = {f.name for f in fields(Settings)} - {"extra"}
             values = {k: v for k, v in data.items() if k in known}
             return Settings(**values, extra={k: v for k, v in data.items() if k not in known}).validated()
