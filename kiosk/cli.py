@@ -186,6 +186,42 @@ def cmd_admin_reset_pin(args) -> int:
     return 0
 
 
+def cmd_backup(args) -> int:
+    from .storage import Storage  # noqa: PLC0415
+    from .storage.backup import backup  # noqa: PLC0415
+    storage = Storage.open()  # the writer lock: one consistent snapshot
+    try:
+        info = backup(storage, args.dest)
+    finally:
+        storage.close()
+    print(f"kiosk: backup written to {info.folder} ({info.references} reference photo(s), encrypted; it is useless "
+          f"without the data key, which it does not contain: keep a copy of the key apart)")
+    if info.missing:
+        print(f"kiosk: {len(info.missing)} photo file(s) were already missing from the data folder", file=sys.stderr)
+    return 0
+
+
+def cmd_restore(args) -> int:
+    from .storage.backup import restore  # noqa: PLC0415
+    aside = restore(args.source)
+    print(f"kiosk: restored from {args.source}; the data it replaced is kept in {aside} (delete it when no "
+          f"longer needed)")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from .storage import Storage  # noqa: PLC0415
+    storage = Storage.open(readonly=True)  # may run beside the kiosk
+    try:
+        health = storage.health
+    finally:
+        storage.close()
+    print(f"kiosk: {health.summary}")
+    for line in health.lines():
+        print(f"  {line}")
+    return 0 if health.ok else EXIT_BAD_INPUT
+
+
 def build_parser() -> argparse.ArgumentParser:
     lfw = datasets_dir() / "lfw"
     parser = argparse.ArgumentParser(prog="kiosk", description="Siamese Kiosk: one-shot face verification")
@@ -266,6 +302,18 @@ def build_parser() -> argparse.ArgumentParser:
     a = asub.add_parser("reset-pin", help="set a new admin PIN and clear lockouts (owner of the data folder only; "
                                           "reads the PIN from the terminal, or the first line of stdin)")
     a.set_defaults(func=cmd_admin_reset_pin)
+
+    p = sub.add_parser("backup", help="write the database and photos, as one consistent snapshot, to a new folder "
+                                      "(needs the data folder free: close the kiosk first)")
+    p.add_argument("dest", type=Path, help="a new (or empty) folder")
+    p.set_defaults(func=cmd_backup)
+    p = sub.add_parser("restore", help="replace the data folder's database and photos with a backup (the "
+                                       "replaced data is kept aside)")
+    p.add_argument("source", type=Path, help="a folder written by 'kiosk backup'")
+    p.set_defaults(func=cmd_restore)
+    p = sub.add_parser("check", help="verify the store (database, every feature vector and photo); read-only, "
+                                     "exit 0 when sound, 2 when damaged")
+    p.set_defaults(func=cmd_check)
     return parser
 
 

@@ -53,8 +53,11 @@ class AuditPage(QWidget):
     def refresh(self) -> None:
         try:
             self.entries = self._query(SHOWN)
-        except StorageError as exc:
-            self.status.setText(str(exc))
+        except StorageError as exc:  # the store turns every sqlite3 error (a damaged file too) into this
+            log.error("cannot read the audit log: %s", exc)
+            self.entries = []
+            self.table.setRowCount(0)
+            self.status.setText(f"The audit log cannot be read: {exc}")
             return
         self.table.setRowCount(len(self.entries))
         for r, e in enumerate(self.entries):

@@ -13,7 +13,7 @@ from ..decision import Decision, FusionParams
 from ..engine import FaceEngine
 from ..paths import DEFAULT_WEIGHTS
 from ..sources import IMAGE_EXTENSIONS, FrameSource, is_camera_spec, open_source
-from ..storage import PinManager, Settings, SettingsStore, Storage, StorageError
+from ..storage import IntegrityReport, PinManager, Settings, SettingsStore, Storage, StorageError
 from .admin_tab import AdminTab
 from .audit_page import AuditPage
 from .capture import ENDED, FAILED, LIVE, LOST, FrameCapture
@@ -86,6 +86,11 @@ class MainWindow(QMainWindow):
         self.source_status, self.model_status = QLabel("Opening the video source..."), QLabel("Loading the model...")
         self.statusBar().addWidget(self.source_status, 1)
         self.statusBar().addPermanentWidget(self.model_status)
+        self.store_status = QLabel()  # what the store's self-check found at start (damaged references), if anything
+        self.store_status.setStyleSheet("color: #b00020; font-weight: bold")
+        self.store_status.setWordWrap(True)
+        self.statusBar().addWidget(self.store_status, 2)
+        self._show_store_health(self.storage.health)
 
         fusion = FusionParams(settings.fusion_frames, settings.fusion_window_s, settings.fusion_aggregate)
         self.worker = VerificationWorker(config.weights, self.storage, fusion, settings.threshold,
@@ -137,8 +142,27 @@ class MainWindow(QMainWindow):
                                     ENDED: message}.get(state, message))
 
     # -- worker results ---------------------------------------------------------------------------------
+    def _show_store_health(self, health: IntegrityReport) -> None:
+        self.store_health = health
+        self.store_status.setText("" if health.ok else health.summary)
+        self.store_status.setToolTip("\n".join(health.lines()))
+        self.store_status.setVisible(not health.ok)
+
+    def _recheck_store_health(self) -> None:
+        """After the worker re-embedded damaged features from their photos: show what is still damaged."""
+        health = self.store_health
+        if health.ok:
+            return
+        try:
+            now = self.storage.employees.check([d.reference_id for d in health.damage])
+        except StorageError as exc:
+            log.warning("cannot re-check the store: %s", exc)
+            return
+        self._show_store_health(IntegrityReport(health.checked, now.damage))
+
     def _on_engine_ready(self, info: EngineInfo) -> None:
         self.engine_info = info
+        self._recheck_store_health()
         self.threshold_page.set_model(info)  # first: the shown threshold may be the model's
         self._show_model_status()
         self.employees.set_engine_state(True)

@@ -2,6 +2,8 @@
 
 One connection shared by the GUI and worker threads, serialised by a lock (the kiosk's load is tiny).
 ``secure_delete`` overwrites deleted rows, so deleting a person really removes their features.
+Every ``sqlite3`` error leaves this module as a StorageError (StoreDamagedError when the file is damaged),
+so callers catch one kind of error and the person reading it learns what to do.
 """
 
 from __future__ import annotations
@@ -24,6 +26,20 @@ DB_NAME = "kiosk.sqlite3"
 
 class StorageError(KioskError):
     """The database, a reference photo or the settings file cannot be used."""
+
+
+class StoreDamagedError(StorageError):
+    """The database file is damaged (its structure does not check out); restore a backup."""
+
+
+RESTORE_ADVICE = ("restore a backup ('kiosk restore BACKUP_FOLDER'), or move the data folder away to start "
+                  "empty")
+
+
+def _is_damage(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text
+                                                       or "corrupt" in text)
 
 
 # MIGRATIONS[n] takes the schema from version n-1 to n; append, never edit, once released.
@@ -51,37 +67,78 @@ MIGRATIONS: dict[int, list[str]] = {
                reason     TEXT NOT NULL)""",
         "CREATE INDEX audit_log_time ON audit_log(time)",
     ],
+    2: [  # biometric data encrypted at rest (kiosk.storage.crypto); rows are sealed one by one after this step
+        # 1: the photo file and the features are sealed with the data key
+        "ALTER TABLE reference_photos ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0",
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",  # key_id: the data key's ID
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
 class Database:
-    def __init__(self, path: str | Path):
+    """``migrate=False`` leaves the schema as it is (the store checks the file first, then migrates);
+    ``readonly`` opens an existing database for reading only (no schema change, no file created)."""
+
+    def __init__(self, path: str | Path, migrate: bool = True, readonly: bool = False):
         self.path = Path(path)
-        private_dir(self.path.parent)
-        if not self.path.exists():  # create owner-only before SQLite does (its side files copy the mode)
-            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
-        make_private(self.path)
+        self.readonly = readonly
         self._lock = threading.RLock()
+        self._conn = None
+        if readonly:
+            if not self.path.is_file():
+                raise StorageError(f"{self.path}: there is no kiosk database here")
+        else:
+            private_dir(self.path.parent)
+            if not self.path.exists():  # create owner-only before SQLite does (its side files copy the mode)
+                os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
+            make_private(self.path)
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            self._conn.execute("PRAGMA foreign_keys=ON")
-            self._conn.execute("PRAGMA secure_delete=ON")
-            self._migrate()
-        except sqlite3.DatabaseError as exc:
-            raise StorageError(f"{self.path}: cannot use the database ({exc}); restore it from a backup "
-                               f"or move it away to start empty") from None
-        for suffix in ("-wal", "-shm"):
-            make_private(f"{self.path}{suffix}")
+            if readonly:
+                self._conn.execute("PRAGMA query_only=ON")
+            else:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=FULL")
+                self._conn.execute("PRAGMA foreign_keys=ON")
+                self._conn.execute("PRAGMA secure_delete=ON")
+            if migrate and not readonly:
+                self.migrate()
+        except (sqlite3.DatabaseError, StorageError) as exc:
+            self.close()
+            if isinstance(exc, StorageError):
+                raise
+            raise StoreDamagedError(f"{self.path}: cannot use the database ({exc}); {RESTORE_ADVICE}") from None
+        if not readonly:
+            for suffix in ("-wal", "-shm"):
+                make_private(f"{self.path}{suffix}")
+
+    def _error(self, exc: sqlite3.Error, action: str) -> StorageError:
+        if _is_damage(exc):
+            return StoreDamagedError(f"{self.path}: the database is damaged ({exc}) while {action}; "
+                                     f"{RESTORE_ADVICE}")
+        return StorageError(f"{self.path}: the database failed while {action} ({exc})")
 
     @property
     def schema_version(self) -> int:
         row = self.query_one("SELECT version FROM schema_version")
         return int(row[0]) if row else 0
 
-    def _migrate(self) -> None:
+    def quick_check(self) -> list[str]:
+        """SQLite's ``PRAGMA quick_check``: [] when the file's structure is sound, else what is wrong."""
+        with self._lock:
+            try:
+                rows = [str(r[0]) for r in self._conn.execute("PRAGMA quick_check(20)").fetchall()]
+            except sqlite3.DatabaseError as exc:
+                return [str(exc)]
+        if rows == ["ok"]:
+            return []
+        return [line.strip() for row in rows for line in row.splitlines()
+                if line.strip() and not line.startswith("***")]  # "*** in database main ***" names no problem
+
+    def migrate(self) -> None:
+        if self.readonly:
+            raise StorageError(f"{self.path}: opened read-only, not migrated")
         with self.transaction() as conn:
             conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             row = conn.execute("SELECT version FROM schema_version").fetchone()
@@ -100,28 +157,91 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception."""
+        """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception; sqlite3 errors become StorageError."""
         with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
+            self._require_open()
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise self._error(exc, "starting a change") from exc
             try:
                 yield self._conn
-            except BaseException:
-                self._conn.execute("ROLLBACK")
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise self._error(exc, "changing it") from exc
                 raise
-            self._conn.execute("COMMIT")
+            try:
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._rollback()
+                raise self._error(exc, "saving a change") from exc
+
+    def _rollback(self) -> None:
+        try:
+            self._conn.execute("ROLLBACK")
+        except sqlite3.Error:  # SQLite may have rolled back already (I/O error, full disk, damage)
+            pass
+
+    def _require_open(self) -> None:
+        if self._conn is None:
+            raise StorageError(f"{self.path}: the database is closed")
 
     def query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
         with self._lock:
-            return self._conn.execute(sql, params).fetchall()
+            self._require_open()
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._error(exc, "reading it") from exc
 
     def query_one(self, sql: str, params: tuple | dict = ()) -> tuple | None:
         with self._lock:
-            return self._conn.execute(sql, params).fetchone()
+            self._require_open()
+            try:
+                return self._conn.execute(sql, params).fetchone()
+            except sqlite3.Error as exc:
+                raise self._error(exc, "reading it") from exc
+
+    def meta(self, key: str) -> str | None:
+        row = self.query_one("SELECT value FROM meta WHERE key = ?", (key,))
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET "
+                         "value = excluded.value", (key, value))
 
     def checkpoint(self) -> None:
         """Fold the WAL into the main file and truncate it (after deletions: no copy left in the WAL)."""
         with self._lock:
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._require_open()
+            try:
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error as exc:
+                raise self._error(exc, "folding in its log") from exc
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """No other thread of this process uses the database meanwhile (with the writer lock, which keeps
+        other processes out: a consistent moment for a backup)."""
+        with self._lock:
+            self._require_open()
+            yield
+
+    def backup_to(self, target: str | Path) -> None:
+        """A consistent copy of the whole database into a new file, with SQLite's online backup API."""
+        with self._lock:
+            self._require_open()
+            try:
+                copy = sqlite3.connect(target)
+                try:
+                    self._conn.backup(copy)
+                    copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+                finally:
+                    copy.close()
+            except sqlite3.Error as exc:
+                raise self._error(exc, "copying it") from exc
 
     def close(self) -> None:
         with self._lock:

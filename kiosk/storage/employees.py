@@ -1,15 +1,21 @@
 """Employees and their reference photos: image files beside the database, features in it.
 
+Photos and features are sealed (AES-GCM, kiosk.storage.crypto) with the employee and the photo's file
+name as associated data; every read verifies them. Damaged items are reported and never used to verify.
+
 Enrolment writes each photo file first (atomically), then changes the database in ONE transaction, then
 deletes replaced files. A crash at any point leaves the database consistent; photo files that no row
-refers to (from a crash) are removed when the store is next opened.
+refers to (from a crash) are removed by the next writer, and only files no live writer can own: older
+than its writer lock and not in flight in this process.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import threading
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,9 +23,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..imageio import read_image
+from ..imageio import decode_image
+from .crypto import DamagedDataError, Sealer, features_aad, photo_aad
 from .db import Database, StorageError
 from .files import atomic_write_bytes, private_dir
+from .integrity import IntegrityReport, ReferenceDamage
+from .lock import WriterLock
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +73,11 @@ class ReferencePhoto:
     id: int
     employee_id: str
     path: Path
-    features: np.ndarray  # float32 (D,)
+    features: np.ndarray  # float32 (D,); empty when damaged
     model_sha: str
     created: str
+    features_damage: str = ""  # why the features cannot be used ("" when they are fine)
+    encrypted: bool = True     # False only for a row of an old store not yet sealed
 
 
 @dataclass
@@ -86,11 +97,28 @@ def _blob(features: np.ndarray) -> bytes:
     return np.ascontiguousarray(features, dtype="<f4").reshape(-1).tobytes()
 
 
+def new_photo_file() -> str:
+    return f"{uuid.uuid4().hex}.enc"
+
+
+_SELECT = ("SELECT id, employee_id, file, features, feature_dim, model_sha, created, encrypted "
+           "FROM reference_photos")
+
+# Photo files being written by this process and not yet committed: orphan clean-up leaves them alone.
+_in_flight: set[str] = set()
+_in_flight_guard = threading.Lock()
+
+
 class EmployeeStore:
-    def __init__(self, db: Database, photos_dir: str | Path):
+    """``sealer`` seals and opens the biometric data; ``lock`` is this process's writer lock (None: the
+    store was opened read-only, and orphan clean-up is refused)."""
+
+    def __init__(self, db: Database, photos_dir: str | Path, sealer: Sealer | None,
+                 lock: WriterLock | None = None):
         self.db = db
-        self.photos_dir = private_dir(photos_dir)
-        self.cleanup_orphans()
+        self.sealer = sealer
+        self.lock = lock
+        self.photos_dir = private_dir(photos_dir) if lock is not None else Path(photos_dir)
 
     # -- reading -----------------------------------------------------------------------------------------
     def get(self, employee_id: str) -> Employee | None:
@@ -114,66 +142,144 @@ class EmployeeStore:
         return int(self.db.query_one("SELECT COUNT(*) FROM employees")[0])
 
     def references(self, employee_id: str) -> list[ReferencePhoto]:
-        rows = self.db.query("SELECT id, employee_id, file, features, model_sha, created FROM reference_photos "
-                             "WHERE employee_id = ? ORDER BY id", (employee_id.strip(),))
+        """All the person's reference photos, damaged ones included (``features_damage`` says why)."""
+        rows = self.db.query(_SELECT + " WHERE employee_id = ? ORDER BY id", (employee_id.strip(),))
         return [self._reference(row) for row in rows]
 
     def reference_features(self, employee_id: str, model_sha: str | None = None) -> np.ndarray:
-        """(N, D) float32 features of the person's photos (only those made by ``model_sha`` if given)."""
-        refs = [r for r in self.references(employee_id) if model_sha is None or r.model_sha == model_sha]
+        """(N, D) float32 features of the person's photos (only those made by ``model_sha`` if given).
+        Damaged features are left out: nobody is verified against data that fails its check."""
+        refs = [r for r in self.references(employee_id)
+                if not r.features_damage and (model_sha is None or r.model_sha == model_sha)]
         if not refs:
             return np.zeros((0, 0), np.float32)
         return np.stack([r.features for r in refs])
 
     def stale_references(self, model_sha: str) -> list[ReferencePhoto]:
-        """Photos whose features were computed with other weights (to be recomputed)."""
-        rows = self.db.query("SELECT id, employee_id, file, features, model_sha, created FROM reference_photos "
-                             "WHERE model_sha != ? ORDER BY id", (model_sha,))
-        return [self._reference(row) for row in rows]
+        """Photos whose features must be recomputed: made with other weights, or damaged."""
+        rows = self.db.query(_SELECT + " ORDER BY id")
+        refs = [self._reference(row) for row in rows]
+        return [r for r in refs if r.model_sha != model_sha or r.features_damage]
 
     def load_photo(self, reference: ReferencePhoto) -> np.ndarray:
-        return read_image(reference.path)
+        """The photo as BGR image; StorageError if it is missing, damaged or its key is unavailable."""
+        return decode_image(self._photo_bytes(reference.employee_id, reference.path.name, reference.encrypted),
+                            reference.path.name)
 
     def photo_files(self, employee_id: str) -> list[Path]:
         return [r.path for r in self.references(employee_id)]
 
+    def _photo_bytes(self, employee_id: str, file: str, encrypted: bool) -> bytes:
+        path = self.photos_dir / file
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise StorageError(f"the photo file {path} of {employee_id} is missing; re-enrol {employee_id} or "
+                               f"restore a backup") from None
+        except OSError as exc:
+            raise StorageError(f"the photo file {path} of {employee_id} cannot be read ({exc.strerror or exc})") \
+                from None
+        if not encrypted:
+            return data
+        try:
+            return self._sealer().open(data, photo_aad(employee_id, file), f"the photo {path} of {employee_id}")
+        except DamagedDataError as exc:
+            raise DamagedDataError(f"{exc}; re-enrol {employee_id} or restore a backup") from None
+
+    def _sealer(self) -> Sealer:
+        if self.sealer is None:
+            raise StorageError("the data key is not available: sealed photos and features cannot be read")
+        return self.sealer
+
     def _reference(self, row: tuple) -> ReferencePhoto:
-        ref_id, employee_id, file, blob, model_sha, created = row
-        return ReferencePhoto(ref_id, employee_id, self.photos_dir / file,
-                              np.frombuffer(blob, dtype="<f4").astype(np.float32), model_sha, created)
+        ref_id, employee_id, file, blob, dim, model_sha, created, encrypted = row
+        features, damage = self._features(employee_id, file, blob, int(dim), bool(encrypted))
+        return ReferencePhoto(ref_id, employee_id, self.photos_dir / file, features, model_sha, created, damage,
+                              bool(encrypted))
+
+    def _features(self, employee_id: str, file: str, blob: bytes, dim: int,
+                  encrypted: bool) -> tuple[np.ndarray, str]:
+        empty = np.zeros(0, np.float32)
+        data = bytes(blob)
+        if encrypted:
+            try:
+                data = self._sealer().open(data, features_aad(employee_id, file), "the feature vector")
+            except DamagedDataError as exc:
+                return empty, str(exc)
+        if len(data) != 4 * dim or dim == 0:
+            return empty, f"the feature vector has {len(data)} bytes, not {dim} float32 values"
+        return np.frombuffer(data, dtype="<f4").astype(np.float32), ""
+
+    def check(self, reference_ids: list[int] | None = None) -> IntegrityReport:
+        """Verify every reference (or those named): features and photo file, against their checksums."""
+        rows = self.db.query(_SELECT + " ORDER BY id")
+        if reference_ids is not None:
+            wanted = set(reference_ids)
+            rows = [r for r in rows if r[0] in wanted]
+        damage = []
+        for row in rows:
+            ref = self._reference(row)
+            try:
+                self._photo_bytes(ref.employee_id, ref.path.name, ref.encrypted)
+                photo = ""
+            except StorageError as exc:
+                photo = str(exc)
+            if ref.features_damage or photo:
+                damage.append(ReferenceDamage(ref.employee_id, ref.id, ref.path.name, ref.features_damage, photo))
+        return IntegrityReport(len(rows), tuple(damage))
 
     # -- writing -----------------------------------------------------------------------------------------
+    @contextmanager
+    def in_flight(self, files: list[str]):
+        """Mark photo files this process is writing, so that orphan clean-up leaves them alone."""
+        with _in_flight_guard:
+            _in_flight.update(files)
+        try:
+            yield
+        finally:
+            with _in_flight_guard:
+                _in_flight.difference_update(files)
+
+    def _require_writer(self) -> None:
+        if self.lock is None:
+            raise StorageError("the store was opened read-only")
+
     def enrol(self, employee_id: str, name: str, photos: list[NewPhoto], model_sha: str,
               replace: bool = True) -> Employee:
         """Create or update an employee with ``photos``; ``replace`` drops their previous photos."""
+        self._require_writer()
         employee_id, name = clean_employee_id(employee_id), clean_name(name)
         if not photos:
             raise StorageError(f"{employee_id}: at least one reference photo is needed")
         dims = {int(np.asarray(p.features).size) for p in photos}
         if len(dims) != 1 or 0 in dims:
             raise StorageError(f"{employee_id}: the photos' feature vectors differ in size or are empty")
-        written: list[str] = []
-        try:
-            for photo in photos:  # 1. files, each written atomically
-                file = f"{uuid.uuid4().hex}.jpg"
-                atomic_write_bytes(self.photos_dir / file, _encode(photo.image))
-                written.append(file)
-            with self.db.transaction() as conn:  # 2. all rows, or none
-                old = [f for (f,) in conn.execute("SELECT file FROM reference_photos WHERE employee_id = ?",
-                                                  (employee_id,))] if replace else []
-                conn.execute("INSERT INTO employees (id, name, created) VALUES (?, ?, ?) "
-                             "ON CONFLICT(id) DO UPDATE SET name = excluded.name", (employee_id, name, now_iso()))
-                if replace:
-                    conn.execute("DELETE FROM reference_photos WHERE employee_id = ?", (employee_id,))
-                for file, photo in zip(written, photos, strict=True):
-                    conn.execute("INSERT INTO reference_photos (employee_id, file, features, feature_dim, model_sha, "
-                                 "created) VALUES (?, ?, ?, ?, ?, ?)",
-                                 (employee_id, file, _blob(photo.features), int(np.asarray(photo.features).size),
-                                  model_sha, now_iso()))
-        except BaseException:
-            for file in written:
-                (self.photos_dir / file).unlink(missing_ok=True)
-            raise
+        sealer = self._sealer()
+        files = [new_photo_file() for _ in photos]
+        with self.in_flight(files):
+            written: list[str] = []
+            try:
+                for file, photo in zip(files, photos, strict=True):  # 1. files, each written atomically
+                    atomic_write_bytes(self.photos_dir / file,
+                                       sealer.seal(_encode(photo.image), photo_aad(employee_id, file)))
+                    written.append(file)
+                with self.db.transaction() as conn:  # 2. all rows, or none
+                    old = [f for (f,) in conn.execute("SELECT file FROM reference_photos WHERE employee_id = ?",
+                                                      (employee_id,))] if replace else []
+                    conn.execute("INSERT INTO employees (id, name, created) VALUES (?, ?, ?) "
+                                 "ON CONFLICT(id) DO UPDATE SET name = excluded.name", (employee_id, name, now_iso()))
+                    if replace:
+                        conn.execute("DELETE FROM reference_photos WHERE employee_id = ?", (employee_id,))
+                    for file, photo in zip(files, photos, strict=True):
+                        conn.execute("INSERT INTO reference_photos (employee_id, file, features, feature_dim, "
+                                     "model_sha, created, encrypted) VALUES (?, ?, ?, ?, ?, ?, 1)",
+                                     (employee_id, file,
+                                      sealer.seal(_blob(photo.features), features_aad(employee_id, file)),
+                                      int(np.asarray(photo.features).size), model_sha, now_iso()))
+            except BaseException:
+                for file in written:
+                    (self.photos_dir / file).unlink(missing_ok=True)
+                raise
         self._remove_files(old)  # 3. replaced photos (a crash here leaves orphans, removed at next start)
         if old:
             self.db.checkpoint()
@@ -181,12 +287,21 @@ class EmployeeStore:
         return self.get(employee_id)
 
     def update_features(self, reference_id: int, features: np.ndarray, model_sha: str) -> None:
+        self._require_writer()
+        sealer = self._sealer()
         with self.db.transaction() as conn:
-            conn.execute("UPDATE reference_photos SET features = ?, feature_dim = ?, model_sha = ? WHERE id = ?",
-                         (_blob(features), int(np.asarray(features).size), model_sha, reference_id))
+            row = conn.execute("SELECT employee_id, file FROM reference_photos WHERE id = ?",
+                               (reference_id,)).fetchone()
+            if row is None:
+                return
+            employee_id, file = row
+            conn.execute("UPDATE reference_photos SET features = ?, feature_dim = ?, model_sha = ?, encrypted = 1 "
+                         "WHERE id = ?", (sealer.seal(_blob(features), features_aad(employee_id, file)),
+                                          int(np.asarray(features).size), model_sha, reference_id))
 
     def delete(self, employee_id: str) -> bool:
         """Remove the employee, their features and their photo files. False if there was no such ID."""
+        self._require_writer()
         employee_id = employee_id.strip()
         with self.db.transaction() as conn:
             files = [f for (f,) in conn.execute("SELECT file FROM reference_photos WHERE employee_id = ?",
@@ -200,20 +315,28 @@ class EmployeeStore:
         return bool(deleted)
 
     def cleanup_orphans(self) -> int:
-        """Delete photo files (and temp files) that no database row refers to."""
+        """Delete photo files (and temp files) that no database row refers to and that no live writer can
+        own: only with the writer lock held (no other writer lives), only files older than this process's
+        lock (left by a writer that has ended), and never a file this process is writing."""
+        self._require_writer()
         known = {f for (f,) in self.db.query("SELECT file FROM reference_photos")}
+        with _in_flight_guard:
+            busy = set(_in_flight)
         removed = 0
         for path in self.photos_dir.iterdir():
-            if path.is_file() and path.name not in known:
-                path.unlink(missing_ok=True)
+            if path.name in known or path.name in busy:
+                continue
+            try:
+                info = path.stat()
+                if not path.is_file() or info.st_mtime_ns > self.lock.acquired_ns:
+                    continue
+                path.unlink()
                 removed += 1
+            except FileNotFoundError:
+                continue
         if removed:
             log.warning("removed %d orphaned photo file(s) from %s (an interrupted enrolment?)",
                         removed, self.photos_dir)
-        missing = [f for f in known if not (self.photos_dir / f).is_file()]
-        if missing:
-            log.warning("%d reference photo file(s) are missing from %s; their features still work but cannot "
-                        "be recomputed for new weights", len(missing), self.photos_dir)
         return removed
 
     def _remove_files(self, files: list[str]) -> None:
