@@ -64,7 +64,7 @@ def _evaluate(args, pairs) -> int:
         scores, stats = score_pairs_peer(peer, pairs, "face_recognition")
         results["face_recognition"] = dict(report(scores, pairs, stats), model=peer.name)
     _print_table(results)
-    print("missed faces: cropped at the dataset's fixed LFW-style framing box and still scored (same rule for "
+    print("missed faces: aligned from the dataset's fixed LFW-style framing box and still scored (same rule for "
           "every model); unreadable files score as rejections")
     unreadable = max(r.get("unreadable", 0) for r in results.values())
     if unreadable:
@@ -112,54 +112,17 @@ def cmd_train(args) -> int:
     if args.preset == "omniglot":
         return cmd_train_omniglot(args)
     from .datasets import parse_folds  # noqa: PLC0415
-    from .training.face import TrainConfig, train  # noqa: PLC0415
-    from .training.split import build_training_set  # noqa: PLC0415
+    from .training.head import HeadConfig, train_head  # noqa: PLC0415
+    if args.out.resolve() == DEFAULT_WEIGHTS.resolve() and not args.replace_shipped:
+        raise KioskError(f"{args.out} is the shipped model: give --out NEW.pt, or --replace-shipped to overwrite it")
     data = [str(Path(d)) for d in (args.data or [datasets_dir() / "lfw/lfw-deepfunneled", datasets_dir() / "celeba-subset"])]
-    config = TrainConfig(dataset_dirs=data, lfw_root=str(args.lfw_root), pairs_file=str(args.pairs),
-                         report_folds=parse_folds(args.exclude_folds), validation_folds=parse_folds(args.validation_folds),
-                         epochs=args.epochs, seed=args.seed, threads=args.threads, max_steps=args.max_steps)
-    if args.distill is not None:
-        config.distill = args.distill
-    if args.augment is not None:
-        config.augment = args.augment
-    if args.batch_identities:  # P people x 2 photos + 2P random photos: more candidates for hard negatives
-        config.identities_per_batch, config.extra_images = args.batch_identities, 2 * args.batch_identities
-    if args.widths:
-        config.encoder_options = dict(config.encoder_options, widths=[int(w) for w in args.widths.split(",")])
-    if args.objective == "koch":
-        config.hard_negatives, config.distill = False, 0.0
-    elif args.objective == "koch+distill":
-        config.hard_negatives = False
-    elif args.objective == "koch+hard":
-        config.distill = 0.0
-    teacher = None
-    if config.distill:
-        from .training.teacher import cached_teacher_embeddings  # noqa: PLC0415
-        ts = build_training_set([Path(d) for d in data], Path(args.lfw_root), Path(args.pairs),
-                                config.report_folds, config.validation_folds)
-        teacher = cached_teacher_embeddings(ts.paths)
-    checkpoints = Path(args.checkpoint_dir or cache_dir() / "checkpoints" / Path(args.out).stem)
-    meta = train(config, Path(args.out), checkpoints, teacher, resume=not args.restart)
-    print(f"wrote {args.out}: threshold {meta['threshold']:.4f} (validation FAR {meta['validation']['far']:.4f}, "
-          f"FRR {meta['validation']['frr']:.4f}); checkpoints in {checkpoints}")
-    return 0
-
-
-def cmd_calibrate(args) -> int:
-    from .training.face import recalibrate  # noqa: PLC0415
-    meta = recalibrate(args.weights, flip_average=args.flip_average == "on", target_far=args.target_far)
+    config = HeadConfig(dataset_dirs=data, lfw_root=str(args.lfw_root), pairs_file=str(args.pairs),
+                        report_folds=parse_folds(args.exclude_folds), validation_folds=parse_folds(args.validation_folds),
+                        seed=args.seed)
+    meta = train_head(config, args.out)
     v = meta["validation"]
-    print(f"{args.weights}: threshold {meta['threshold']:.4f} (flip averaging {args.flip_average}); validation "
-          f"FAR {v['far']:.4f}, FRR {v['frr']:.4f}, AUC {v['auc']:.4f} on {v['pairs']} pairs")
-    return 0
-
-
-def cmd_combine(args) -> int:
-    from .training.ensemble import combine_weights  # noqa: PLC0415
-    meta = combine_weights(args.members, args.out, flip_average=args.flip_average == "on")
-    v = meta["validation"]
-    print(f"wrote {args.out} ({len(args.members)} members): threshold {meta['threshold']:.4f}; validation "
-          f"FAR {v['far']:.4f}, FRR {v['frr']:.4f}, AUC {v['auc']:.4f} on {v['pairs']} pairs")
+    print(f"wrote {args.out}: {meta['selection']['chosen']}, threshold {meta['threshold']:.4f} (validation "
+          f"FAR {v['far']:.4f}, FRR {v['frr']:.4f}, TAR at FAR 1% {v['tar_at_far_1e-2']:.4f} on {v['pairs']} pairs)")
     return 0
 
 
@@ -259,43 +222,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--json", type=Path, help="write the results to this JSON file")
     e.set_defaults(func=cmd_evaluate_oneshot)
 
-    p = sub.add_parser("train", help="train the Siamese network (faces by default, or the Omniglot preset)")
+    p = sub.add_parser("train", help="train the Siamese head on the pretrained twin encoder (or the Omniglot preset)")
     p.add_argument("--preset", choices=["faces", "omniglot"], default="faces",
-                   help="omniglot: Koch et al.'s one-shot experiment (weights/characters_siamese.pt)")
+                   help="omniglot: Koch et al.'s one-shot experiment, from scratch (weights/characters_siamese.pt)")
     p.add_argument("--steps", type=int, help="omniglot preset: training steps (default: the preset's)")
     p.add_argument("--data", type=Path, action="append", help="identity folder root (repeatable; default: LFW + CelebA subset)")
     p.add_argument("--lfw-root", type=Path, default=lfw / "lfw-deepfunneled")
     p.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
     p.add_argument("--exclude-folds", default="1-5", help="LFW folds whose people are never trained on (reported)")
-    p.add_argument("--validation-folds", default="10", help="LFW folds held out for validation and threshold")
-    p.add_argument("--objective", choices=["full", "koch", "koch+distill", "koch+hard"], default="full",
-                   help="koch = Koch's pair cross-entropy alone; full = + hard negatives + distillation")
-    p.add_argument("--epochs", type=int, default=40)
-    p.add_argument("--distill", type=float, help="faces preset: weight of the distillation loss (default: 1.0)")
-    p.add_argument("--batch-identities", type=int,
-                   help="faces preset: people per batch, 2 photos each, plus twice as many random photos (default: 16)")
-    p.add_argument("--widths", help="faces preset: channels of the 4 encoder stages, e.g. 32,64,96,160 "
-                                    "(default: 32,64,96,160)")
-    p.add_argument("--augment", type=float, help="faces preset: augmentation strength, 0 = off (default: 1.0)")
+    p.add_argument("--validation-folds", default="6-10", help="LFW folds held out for the choice and the threshold")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
+    p.add_argument("--threads", type=int, help="omniglot preset: torch threads")
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
-    p.add_argument("--checkpoint-dir", type=Path)
-    p.add_argument("--restart", action="store_true", help="ignore existing checkpoints")
+    p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped weights file")
+    p.add_argument("--checkpoint-dir", type=Path, help="omniglot preset: where checkpoints go")
+    p.add_argument("--restart", action="store_true", help="omniglot preset: ignore existing checkpoints")
     p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("calibrate", help="re-calibrate the default threshold of trained weights on their validation pairs")
-    p.add_argument("--flip-average", choices=["on", "off"], default="off",
-                   help="average the features of each face and its mirror image")
-    p.add_argument("--target-far", type=float, help="false-accept rate of the default threshold (default: as trained)")
-    p.set_defaults(func=cmd_calibrate)
-    p = sub.add_parser("combine", help="join trained face models into one network (parallel encoder branches)")
-    p.add_argument("members", type=Path, nargs="+", help="weights files made for the same input")
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--flip-average", choices=["on", "off"], default="off",
-                   help="average the features of each face and its mirror image")
-    p.set_defaults(func=cmd_combine)
 
     p = sub.add_parser("admin", help="administration from a terminal")
     asub = p.add_subparsers(dest="admin_command", required=True)

@@ -16,6 +16,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 ACCEPT, REJECT = "ACCEPT", "REJECT"
+# The one range any decision threshold may take, wherever it comes from (weights, settings, the slider): a
+# threshold near 0 would let anyone in, one at 1 nobody.
+THRESHOLD_RANGE = (0.05, 0.999)
+
 REASON_MATCH = "face matches"
 REASON_NO_MATCH = "face does not match"
 REASON_UNKNOWN_ID = "unknown ID"

@@ -1,10 +1,12 @@
-"""The face-verification engine: detector + THE preprocessing + the Siamese network, Qt-free.
+"""The face-verification engine: detector + THE preprocessing (aligned chips) + the Siamese network, Qt-free.
 
 Used by the command line, the kiosk's worker thread and the tests alike.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 from contextlib import contextmanager
@@ -18,20 +20,20 @@ from .detection import Box, Detection, HaarFaceDetector
 from .errors import FaceNotUsableError
 from .imageio import read_image
 from .paths import DEFAULT_WEIGHTS
-from .preprocess import crop_face, to_network_input
+from .preprocess import FacePreprocessor, to_network_input
 from .quality import QualityLimits, QualityReport, assess_quality
 from .weights import load_weights
 
 log = logging.getLogger(__name__)
 
 
-SMALL_BATCH = 4  # live frames: this few crops run on one thread (see _one_thread_for)
+SMALL_BATCH = 4  # live frames: this few chips run on one thread (see _one_thread_for)
 
 
 @contextmanager
 def _one_thread_for(n_crops: int):
-    """A few crops are too little work to split: handing them to torch's second thread, right after
-    OpenCV's detection pool has run, costs more than it saves (about 19 -> 18 ms a frame on 2 cores)."""
+    """A few chips are too little work to split: handing them to torch's second thread, right after
+    OpenCV's detection pool has run, costs more than it saves."""
     before = torch.get_num_threads()
     if n_crops > SMALL_BATCH or before == 1:
         yield
@@ -43,19 +45,19 @@ def _one_thread_for(n_crops: int):
         torch.set_num_threads(before)
 
 
-def embed_crops(model, crops: np.ndarray, flip_average: bool = False, batch_size: int = 256) -> np.ndarray:
-    """uint8 crops (N,H,W,C) -> float32 features (N,D). With flip_average, the features of each crop and
-    its mirror image are averaged (the same for enrolment, live frames, evaluation and calibration)."""
+def embed_crops(model, crops: np.ndarray, flip_average: bool = False, batch_size: int = 64) -> np.ndarray:
+    """uint8 aligned chips (N,H,W,C) -> float32 features (N,D). With flip_average, the features of each chip
+    and its mirror image are averaged (the same for enrolment, live frames, evaluation and calibration)."""
     crops = np.asarray(crops)
     out = []
     with torch.inference_mode(), _one_thread_for(len(crops)):
         for start in range(0, len(crops), batch_size):
             batch = torch.from_numpy(to_network_input(crops[start:start + batch_size]))
-            if flip_average:  # one pass over the crops and their mirror images (half the per-call cost)
-                both = model.embed(torch.cat([batch, torch.flip(batch, dims=[3])]))
-                features = (both[:len(batch)] + both[len(batch):]) / 2
-            else:
-                features = model.embed(batch)
+            if flip_average:  # one pass over the chips and their mirror images
+                batch = torch.cat([batch, torch.flip(batch, dims=[3])])
+            features = model.embed(batch.contiguous(memory_format=torch.channels_last))
+            if flip_average:
+                features = (features[:len(features) // 2] + features[len(features) // 2:]) / 2
             out.append(features.numpy())
     return np.concatenate(out) if out else np.zeros((0, model.encoder.feature_dim), np.float32)
 
@@ -67,7 +69,7 @@ class FaceAnalysis:
     detection: Detection
     quality: QualityReport
     box: Box | None
-    crop: np.ndarray | None  # uint8 HxWxC, None without a face
+    crop: np.ndarray | None  # the aligned chip, uint8 HxWx3 RGB; None without a face
 
 
 @dataclass(frozen=True)
@@ -88,10 +90,14 @@ class FaceEngine:
     """Loads trained weights once; thread-safe inference (one lock around the network)."""
 
     def __init__(self, weights_path: str | Path = DEFAULT_WEIGHTS, detector: HaarFaceDetector | None = None,
-                 limits: QualityLimits = QualityLimits(), threads: int | None = None):
+                 limits: QualityLimits = QualityLimits(), threads: int | None = None,
+                 loaded: tuple | None = None):
+        """``loaded``: a (model, input spec, metadata) already in memory, e.g. while training the head."""
         self.weights_path = Path(weights_path)
-        self.model, self.spec, self.metadata = load_weights(self.weights_path)
+        self.model, self.spec, self.metadata = loaded or load_weights(self.weights_path)
+        self.model.to(memory_format=torch.channels_last)
         self.detector = detector or HaarFaceDetector()
+        self.preprocessor = FacePreprocessor(self.spec)
         self.limits = limits
         self.default_threshold = float(self.metadata.get("threshold", 0.5))
         self.flip_average = bool(self.metadata.get("flip_average", False))
@@ -100,17 +106,26 @@ class FaceEngine:
             torch.set_num_threads(threads)
 
     @property
+    def model_id(self) -> str:
+        """What made a feature vector: the encoder, its input, detection and alignment, flip averaging (not the
+        head, which only compares features). Stored features carry it; features of another model_id are never compared."""
+        described = {"encoder": self.model.encoder_name, "options": self.model.encoder_options,
+                     "input": self.spec.to_dict(), "preprocessing": self.preprocessor.settings(),
+                     "detector": self.detector.settings(), "flip_average": self.flip_average}
+        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+
+    @property
     def feature_dim(self) -> int:
         return self.model.encoder.feature_dim
 
     def analyse(self, image_bgr: np.ndarray) -> FaceAnalysis:
         detection = self.detector.detect(image_bgr)
         quality = assess_quality(image_bgr, detection, self.limits)
-        crop = crop_face(image_bgr, detection.primary, self.spec) if detection.primary is not None else None
+        crop = self.preprocessor.chip(image_bgr, detection.primary) if detection.primary is not None else None
         return FaceAnalysis(detection, quality, detection.primary, crop)
 
-    def embed_crops(self, crops: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """uint8 crops (N,H,W,C) -> float32 features (N,D)."""
+    def embed_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
+        """uint8 aligned chips (N,H,W,C) -> float32 features (N,D)."""
         with self._lock:
             return embed_crops(self.model, crops, self.flip_average, batch_size)
 

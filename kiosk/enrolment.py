@@ -1,13 +1,15 @@
 """Enrolment and reference features: the engine computes features, the store keeps them. Qt-free.
 
-Features are tagged with the weights' tensor digest (``model_id``); when the weights change, stale
-features are recomputed from the stored photos (``refresh_features``).
+Features are tagged with the model that made them (``FaceEngine.model_id``: encoder, input, flip
+averaging); when that changes, stale features are recomputed from the stored photos (``refresh_features``)
+and features of another model are never compared.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,21 +18,13 @@ from .engine import FaceEngine
 from .errors import FaceNotUsableError, KioskError
 from .imageio import read_image
 from .storage import Employee, EmployeeStore, NewPhoto
-from .weights import read_payload
 
 log = logging.getLogger(__name__)
 
-_model_ids: "weakref.WeakKeyDictionary[FaceEngine, str]" = weakref.WeakKeyDictionary()
-
 
 def model_id(engine: FaceEngine) -> str:
-    """The SHA-256 of the engine's weight tensors (as stored in its weights file)."""
-    explicit = getattr(engine, "model_id", None)
-    if isinstance(explicit, str):
-        return explicit
-    if engine not in _model_ids:
-        _model_ids[engine] = str(read_payload(engine.weights_path)["sha256"])
-    return _model_ids[engine]
+    """The identity of the features the engine makes (see ``FaceEngine.model_id``)."""
+    return str(engine.model_id)
 
 
 def features_for_enrolment(engine: FaceEngine, image: np.ndarray, label: str = "photo") -> np.ndarray:
@@ -57,23 +51,47 @@ def enrol_files(engine: FaceEngine, store: EmployeeStore, employee_id: str, name
     return enrol_images(engine, store, employee_id, name, [(read_image(p), Path(p).name) for p in paths], replace)
 
 
-def refresh_features(engine: FaceEngine, store: EmployeeStore) -> int:
-    """Recompute features made with other weights; returns how many were updated. Photos that are missing
-    or no longer pass are logged and left as they are (the employee should be re-enrolled)."""
+@dataclass
+class RefreshReport:
+    """What re-embedding the stored photos for a new model did."""
+
+    updated: int = 0
+    unusable: list[tuple[str, str]] = field(default_factory=list)  # (employee ID, why), to re-enrol
+
+    def describe(self) -> str:
+        people = ", ".join(sorted({employee for employee, _ in self.unusable}))
+        return (f"{self.updated} reference photo(s) re-embedded for the current model"
+                + (f"; {len(self.unusable)} no longer give a usable face (re-enrol: {people})" if self.unusable else ""))
+
+
+def refresh_features(engine: FaceEngine, store: EmployeeStore,
+                     progress: Callable[[int, int], None] | None = None) -> RefreshReport:
+    """Recompute features made by another model from the stored photos. ``progress(done, total)`` is called
+    after each photo. A photo that is missing or no longer yields a face keeps its old features, which are
+    never compared (they belong to the other model), and is reported so the employee can be re-enrolled."""
     current = model_id(engine)
-    updated = 0
-    for ref in store.stale_references(current):
+    stale = store.stale_references(current)
+    report = RefreshReport()
+    for done, ref in enumerate(stale, start=1):
         try:
-            features = engine.embed_image(store.load_photo(ref), str(ref.path), check_quality=False)
+            features = engine.embed_image(store.load_photo(ref), str(ref.path.name), check_quality=False)
         except KioskError as exc:
             log.warning("cannot recompute the features of %s's photo %s: %s; re-enrol them",
                         ref.employee_id, ref.path.name, exc)
-            continue
-        store.update_features(ref.id, features, current)
-        updated += 1
-    if updated:
-        log.info("recomputed %d reference feature vector(s) for the current weights", updated)
-    return updated
+            report.unusable.append((ref.employee_id, str(exc)))
+        else:
+            store.update_features(ref.id, features, current)
+            report.updated += 1
+        if progress is not None:
+            progress(done, len(stale))
+    if stale:
+        log.info("%s", report.describe())
+    return report
+
+
+def unusable_references(engine: FaceEngine, store: EmployeeStore) -> list[str]:
+    """Employees with a photo whose features belong to another model (it gave no usable face)."""
+    return sorted({ref.employee_id for ref in store.stale_references(model_id(engine))})
 
 
 def current_references(engine: FaceEngine, store: EmployeeStore, employee_id: str) -> np.ndarray:

@@ -1,7 +1,7 @@
 """Scoring pair lists with our model or the peer, under one missed-face rule, and summarising them.
 
 Missed-face rule (the same for every model): an image where the model's own detector finds no face is
-cropped at the dataset's fixed face framing (LFW-style centring) and still scored; the count is reported.
+aligned from the dataset's fixed face framing (LFW-style centring) and still scored; the count is reported.
 An unreadable file scores as a rejection and is reported.
 """
 
@@ -17,7 +17,7 @@ from tqdm import tqdm
 from .datasets import Pair
 from .engine import FaceEngine
 from .errors import KioskError
-from .facecache import build_face_cache
+from .featurecache import build_feature_cache
 from .imageio import read_image
 from .metrics import rates_at, summarise
 from .paths import cache_dir
@@ -40,9 +40,8 @@ def _pair_scores(features: np.ndarray, ok: np.ndarray, index: dict, pairs: list[
 
 def score_pairs_ours(engine: FaceEngine, pairs: list[Pair], desc: str = "ours") -> tuple[np.ndarray, dict]:
     paths = _unique_paths(pairs)
-    cache = build_face_cache(paths, engine.spec, detector=engine.detector, desc=f"{desc}: faces")
-    features = engine.embed_crops(cache.crops)
-    scores = _pair_scores(features, cache.readable, cache.index(), pairs, engine.similarity, 0.0)
+    cache = build_feature_cache(paths, engine, desc=f"{desc}: faces")
+    scores = _pair_scores(cache.features, cache.readable, cache.index(), pairs, engine.similarity, 0.0)
     return scores, {"images": len(paths), "missed_faces": int((~cache.detected & cache.readable).sum()),
                     "unreadable": int((~cache.readable).sum())}
 

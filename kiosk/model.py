@@ -9,47 +9,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, channels: int):
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(x + self.bn2(self.conv2(y)))
-
-
-def _down(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU())
-
-
-class CompactFaceEncoder(nn.Module):
-    """A small residual CNN for 64x64 face crops (the default): 4 stages, stride 2 each, then a linear
-    projection of the flattened 4x4 map (keeping where features are, which matters for faces)."""
-
-    def __init__(self, input_size: int = 64, channels: int = 3, widths=(32, 64, 96, 160), feature_dim: int = 128,
-                 blocks_per_stage: int = 1, dropout: float = 0.2):
-        super().__init__()
-        layers: list[nn.Module] = [_down(channels, widths[0])]
-        for i, width in enumerate(widths):
-            if i:
-                layers.append(_down(widths[i - 1], width))
-            layers += [ResidualBlock(width) for _ in range(blocks_per_stage)]
-        self.features = nn.Sequential(*layers)
-        spatial = input_size // 2 ** len(widths)
-        self.dropout = nn.Dropout(dropout)
-        self.project = nn.Linear(widths[-1] * spatial * spatial, feature_dim)
-        self.norm = nn.BatchNorm1d(feature_dim)
-        self.feature_dim = feature_dim
-
-    def forward(self, x):
-        return self.norm(self.project(self.dropout(torch.flatten(self.features(x), 1))))
 
 
 class KochEncoder(nn.Module):
@@ -80,24 +39,22 @@ class KochEncoder(nn.Module):
         return torch.sigmoid(self.fc(torch.flatten(self.features(x), 1)))
 
 
-class ParallelEncoder(nn.Module):
-    """Several encoders side by side on the same input, their features concatenated: still ONE encoder
-    shared by both twins. ``branches``: [{"encoder": name, "options": {...}}, ...]."""
+def pretrained_face_encoder(source_sha256: str | None = None) -> nn.Module:
+    """dlib's face-recognition ResNet from the installed package (128-d), checked against the file's
+    SHA-256 recorded in the weights. Its parameters are never stored in our weights files."""
+    from .face_resnet import load_dlib_face_resnet  # noqa: PLC0415 (torch-only module, loaded on demand)
 
-    def __init__(self, branches: list[dict], input_size: int | None = None):
-        super().__init__()
-        if not branches:
-            raise ValueError("a parallel encoder needs at least one branch")
-        sized = {"input_size": input_size} if input_size else {}
-        self.branches = nn.ModuleList(build_encoder(b["encoder"], **{**(b.get("options") or {}), **sized})
-                                      for b in branches)
-        self.feature_dim = sum(branch.feature_dim for branch in self.branches)
-
-    def forward(self, x):
-        return torch.cat([branch(x) for branch in self.branches], 1)
+    encoder, sha = load_dlib_face_resnet(expected_sha256=source_sha256)
+    encoder.source_sha256 = sha  # recorded in the weights file; another file is refused at load
+    encoder.feature_dim = 128
+    encoder.stored_externally = True
+    for parameter in encoder.parameters():
+        parameter.requires_grad_(False)  # frozen: the head is what we train
+    return encoder
 
 
-ENCODERS = {"compact": CompactFaceEncoder, "koch": KochEncoder, "parallel": ParallelEncoder}
+ENCODERS = {"dlib_resnet": pretrained_face_encoder, "koch": KochEncoder}
+HEADS = ("weighted_l1", "euclidean")
 
 
 def build_encoder(name: str, **options) -> nn.Module:
@@ -107,21 +64,38 @@ def build_encoder(name: str, **options) -> nn.Module:
 
 
 class SiameseNet(nn.Module):
-    """P(same) = sigmoid(sum_j alpha_j |f1_j - f2_j| + bias), f = encoder(x) with ONE shared encoder."""
+    """P(same) = sigmoid(head(|f1 - f2|)), f = encoder(x) with ONE shared encoder (tied weights).
 
-    def __init__(self, encoder_name: str = "compact", encoder_options: dict | None = None):
+    Heads: ``weighted_l1`` is Koch et al.'s learned weighted L1 distance, sum_j alpha_j |f1_j - f2_j| + bias;
+    ``euclidean`` is a*||f1 - f2|| + bias (dlib's own rule, made a probability by the same sigmoid).
+    """
+
+    def __init__(self, encoder_name: str = "koch", encoder_options: dict | None = None, head: str = "weighted_l1"):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; choose one of {HEADS}")
         self.encoder_name = encoder_name
         self.encoder_options = dict(encoder_options or {})
+        self.head = head
         self.encoder = build_encoder(encoder_name, **self.encoder_options)
-        self.distance_weights = nn.Linear(self.encoder.feature_dim, 1)  # the alpha_j and the bias
+        if hasattr(self.encoder, "source_sha256"):
+            self.encoder_options["source_sha256"] = self.encoder.source_sha256
+        inputs = self.encoder.feature_dim if head == "weighted_l1" else 1
+        self.distance_weights = nn.Linear(inputs, 1)  # the alpha_j (or a) and the bias
+
+    @property
+    def encoder_stored_externally(self) -> bool:
+        return bool(getattr(self.encoder, "stored_externally", False))
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Feature vectors for a batch of preprocessed crops (N, C, H, W) -> (N, D)."""
+        """Feature vectors for a batch of network inputs (N, C, H, W) -> (N, D)."""
         return self.encoder(x)
 
     def logit_from_features(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-        return self.distance_weights(torch.abs(f1 - f2)).squeeze(-1)
+        difference = f1 - f2
+        if self.head == "weighted_l1":
+            return self.distance_weights(torch.abs(difference)).squeeze(-1)
+        return self.distance_weights(torch.linalg.vector_norm(difference, dim=-1, keepdim=True)).squeeze(-1)
 
     def similarity(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
         """P(same) from two (batches of) feature vectors."""

@@ -1,7 +1,16 @@
-"""THE face preprocessing: one function turns an image plus a face box into the network's input.
+"""THE face preprocessing: one path turns an image plus a detected face box into the network's input.
 
-Training, evaluation, enrolment and live verification all call :func:`preprocess_face` (or its two halves,
-:func:`crop_face` then :func:`to_network_input`), so the network always sees the same kind of crop.
+Training, evaluation, enrolment and live verification all call :meth:`FacePreprocessor.chip` (then
+:func:`to_network_input`), so the network always sees the same kind of chip:
+
+1. the Haar box is refined into the box dlib's landmark model was trained on: dlib's HOG face detector runs
+   on the small region around the face only (the whole frame would cost 20 ms), and where it finds nothing
+   the Haar box is mapped by its median offset and scale instead;
+2. the 5 landmarks (eye corners, base of the nose) are found in that box;
+3. one similarity transform maps them onto dlib's 150x150 chip (padding 0.25), the alignment the pretrained
+   network was trained on.
+
+Chosen by the numbers on LFW validation folds 6-10 (``scripts/choose_detector.py``, weights/MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -11,19 +20,25 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from .alignment import CHIP_PADDING, CHIP_SIZE, LandmarkFinder, align_chip
 from .detection import Box
 
-PREPROCESS_VERSION = 1
+PREPROCESS_VERSION = 2  # 1: unaligned square crops (the from-scratch model); 2: 5-point aligned chips
+REFINE_FACE_PX = 100.0  # the region around a face is scaled so the face is about this wide for dlib's HOG
+# detector (its window is 80 px), and searched at one scale (no upsampling)
+
+# A Haar box -> the box dlib's HOG detector draws on the same face (the landmark model was trained on those):
+# median centre shift (in box widths) and size ratio over 556 CelebA faces (scripts/choose_detector.py).
+HAAR_TO_LANDMARK_BOX = {"dx": -0.008, "dy": 0.070, "scale": 0.893}
 
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What the network takes: a square crop around the detected face box."""
+    """What the network takes: a square RGB chip of ``size`` pixels, aligned with ``padding``."""
 
-    size: int = 64            # output side in pixels
-    channels: int = 3         # 3 = RGB, 1 = grey
-    margin: float = 0.15      # extra context on each side, as a fraction of the box side
-    shift_y: float = 0.05     # move the crop centre down by this fraction of the box (Haar boxes sit high)
+    size: int = CHIP_SIZE
+    channels: int = 3
+    padding: float = CHIP_PADDING
     version: int = PREPROCESS_VERSION
 
     def to_dict(self) -> dict:
@@ -34,52 +49,76 @@ class InputSpec:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
-def _shrunk_region(image: np.ndarray, cx: float, cy: float, side: float, factor: float) -> tuple[np.ndarray, np.ndarray]:
-    """The part of the image a crop of ``side`` around (cx, cy) reads, shrunk ``factor`` times by area
-    averaging (only that part: a whole 640x480 frame costs about 1 ms), and the 3x3 map from its pixels
-    to image pixels. Clipped to the image, so border replication still copies the image's own edges."""
-    height, width = image.shape[:2]
-    reach = side / 2.0 + 2.0 * factor  # the crop window plus the interpolation's neighbours
-    x0, y0 = max(0, int(cx - reach)), max(0, int(cy - reach))
-    x1, y1 = min(width, int(np.ceil(cx + reach))), min(height, int(np.ceil(cy + reach)))
-    if x1 - x0 < factor or y1 - y0 < factor:  # a window (nearly) outside the image: use all of it
-        x0, y0, x1, y1 = 0, 0, width, height
-    region = image[y0:y1, x0:x1]
-    shrunk = cv2.resize(region, (max(1, round((x1 - x0) / factor)), max(1, round((y1 - y0) / factor))),
-                        interpolation=cv2.INTER_AREA)
-    fx, fy = (x1 - x0) / shrunk.shape[1], (y1 - y0) / shrunk.shape[0]
-    return shrunk, np.array([[fx, 0.0, x0], [0.0, fy, y0], [0.0, 0.0, 1.0]])
-
-
-def crop_face(image_bgr: np.ndarray, box: Box, spec: InputSpec, out_size: int | None = None) -> np.ndarray:
-    """Cut the square face crop (uint8, HxWxC, RGB or grey). Outside the image is filled by edge replication."""
+def landmark_box(box: Box) -> tuple[float, float, float, float]:
+    """The box (x, y, w, h) the landmark model expects for a Haar detection box."""
     x, y, w, h = box
-    side = max(w, h) * (1.0 + 2.0 * spec.margin)
-    cx, cy = x + w / 2.0, y + h / 2.0 + spec.shift_y * h
-    size = out_size or spec.size
-    scale = size / side
-    # Affine map: crop centre -> output centre, uniform scale, no rotation.
-    matrix = np.array([[scale, 0.0, size / 2.0 - scale * cx], [0.0, scale, size / 2.0 - scale * cy]])
-    source = image_bgr
-    if scale < 0.5:  # shrinking a lot: pre-blur through area resize to avoid aliasing
-        source, to_image = _shrunk_region(image_bgr, cx, cy, side, 0.5 / scale)
-        matrix = matrix @ to_image
-    crop = cv2.warpAffine(source, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    if spec.channels == 1:
-        return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)[:, :, None] if crop.ndim == 3 else crop[:, :, None]
-    if crop.ndim == 2:
-        crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
-    return cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)
+    m = HAAR_TO_LANDMARK_BOX
+    side = m["scale"] * w
+    cx, cy = x + w / 2 + m["dx"] * w, y + h / 2 + m["dy"] * w
+    return cx - side / 2, cy - side / 2, side, side
 
 
-def to_network_input(crops: np.ndarray) -> np.ndarray:
-    """uint8 crops (N,H,W,C) or (H,W,C) -> float32 (N,C,H,W) in [-1, 1]."""
-    crops = np.asarray(crops)
-    if crops.ndim == 3:
-        crops = crops[None]
-    return (crops.astype(np.float32).transpose(0, 3, 1, 2) / 127.5) - 1.0
+def haar_box_for(box: tuple[float, float, float, float]) -> Box:
+    """The inverse of :func:`landmark_box`: the detector box that maps onto a given landmark box."""
+    x, y, w, _ = box
+    m = HAAR_TO_LANDMARK_BOX
+    side = w / m["scale"]
+    cx, cy = x + w / 2 - m["dx"] * side, y + w / 2 - m["dy"] * side
+    return (int(round(cx - side / 2)), int(round(cy - side / 2)), int(round(side)), int(round(side)))
 
 
-def preprocess_face(image_bgr: np.ndarray, box: Box, spec: InputSpec) -> np.ndarray:
-    """Image + face box -> network input (1, C, H, W) float32."""
-    return to_network_input(crop_face(image_bgr, box, spec))
+class FacePreprocessor:
+    """Image + Haar face box -> aligned RGB chip (uint8, size x size x 3)."""
+
+    def __init__(self, spec: InputSpec = InputSpec(), landmarks: LandmarkFinder | None = None):
+        self.spec = spec
+        self.landmarks = landmarks or LandmarkFinder()
+        import dlib  # noqa: PLC0415 (a run-time dependency; LandmarkFinder has already checked it is there)
+
+        self._hog = dlib.get_frontal_face_detector()
+
+    def settings(self) -> dict:
+        """Everything that shapes a chip besides the input spec (part of what identifies features)."""
+        return {"box_mapping": HAAR_TO_LANDMARK_BOX, "refine": "dlib_hog_in_region", "refine_face_px": REFINE_FACE_PX,
+                "landmarks": self.landmarks.path.name}
+
+    def _region(self, image_bgr: np.ndarray, box: Box) -> tuple[np.ndarray, int, int]:
+        """The RGB region twice the mapped box's size around its centre (clipped to the image), and its origin."""
+        x, y, w, _ = landmark_box(box)
+        height, width = image_bgr.shape[:2]
+        cx, cy = x + w / 2, y + w / 2
+        x0, y0 = int(max(0, cx - w)), int(max(0, cy - w))
+        x1, y1 = int(min(width, cx + w)), int(min(height, cy + w))
+        region = image_bgr[y0:y1, x0:x1]
+        code = cv2.COLOR_BGR2RGB if region.ndim == 3 else cv2.COLOR_GRAY2RGB
+        return cv2.cvtColor(region, code), x0, y0
+
+    def refined_box(self, region_rgb: np.ndarray, guess: tuple[float, float, float, float]) -> tuple[float, ...]:
+        """dlib's HOG box for the face nearest the guess (in region pixels), or the guess when it finds none."""
+        gx, gy, gw, _ = guess
+        scale = REFINE_FACE_PX / max(gw, 1.0)
+        interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+        small = cv2.resize(region_rgb, None, fx=scale, fy=scale, interpolation=interpolation)
+        found = [(r.left() / scale, r.top() / scale, r.width() / scale, r.height() / scale) for r in self._hog(small, 0)]
+        if not found:
+            return guess
+        centre = np.array([gx + gw / 2, gy + gw / 2])
+        return min(found, key=lambda b: np.hypot(*(np.array([b[0] + b[2] / 2, b[1] + b[3] / 2]) - centre)))
+
+    def find_landmarks(self, image_bgr: np.ndarray, box: Box) -> np.ndarray:
+        """(5, 2) landmarks in image pixels (only the face's surroundings are converted and searched)."""
+        region, x0, y0 = self._region(image_bgr, box)
+        x, y, w, h = landmark_box(box)
+        refined = self.refined_box(region, (x - x0, y - y0, w, h))
+        return self.landmarks.find(region, refined) + (x0, y0)
+
+    def chip(self, image_bgr: np.ndarray, box: Box) -> np.ndarray:
+        return align_chip(image_bgr, self.find_landmarks(image_bgr, box), self.spec.size, self.spec.padding)
+
+
+def to_network_input(chips: np.ndarray) -> np.ndarray:
+    """uint8 chips (N,H,W,C) or (H,W,C) -> float32 (N,C,H,W) pixel values; the encoder normalises them."""
+    chips = np.asarray(chips)
+    if chips.ndim == 3:
+        chips = chips[None]
+    return np.ascontiguousarray(chips.transpose(0, 3, 1, 2), dtype=np.float32)

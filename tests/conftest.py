@@ -47,16 +47,21 @@ def lfw_photos(lfw_dir):
 
 @pytest.fixture(scope="session")
 def untrained_weights(tmp_path_factory) -> Path:
-    """A throwaway UNTRAINED model: exercises the mechanics only, its verdicts mean nothing."""
+    """The pretrained twin encoder with a head we did NOT train: dlib's own rule (same person below a
+    Euclidean distance of 0.6) as P(same) = sigmoid(10 * (0.6 - distance)), threshold 0.5. For tests of the
+    mechanics; the shipped head is tested separately."""
     import torch
 
     from kiosk.model import SiameseNet
     from kiosk.preprocess import InputSpec
     from kiosk.weights import save_weights
 
-    torch.manual_seed(0)
-    return save_weights(tmp_path_factory.mktemp("weights") / "untrained.pt", SiameseNet(), InputSpec(),
-                        {"threshold": 0.5, "note": "untrained, for tests of the mechanics only"})
+    model = SiameseNet("dlib_resnet", {}, "euclidean")
+    with torch.no_grad():
+        model.distance_weights.weight.fill_(-10.0)
+        model.distance_weights.bias.fill_(6.0)
+    return save_weights(tmp_path_factory.mktemp("weights") / "dlib_rule.pt", model, InputSpec(),
+                        {"threshold": 0.5, "note": "dlib's 0.6 distance rule, for tests of the mechanics"}, half=False)
 
 
 @pytest.fixture(scope="session")

@@ -4,8 +4,7 @@ import json
 import subprocess
 import sys
 
-import pytest
-from helpers import LFW, OMNIGLOT, lfw_photo, needs_lfw, needs_weights
+from helpers import OMNIGLOT, lfw_photo, needs_lfw, needs_weights
 
 
 def kiosk(*args):

@@ -8,7 +8,7 @@ from helpers import LFW, OMNIGLOT, lfw_photo, needs_lfw
 from kiosk.detection import HaarFaceDetector, choose_primary
 from kiosk.errors import ImageReadError
 from kiosk.imageio import read_image
-from kiosk.preprocess import InputSpec, crop_face, preprocess_face
+from kiosk.preprocess import FacePreprocessor, InputSpec, to_network_input
 from kiosk.quality import NO_FACE, SEVERAL_FACES, TOO_DARK, TOO_SMALL, assess_quality
 
 PEOPLE = ["George_W_Bush", "Colin_Powell", "Tony_Blair", "Serena_Williams", "Gloria_Macapagal_Arroyo"]
@@ -89,18 +89,48 @@ def test_corrupt_and_truncated_files_give_clear_errors(tmp_path):
         assert str(path) in str(info.value)
 
 
+@pytest.fixture(scope="module")
+def preprocessor():
+    return FacePreprocessor()
+
+
 @needs_lfw
-def test_preprocessing_gives_the_network_input(detector):
+def test_preprocessing_gives_dlibs_aligned_chip(detector, preprocessor):
+    """The chip is dlib's own alignment: the same landmarks through dlib's get_face_chip give (almost) the
+    same pixels, and the network input is the chip's RGB pixel values."""
+    dlib = pytest.importorskip("dlib")
     image = read_image(lfw_photo("Serena_Williams", 1))
     box = detector.detect(image).primary
+    chip = preprocessor.chip(image, box)
     spec = InputSpec()
-    x = preprocess_face(image, box, spec)
-    assert x.shape == (1, 3, spec.size, spec.size) and x.dtype == np.float32
-    assert -1.0 <= x.min() < x.max() <= 1.0
-    grey = crop_face(image, box, InputSpec(channels=1))
-    assert grey.shape == (spec.size, spec.size, 1)
-    # The crop is centred on the face: its centre is skin-toned, not the black funnelling border.
-    assert crop_face(image, box, spec)[28:36, 28:36].mean() > 60
+    assert chip.shape == (spec.size, spec.size, 3) and chip.dtype == np.uint8
+    x = to_network_input(chip)
+    assert x.shape == (1, 3, 150, 150) and x.dtype == np.float32 and 0 <= x.min() < x.max() <= 255
+    landmarks = preprocessor.find_landmarks(image, box)
+    shape = dlib.full_object_detection(dlib.rectangle(*box[:2], box[0] + box[2], box[1] + box[3]),
+                                       [dlib.point(int(px), int(py)) for px, py in landmarks])
+    theirs = dlib.get_face_chip(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), shape, size=150, padding=0.25)
+    assert np.abs(theirs.astype(int) - chip.astype(int)).mean() < 1.5
+    # The eyes sit where dlib puts them: level, and the outer corners about 74 px apart.
+    (rx, ry), (lx, ly) = landmarks[0], landmarks[2]
+    assert abs(np.degrees(np.arctan2(ry - ly, rx - lx))) < 20  # a roughly upright face in LFW
+
+
+@needs_lfw
+def test_a_rotated_face_gives_an_upright_chip(detector, preprocessor):
+    """The similarity transform undoes in-plane rotation: a photo turned by 12 degrees gives nearly the
+    chip of the upright photo."""
+    photo = read_image(lfw_photo("Colin_Powell", 1))
+    upright = preprocessor.chip(photo, detector.detect(photo).primary).astype(int)
+    turn = cv2.getRotationMatrix2D((125, 125), 12, 1.0)
+    turned = cv2.warpAffine(photo, turn, (250, 250), borderMode=cv2.BORDER_REPLICATE)
+    box = detector.detect(turned).primary
+    assert box is not None
+    chip = preprocessor.chip(turned, box).astype(int)
+    assert np.abs(chip - upright)[30:120, 30:120].mean() < 12
+    # Without alignment (the same chip rotated back by the turn) it would differ much more.
+    unturned = cv2.warpAffine(upright.astype(np.uint8), cv2.getRotationMatrix2D((75, 75), 12, 1.0), (150, 150))
+    assert np.abs(unturned.astype(int) - upright)[30:120, 30:120].mean() > 2 * np.abs(chip - upright)[30:120, 30:120].mean()
 
 
 def test_lfw_folder_present_or_skipped():
@@ -111,22 +141,20 @@ def test_lfw_folder_present_or_skipped():
 
 
 @needs_lfw
-def test_a_crop_depends_only_on_the_face_surroundings(detector):
-    """A face pasted into two different 640x480 frames, at different places, gives the same crop as the
-    photo itself: shrinking only the region around the face keeps the crop where it belongs, and what
-    lies elsewhere in the frame does not matter."""
+def test_a_chip_depends_only_on_the_face_surroundings(detector, preprocessor):
+    """A face pasted into two different 640x480 frames, at different places and scales, gives the chip of
+    the photo itself: what lies elsewhere in the frame does not matter, nor does shrinking a large face."""
     photo = read_image(lfw_photo("Serena_Williams", 1))
     box = detector.detect(photo).primary
-    spec = InputSpec()
+    reference = preprocessor.chip(photo, box).astype(int)
     rng = np.random.default_rng(0)
-    crops = []
-    for (x, y), background in zip([(40, 30), (300, 200)], [0, 255]):
+    for (x, y), background, scale in zip([(40, 30), (300, 200), (10, 5)], [0, 255, 128], [1.0, 1.0, 1.8]):
         frame = np.full((480, 640, 3), background, np.uint8)
         frame[:, :, 1] = rng.integers(0, 256, (480, 640), dtype=np.uint8)  # busy, different elsewhere
-        frame[y:y + 250, x:x + 250] = photo
-        crops.append(crop_face(frame, (box[0] + x, box[1] + y, box[2], box[3]), spec).astype(int))
-    assert np.abs(crops[0] - crops[1]).mean() < 2.0
-    assert np.abs(crops[0] - crop_face(photo, box, spec)).mean() < 2.0
+        side = int(250 * scale)
+        frame[y:y + side, x:x + side] = cv2.resize(photo, (side, side), interpolation=cv2.INTER_CUBIC)
+        moved = (int(box[0] * scale) + x, int(box[1] * scale) + y, int(box[2] * scale), int(box[3] * scale))
+        assert np.abs(preprocessor.chip(frame, moved).astype(int) - reference)[20:130, 20:130].mean() < 4.0
 
 
 @needs_lfw

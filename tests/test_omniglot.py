@@ -12,9 +12,9 @@ from helpers import OMNIGLOT
 
 from kiosk.errors import KioskError
 from kiosk.model import KochEncoder
-from kiosk.preprocess import PREPROCESS_VERSION, InputSpec
+from kiosk.preprocess import InputSpec
 from kiosk.training import omniglot as om
-from kiosk.weights import load_weights
+from kiosk.weights import INPUT_VERSIONS, load_weights
 
 pytestmark = pytest.mark.skipif(
     not all((OMNIGLOT / d).is_dir() for d in ("images_background", "images_evaluation", "one-shot-runs")),
@@ -75,7 +75,7 @@ def test_centring_moves_the_ink_to_the_middle_wherever_it_was_drawn(latin):
     assert not torch.allclose(om._ink_centres(om.network_input(both, 80)), torch.zeros(2, 2), atol=0.03)
     assert (centred[0] - centred[1]).abs().mean() < 0.25 * centred[0].mean()
     # Weights trained on centred drawings are tested on centred drawings; others are not centred.
-    spec = InputSpec(size=80, channels=1, margin=0.0, shift_y=0.0)
+    spec = InputSpec(size=80, channels=1, padding=0.0, version=1)
     assert torch.equal(om.DrawingInput.of_weights(spec, {"preset": {"centre_ink": True}})(both), centred)
     assert om.DrawingInput.of_weights(spec, {"preset": {}}) == om.DrawingInput(80, centre_ink=False)
 
@@ -144,7 +144,7 @@ def test_train_resume_and_evaluate(tmp_path):
         om.train_omniglot(tmp_path / "b.pt", checkpoint_dir=tmp_path / "b", **{**kwargs, "lr": 2e-3})
 
     model, spec, metadata = load_weights(tmp_path / "a.pt")
-    assert (spec.size, spec.channels, spec.version) == (72, 1, PREPROCESS_VERSION)
+    assert (spec.size, spec.channels, spec.version) == (72, 1, INPUT_VERSIONS["koch"])
     assert metadata["dataset"] == "omniglot" and metadata["results"]["trials"] == 20
     result = om.evaluate_oneshot(tmp_path / "a.pt", trials=20, seed=0, runs=True)
     assert result["trials"] == 20 and 0.0 <= result["way20_accuracy"] <= 1.0

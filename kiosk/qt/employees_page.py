@@ -79,6 +79,10 @@ class EmployeesPage(QWidget):
         self.save_button.clicked.connect(self.save)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.unusable = QLabel("")  # photos that gave no usable face for the current model: re-enrol them
+        self.unusable.setWordWrap(True)
+        self.unusable.setStyleSheet("color:#c62828;")
+        self.unusable.hide()
         form = QFormLayout()
         form.addRow("Employee ID", self.id_field)
         form.addRow("Name", self.name_field)
@@ -93,6 +97,7 @@ class EmployeesPage(QWidget):
         right.addWidget(self.photos)
         right.addWidget(self.save_button)
         right.addWidget(self.status)
+        right.addWidget(self.unusable)
 
         layout = QHBoxLayout(self)
         layout.addLayout(left, 1)
@@ -114,6 +119,12 @@ class EmployeesPage(QWidget):
         if not ok:
             self._say(f"Enrolment is unavailable: {reason}", error=True)
         self._update_buttons()
+
+    def set_unusable_references(self, employee_ids: list[str]) -> None:
+        """Employees with a reference photo that no longer yields a usable face for the current model."""
+        self.unusable.setText("Re-enrol, their photos give no usable face for the current model: "
+                              + ", ".join(employee_ids) if employee_ids else "")
+        self.unusable.setVisible(bool(employee_ids))
 
     def set_camera_state(self, ok: bool) -> None:
         self._camera_ok = ok

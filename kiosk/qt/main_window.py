@@ -106,6 +106,8 @@ class MainWindow(QMainWindow):
         w.enrolled.connect(self.employees.on_enrolled)
         w.enrol_failed.connect(self.employees.on_enrol_failed)
         w.error.connect(self._on_worker_error)
+        w.refreshing.connect(self._on_refreshing)
+        w.refreshed.connect(self._on_refreshed)
         self.kiosk.verification_requested.connect(self._request_verification)
         self.employees.enrol_requested.connect(self._request_enrolment)
         self.threshold_page.threshold_changed.connect(self._threshold_changed)
@@ -185,6 +187,16 @@ class MainWindow(QMainWindow):
         self.kiosk.on_decided(decision, name)
         if self.audit_page.isVisible():
             self.audit_page.refresh()
+
+    def _on_refreshing(self, done: int, total: int) -> None:
+        self.model_status.setText(f"Updating stored faces for the new model: {done}/{total}")
+
+    def _on_refreshed(self, report) -> None:
+        if getattr(self, "engine_info", None) is not None:
+            self._show_model_status()
+        self.employees.set_unusable_references(sorted({employee for employee, _ in report.unusable}))
+        if report.updated or report.unusable:
+            self.statusBar().showMessage(report.describe(), 15000)
 
     def _on_worker_error(self, message: str) -> None:
         log.warning("worker: %s", message)

@@ -7,7 +7,7 @@ import logging
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
-from ..decision import estimate_rates
+from ..decision import THRESHOLD_RANGE, estimate_rates
 from ..storage import SettingsStore, StorageError
 from .worker import EngineInfo
 
@@ -25,7 +25,7 @@ class ThresholdPage(QWidget):
         self.saved = saved            # None: follow the model's default
         self.model: EngineInfo | None = None
         self.slider = QSlider(Qt.Orientation.Horizontal)
-        self.slider.setRange(0, STEPS)
+        self.slider.setRange(round(THRESHOLD_RANGE[0] * STEPS), round(THRESHOLD_RANGE[1] * STEPS))
         self.slider.setPageStep(10)
         self.slider.valueChanged.connect(self._on_slider)
         self.value_label = QLabel()

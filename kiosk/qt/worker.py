@@ -62,6 +62,8 @@ class VerificationWorker(QObject):
     enrolled = Signal(object)         # storage.Employee
     enrol_failed = Signal(str)
     error = Signal(str)               # unexpected trouble, shown but never fatal
+    refreshing = Signal(int, int)     # stored photos re-embedded for a new model: done, total
+    refreshed = Signal(object)        # enrolment.RefreshReport (employees to re-enrol, if any)
 
     _wake = Signal()
     _verify = Signal(str, float)
@@ -149,8 +151,8 @@ class VerificationWorker(QObject):
             log.exception("loading the model failed")
             self._engine_unavailable(f"the model could not be loaded ({type(exc).__name__}: {exc})")
             return
-        try:
-            refresh_features(self.engine, self.storage.employees)
+        try:  # features of another model are never compared: re-embed from the stored photos first
+            self.refreshed.emit(refresh_features(self.engine, self.storage.employees, self.refreshing.emit))
         except Exception as exc:  # not fatal: stale features are simply not used
             log.exception("recomputing reference features failed")
             self.error.emit(f"could not update stored features for the new model: {exc}")

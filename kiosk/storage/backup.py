@@ -28,7 +28,7 @@ from pathlib import Path
 from ..paths import data_dir
 from .crypto import key_id
 from .db import DB_NAME, StorageError
-from .files import atomic_write_text, private_dir
+from .files import atomic_write_text, fsync_path, private_dir
 from .keys import key_path, read_key
 from .lock import acquire_writer_lock
 
@@ -58,20 +58,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _copy(source: Path, target: Path) -> None:
     shutil.copyfile(source, target)
     os.chmod(target, 0o600)
-    _fsync(target)
+    fsync_path(target)
 
 
 def _stamp() -> str:
@@ -112,7 +102,7 @@ def backup(storage, dest: str | Path) -> BackupInfo:
                 else:
                     missing.append(file)
         os.chmod(staging / DB_NAME, 0o600)
-        _fsync(staging / DB_NAME)
+        fsync_path(staging / DB_NAME)
         problems = _quick_check(staging / DB_NAME)
         if problems:
             raise StorageError(f"the backup copy does not check out ({problems[0]}); nothing was written")
@@ -122,11 +112,11 @@ def backup(storage, dest: str | Path) -> BackupInfo:
                     "database_sha256": _sha256(staging / DB_NAME), "references": len(files),
                     "photos": copied, "missing_photos": missing}
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        _fsync(staging / PHOTOS)
+        fsync_path(staging / PHOTOS)
         if dest.exists():
             dest.rmdir()
         os.rename(staging, dest)
-        _fsync(dest.parent)
+        fsync_path(dest.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -221,13 +211,13 @@ def restore(source: str | Path, folder: str | Path | None = None) -> Path:
         finally:
             target.close()
         os.chmod(stage / DB_NAME, 0o600)
-        _fsync(stage / DB_NAME)
+        fsync_path(stage / DB_NAME)
         for file in manifest["photos"]:
             _copy(source / PHOTOS / file, stage / PHOTOS / file)
-        _fsync(stage / PHOTOS)
+        fsync_path(stage / PHOTOS)
         aside = f"replaced-{_stamp()}"
         atomic_write_text(stage / READY, aside + "\n")
-        _fsync(stage)
+        fsync_path(stage)
         finish_restore(folder)
     finally:
         lock.release()
@@ -256,7 +246,7 @@ def finish_restore(folder: Path) -> bool:
         if (folder / PHOTOS).exists():
             os.rename(folder / PHOTOS, aside / PHOTOS)
         os.rename(stage / PHOTOS, folder / PHOTOS)
-    _fsync(folder)
+    fsync_path(folder)
     shutil.rmtree(stage)
     log.warning("restore of %s completed; the data it replaced is kept in %s (delete it when no longer needed)",
                 folder, aside)

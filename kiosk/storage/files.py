@@ -20,9 +20,10 @@ def make_private(path: str | Path) -> None:
         pass
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """Flush a file's or folder's contents to disk (best effort: some filesystems refuse)."""
     try:
-        fd = os.open(folder, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
     except OSError:
         return
     try:
@@ -50,7 +51,7 @@ def atomic_writer(path: str | Path, mode: int = PRIVATE_FILE) -> Iterator[Binary
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    fsync_path(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes, mode: int = PRIVATE_FILE) -> Path:

@@ -10,6 +10,7 @@ import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+from ..decision import THRESHOLD_RANGE
 from ..paths import config_dir
 from .db import StorageError
 from .files import atomic_write_text, private_dir
@@ -35,7 +36,8 @@ class Settings:
         PIN record: a damaged one must stay damaged (and keep administration locked), not become 'no PIN'."""
         default = Settings()
         checks = {
-            "threshold": lambda v: v is None or (isinstance(v, (int, float)) and 0.0 <= v <= 1.0),
+            "threshold": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 and THRESHOLD_RANGE[0] <= v <= THRESHOLD_RANGE[1]),
             "fusion_frames": lambda v: isinstance(v, int) and 1 <= v <= 20,
             "fusion_window_s": lambda v: isinstance(v, (int, float)) and 0.5 <= v <= 60,
             "fusion_aggregate": lambda v: v in ("mean", "median"),

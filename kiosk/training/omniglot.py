@@ -538,7 +538,7 @@ def build_model(config: OmniglotConfig) -> SiameseNet:
 
 def input_spec(config: OmniglotConfig) -> InputSpec:
     """Whole drawing, no face margin or shift (version stays PREPROCESS_VERSION)."""
-    return InputSpec(size=config.input_size, channels=1, margin=0.0, shift_y=0.0)
+    return InputSpec(size=config.input_size, channels=1, padding=0.0, version=1)  # whole drawings, no alignment
 
 
 def learning_rate(config: OmniglotConfig, step: int) -> float:
