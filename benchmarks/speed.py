@@ -16,6 +16,7 @@ import statistics
 import time
 from pathlib import Path
 
+import kiosk  # noqa: F401, I001 (first, as in the app: it sets the OpenMP spin before torch loads)
 import cv2
 import numpy as np
 import torch

@@ -28,3 +28,9 @@ MAX_IMAGE_PIXELS = _positive_int(_os.environ.get("KIOSK_MAX_IMAGE_PIXELS")) or D
 _opencv_limit = _positive_int(_os.environ.get("OPENCV_IO_MAX_IMAGE_PIXELS"))
 if _opencv_limit is None or _opencv_limit > MAX_IMAGE_PIXELS:
     _os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(MAX_IMAGE_PIXELS)
+
+# torch's OpenMP threads busy-wait after each parallel region (libgomp's default spin), taking a core from
+# OpenCV's detection of the next frame: a live frame took 24 ms with one torch thread and 24 with two.
+# A shorter spin before they sleep lets both libraries use both cores (21.5 ms; benchmarks/speed.py).
+# libgomp reads it when torch loads it, so it is set on the first import of any kiosk module.
+_os.environ.setdefault("GOMP_SPINCOUNT", "30000")

@@ -9,7 +9,6 @@ import hashlib
 import json
 import logging
 import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,30 +26,12 @@ from .weights import load_weights
 log = logging.getLogger(__name__)
 
 
-SMALL_BATCH = 4  # live frames: this few chips run on one thread (see _one_thread_for)
-
-
-@contextmanager
-def _one_thread_for(n_crops: int):
-    """A few chips are too little work to split: handing them to torch's second thread, right after
-    OpenCV's detection pool has run, costs more than it saves."""
-    before = torch.get_num_threads()
-    if n_crops > SMALL_BATCH or before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def embed_crops(model, crops: np.ndarray, flip_average: bool = False, batch_size: int = 64) -> np.ndarray:
     """uint8 aligned chips (N,H,W,C) -> float32 features (N,D). With flip_average, the features of each chip
     and its mirror image are averaged (the same for enrolment, live frames, evaluation and calibration)."""
     crops = np.asarray(crops)
     out = []
-    with torch.inference_mode(), _one_thread_for(len(crops)):
+    with torch.inference_mode():
         for start in range(0, len(crops), batch_size):
             batch = torch.from_numpy(to_network_input(crops[start:start + batch_size]))
             if flip_average:  # one pass over the chips and their mirror images

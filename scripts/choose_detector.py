@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from kiosk.alignment import LandmarkFinder, align_chip
+from kiosk.alignment import LandmarkFinder, align_chip, chip_transform
 from kiosk.datasets import list_identities, parse_folds, read_lfw_pairs
 from kiosk.detection import HaarFaceDetector
 from kiosk.metrics import summarise
@@ -36,9 +36,11 @@ def largest(boxes):
     return max(boxes, key=lambda b: b[2] * b[3]) if boxes else None
 
 
-def fit_box_mapping(haar: HaarFaceDetector, hog, paths) -> dict:
-    """Median offsets/scale that turn a Haar box into the box dlib's HOG detector draws on the same face."""
-    rows = []
+def fit_box_mapping(haar: HaarFaceDetector, hog, paths, finder=None) -> dict:
+    """Median offsets/scale that turn a Haar box into the box dlib's HOG detector draws on the same face;
+    and, given a landmark finder, the HOG box in chip coordinates (centre and side), for re-boxing from
+    landmarks."""
+    rows, chip_rows = [], []
     for path in tqdm(paths, desc="fit mapping", leave=False):
         bgr = cv2.imread(str(path))
         h, d = haar.detect(bgr).primary, largest(dlib_boxes(hog, bgr[:, :, ::-1].copy(), 1))
@@ -47,8 +49,25 @@ def fit_box_mapping(haar: HaarFaceDetector, hog, paths) -> dict:
         hx, hy, hw = h[0] + h[2] / 2, h[1] + h[3] / 2, h[2]
         dx, dy, dw = d[0] + d[2] / 2, d[1] + d[3] / 2, d[2]
         rows.append(((dx - hx) / hw, (dy - hy) / hw, dw / hw))
+        if finder is not None:
+            m = chip_transform(finder.find(bgr[:, :, ::-1].copy(), d))  # chip -> image
+            inverse = np.linalg.inv(np.vstack([m, [0, 0, 1]]))[:2]
+            cx, cy = inverse @ [dx, dy, 1]
+            chip_rows.append((cx, cy, dw / np.hypot(*m[:, 0])))
     dx, dy, dw = np.median(np.array(rows), 0)
-    return {"dx": float(dx), "dy": float(dy), "scale": float(dw), "faces": len(rows)}
+    out = {"dx": float(dx), "dy": float(dy), "scale": float(dw), "faces": len(rows)}
+    if chip_rows:
+        cx, cy, side = np.median(np.array(chip_rows), 0)
+        out["chip_box"] = {"cx": float(cx), "cy": float(cy), "side": float(side)}
+    return out
+
+
+def rebox(landmarks, chip_box):
+    """The HOG-like box implied by 5 landmarks (its median place in chip coordinates, mapped back)."""
+    m = chip_transform(landmarks)
+    cx, cy = m @ [chip_box["cx"], chip_box["cy"], 1]
+    side = chip_box["side"] * np.hypot(*m[:, 0])
+    return (cx - side / 2, cy - side / 2, side, side)
 
 
 def mapped(box, m):
@@ -58,14 +77,15 @@ def mapped(box, m):
     return (cx - side / 2, cy - side / 2, side, side)
 
 
-def hog_in_roi(hog, rgb, box, m):
-    """dlib's HOG detector on the region around a (mapped) Haar box, scaled so the face is about 100 px."""
+def hog_in_roi(hog, rgb, box, m, face_px=100.0, reach=1.0):
+    """dlib's HOG detector on the region around a (mapped) Haar box (``reach`` box sides from its centre),
+    scaled so the face is about ``face_px`` wide."""
     x, y, w, _ = mapped(box, m)
     cx, cy = x + w / 2, y + w / 2
-    half = w  # a window twice the face
+    half = reach * w
     x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
     x1, y1 = int(min(rgb.shape[1], cx + half)), int(min(rgb.shape[0], cy + half))
-    scale = 100.0 / w
+    scale = face_px / w
     region = cv2.resize(rgb[y0:y1, x0:x1], None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     found = largest(dlib_boxes(hog, np.ascontiguousarray(region), 0))
     if found is None:
@@ -79,6 +99,10 @@ def main() -> None:
     parser.add_argument("--folds", default="6-10", help="LFW folds to measure on (never the reported 1-5)")
     parser.add_argument("--fit-images", type=int, default=600, help="CelebA photos to fit the box mapping on")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--strategies", default="hog_up1,haar_raw,haar_mapped,haar_mapped_hog_roi,haar_mapped_hog_roi_small,"
+                                                "haar_mapped_rebox",
+                        help="comma-separated: hog_up1, haar_raw, haar_mapped, haar_mapped_hog_roi, "
+                             "haar_mapped_hog_roi_small, haar_mapped_rebox")
     args = parser.parse_args()
     folds = parse_folds(args.folds)
     if set(folds) & {1, 2, 3, 4, 5}:
@@ -90,15 +114,15 @@ def main() -> None:
     rng = np.random.default_rng(0)
     fit_paths = [celeba[i] for i in rng.choice(len(celeba), args.fit_images, replace=False)]
     haar, hog = HaarFaceDetector(), dlib.get_frontal_face_detector()
-    mapping = fit_box_mapping(haar, hog, fit_paths)
-    print("Haar -> dlib box mapping (CelebA):", mapping)
     finder = LandmarkFinder()
+    mapping = fit_box_mapping(haar, hog, fit_paths, finder)
+    print("Haar -> dlib box mapping (CelebA):", mapping)
     from kiosk.engine import embed_crops
     from kiosk.model import SiameseNet
     net = SiameseNet("dlib_resnet", {}, "euclidean").eval()
 
     paths = sorted({p for pair in pairs for p in (pair.left, pair.right)})
-    strategies = ["hog_up1", "haar_raw", "haar_mapped", "haar_mapped_hog_roi"]
+    strategies = args.strategies.split(",")
     chips = {s: np.zeros((len(paths), 150, 150, 3), np.uint8) for s in strategies}
     missed = {s: 0 for s in strategies}
     seconds = {s: 0.0 for s in strategies}
@@ -118,6 +142,10 @@ def main() -> None:
                 box = haar_box
             elif s == "haar_mapped":
                 box = mapped(haar_box, mapping)
+            elif s == "haar_mapped_rebox":  # landmarks from the mapped box, re-boxed from them, landmarks again
+                box = rebox(finder.find(rgb, mapped(haar_box, mapping)), mapping["chip_box"])
+            elif s == "haar_mapped_hog_roi_small":  # a smaller, coarser region: cheaper
+                box = hog_in_roi(hog, rgb, haar_box, mapping, 85.0, 0.85) or mapped(haar_box, mapping)
             else:
                 box = hog_in_roi(hog, rgb, haar_box, mapping) or mapped(haar_box, mapping)
             seconds[s] += time.perf_counter() - t + (0 if s == "hog_up1" else t_haar)

@@ -83,6 +83,6 @@ def test_shipped_weights_keep_their_accuracy_on_1200_lfw_pairs():
     assert accuracy >= ACCURACY_FLOOR, f"accuracy {accuracy:.4f} fell below {ACCURACY_FLOOR}"
 
 
-ACCURACY_FLOOR = 0.975  # measured 0.9808 on these 1,200 pairs (weights/MODEL_CARD.md); the from-scratch model: 0.8842
+ACCURACY_FLOOR = 0.975  # measured 0.9783 on these 1,200 pairs (weights/MODEL_CARD.md); the from-scratch model: 0.8842
 
 
