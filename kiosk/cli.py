@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import FaceNotUsableError, KioskError, WeightsError
-from .paths import DEFAULT_WEIGHTS, OMNIGLOT_WEIGHTS, cache_dir, datasets_dir
+from .paths import DEFAULT_WEIGHTS, datasets_dir
 
 log = logging.getLogger("kiosk.cli")
 
@@ -88,29 +88,7 @@ def cmd_evaluate_pairs(args) -> int:
     return _evaluate(args, read_pairs_csv(args.csv, allow_outside=args.allow_outside))
 
 
-def cmd_train_omniglot(args) -> int:
-    from .training.omniglot import PRESET, train_omniglot  # noqa: PLC0415
-    out = args.out if args.out != DEFAULT_WEIGHTS else OMNIGLOT_WEIGHTS
-    checkpoints = Path(args.checkpoint_dir or cache_dir() / "checkpoints" / "omniglot")
-    result = train_omniglot(out, steps=args.steps or PRESET.steps, batch_size=PRESET.batch_size, width=PRESET.width,
-                            checkpoint_dir=checkpoints, seed=args.seed, resume=not args.restart, threads=args.threads)
-    print(json.dumps(result, indent=2, default=str))
-    return 0
-
-
-def cmd_evaluate_oneshot(args) -> int:
-    from .training.omniglot import evaluate_oneshot  # noqa: PLC0415
-    weights = args.weights if args.weights != DEFAULT_WEIGHTS else OMNIGLOT_WEIGHTS
-    result = evaluate_oneshot(weights, trials=args.trials, seed=args.seed, runs=not args.no_runs)
-    print(json.dumps(result, indent=2))
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
-    return 0
-
-
 def cmd_train(args) -> int:
-    if args.preset == "omniglot":
-        return cmd_train_omniglot(args)
     from .datasets import parse_folds  # noqa: PLC0415
     from .training.head import HeadConfig, train_head  # noqa: PLC0415
     if args.out.resolve() == DEFAULT_WEIGHTS.resolve() and not args.replace_shipped:
@@ -215,28 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--peer", action="store_true", help="also evaluate face_recognition side by side")
         e.add_argument("--peer-only", action="store_true", help="evaluate only face_recognition")
         e.set_defaults(func=func)
-    e = esub.add_parser("oneshot", help="Omniglot 20-way one-shot (Koch et al. 2015) and Lake's 20 runs")
-    e.add_argument("--trials", type=int, default=400)
-    e.add_argument("--seed", type=int, default=0)
-    e.add_argument("--no-runs", action="store_true", help="skip Lake's 20 official runs")
-    e.add_argument("--json", type=Path, help="write the results to this JSON file")
-    e.set_defaults(func=cmd_evaluate_oneshot)
 
-    p = sub.add_parser("train", help="train the Siamese head on the pretrained twin encoder (or the Omniglot preset)")
-    p.add_argument("--preset", choices=["faces", "omniglot"], default="faces",
-                   help="omniglot: Koch et al.'s one-shot experiment, from scratch (weights/characters_siamese.pt)")
-    p.add_argument("--steps", type=int, help="omniglot preset: training steps (default: the preset's)")
+    p = sub.add_parser("train", help="train the Siamese head on the pretrained twin encoder")
     p.add_argument("--data", type=Path, action="append", help="identity folder root (repeatable; default: LFW + CelebA subset)")
     p.add_argument("--lfw-root", type=Path, default=lfw / "lfw-deepfunneled")
     p.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
     p.add_argument("--exclude-folds", default="1-5", help="LFW folds whose people are never trained on (reported)")
     p.add_argument("--validation-folds", default="6-10", help="LFW folds held out for the choice and the threshold")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, help="omniglot preset: torch threads")
     p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
     p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped weights file")
-    p.add_argument("--checkpoint-dir", type=Path, help="omniglot preset: where checkpoints go")
-    p.add_argument("--restart", action="store_true", help="omniglot preset: ignore existing checkpoints")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("admin", help="administration from a terminal")

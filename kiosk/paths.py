@@ -16,7 +16,6 @@ APP_NAME = "siamese-kiosk"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS_DIR = PROJECT_ROOT / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "face_siamese.pt"
-OMNIGLOT_WEIGHTS = WEIGHTS_DIR / "characters_siamese.pt"  # Koch et al.'s one-shot experiment (docs/OMNIGLOT.md)
 MODEL_CARD = WEIGHTS_DIR / "MODEL_CARD.md"
 
 

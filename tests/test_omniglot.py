@@ -1,9 +1,11 @@
-"""Smoke tests of the Omniglot path (kiosk.training.omniglot): data, distortions, pairs, a few training
-steps, checkpoint resume and the one-shot evaluation, on a few alphabets with a tiny Koch encoder."""
+"""Smoke tests of the Omniglot reproduction (research.omniglot, outside the product package): data,
+distortions, pairs, a few training steps, checkpoint resume and the one-shot evaluation, on a few alphabets
+with a tiny Koch encoder; and its command line, `kiosk-research`."""
 
 from __future__ import annotations
 
 import inspect
+import json
 
 import numpy as np
 import pytest
@@ -13,8 +15,10 @@ from helpers import OMNIGLOT
 from kiosk.errors import KioskError
 from kiosk.model import KochEncoder
 from kiosk.preprocess import InputSpec
-from kiosk.training import omniglot as om
 from kiosk.weights import INPUT_VERSIONS, load_weights
+from research import OMNIGLOT_WEIGHTS
+from research import cli as research_cli
+from research import omniglot as om
 
 pytestmark = pytest.mark.skipif(
     not all((OMNIGLOT / d).is_dir() for d in ("images_background", "images_evaluation", "one-shot-runs")),
@@ -177,3 +181,27 @@ def test_preset_encoder():
     else:  # the preset needs KochEncoder(batch_norm=...): a clear error, not a crash
         with pytest.raises(KioskError, match="batch_norm"):
             om.build_model(om.PRESET)
+
+
+def test_the_paper_reproduction_gives_its_published_figures(tmp_path, capsys):
+    """`kiosk-research evaluate oneshot` on the shipped weights: the README's and docs/OMNIGLOT.md's figures,
+    exactly (seed 0; about 8 s)."""
+    out = tmp_path / "oneshot.json"
+    assert research_cli.main(["evaluate", "oneshot", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result == json.loads(capsys.readouterr().out)
+    assert (result["trials"], result["official_runs_items"]) == (400, 400)
+    assert result["way20_accuracy"] == 0.745           # 400 random-drawing 20-way trials
+    assert result["official_runs_accuracy"] == 0.905   # Lake's 20 official runs
+
+
+def test_research_training_never_overwrites_the_shipped_weights(capsys):
+    assert research_cli.main(["train", "omniglot", "--out", str(OMNIGLOT_WEIGHTS)]) == 2
+    assert "--replace-shipped" in capsys.readouterr().err
+
+
+def test_the_kiosk_command_line_has_no_research_commands():
+    from kiosk.cli import build_parser  # noqa: PLC0415
+    for argv in (["evaluate", "oneshot"], ["train", "--preset", "omniglot"]):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(argv)

@@ -6,7 +6,8 @@ Lake's runs take all 20 support drawings from one drawer and all queries from an
 The script finds the alphabet of each run (its drawings also appear in images_evaluation) and scores,
 on exactly those alphabets, (a) Lake's runs and (b) random-drawing episodes.
 
-    .venv/bin/python scripts/omniglot_protocol_gap.py [--weights weights/characters_siamese.pt] [--trials 2000]
+    kiosk-research evaluate protocol-gap [--weights weights/characters_siamese.pt] [--trials 2000]
+    (or: python -m research.protocol_gap ...)
 """
 
 from __future__ import annotations
@@ -18,18 +19,24 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kiosk.paths import OMNIGLOT_WEIGHTS
-from kiosk.training.omniglot import (DrawingInput, episode_accuracy, load_official_runs, load_omniglot,
-                                     make_episodes, official_runs_accuracy)
 from kiosk.weights import load_weights
+from research import OMNIGLOT_WEIGHTS
+from research.omniglot import (
+    DrawingInput,
+    episode_accuracy,
+    load_official_runs,
+    load_omniglot,
+    make_episodes,
+    official_runs_accuracy,
+)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kiosk-research evaluate protocol-gap", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=OMNIGLOT_WEIGHTS)
     parser.add_argument("--trials", type=int, default=2000, help="random-drawing trials on the runs' alphabets")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     model, spec, metadata = load_weights(args.weights)
@@ -59,7 +66,8 @@ def main() -> None:
         print(f"{alphabet:34s} {correct / total:>22.1%} {r_correct / r_total:>16.1%}")
     print(f"{'all ' + str(len(by_alphabet)) + ' alphabets':34s} {runs_total[0] / runs_total[1]:>22.1%} "
           f"{random_total[0] / random_total[1]:>16.1%}   ({runs_total[1]} / {random_total[1]} trials)")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

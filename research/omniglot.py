@@ -36,11 +36,11 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..errors import DatasetError, KioskError, WeightsError
-from ..model import SiameseNet
-from ..paths import cache_dir, datasets_dir
-from ..preprocess import InputSpec
-from ..weights import load_weights, save_weights
+from kiosk.errors import DatasetError, KioskError, WeightsError
+from kiosk.model import SiameseNet
+from kiosk.paths import cache_dir, datasets_dir
+from kiosk.preprocess import InputSpec
+from kiosk.weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -788,7 +788,7 @@ def _train(out_path: Path, checkpoint: Path, config: OmniglotConfig, seed: int, 
         "task": "one-shot handwritten character classification (Koch et al. 2015)",
         "input": f"whole 105x105 drawing{', ink centre of mass moved to the middle,' if config.centre_ink else ''} "
                  f"resampled (bilinear) to {config.input_size}x{config.input_size}, ink 1.0, paper 0.0 "
-                 "(kiosk.training.omniglot.network_input)",
+                 "(research.omniglot.network_input)",
         "seed": seed, "preset": config.to_dict(), "training": training, "history": state["history"],
         "results": results, "paper": PAPER, "changes_from_paper": changes_from_paper(config),
     }

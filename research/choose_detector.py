@@ -5,7 +5,8 @@ verification accuracy of dlib's network (our torch port, parity 1e-6) on the ali
 distance, fold-wise threshold).
 The Haar-to-dlib box mapping is fitted on CelebA photos (people we never report on).
 
-    .venv/bin/python scripts/choose_detector.py [--folds 6-10] [--json weights/results/detector_choice.json]
+    kiosk-research choose-detector [--folds 6-10] [--json weights/results/detector_choice.json]
+    (or: python -m research.choose_detector ...)
 """
 
 from __future__ import annotations
@@ -94,8 +95,8 @@ def hog_in_roi(hog, rgb, box, m, face_px=100.0, reach=1.0):
     return (x0 + fx / scale, y0 + fy / scale, fw / scale, fh / scale)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kiosk-research choose-detector", description=__doc__.splitlines()[0])
     parser.add_argument("--folds", default="6-10", help="LFW folds to measure on (never the reported 1-5)")
     parser.add_argument("--fit-images", type=int, default=600, help="CelebA photos to fit the box mapping on")
     parser.add_argument("--json", type=Path)
@@ -103,7 +104,7 @@ def main() -> None:
                                                 "haar_mapped_rebox",
                         help="comma-separated: hog_up1, haar_raw, haar_mapped, haar_mapped_hog_roi, "
                              "haar_mapped_hog_roi_small, haar_mapped_rebox")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     folds = parse_folds(args.folds)
     if set(folds) & {1, 2, 3, 4, 5}:
         raise SystemExit("folds 1-5 are for reporting only")
@@ -169,7 +170,8 @@ def main() -> None:
               f"{summary['tar_at_far_1e-2']:.4f}  AUC {summary['auc']:.5f}  box {1000 * seconds[s] / len(paths):.1f} ms")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
