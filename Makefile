@@ -2,13 +2,22 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: run test setup
+.PHONY: run test test-fast lint setup
 
 run: $(STAMP)
 	$(PY) main.py $(ARGS)
 
-test: $(STAMP)
+# Everything: the import contracts and ruff (pyproject.toml), then every test.
+test: lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+
+# The fast subset (under 30 s): no trained model, LFW, subprocesses, wheel builds or Qt app.
+test-fast: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	.venv/bin/lint-imports
+	.venv/bin/ruff check .
 
 setup: $(STAMP)
 

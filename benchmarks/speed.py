@@ -16,11 +16,11 @@ import statistics
 import time
 from pathlib import Path
 
-import kiosk  # noqa: F401, I001 (first, as in the app: it sets the OpenMP spin before torch loads)
 import cv2
 import numpy as np
 import torch
 
+import kiosk  # noqa: F401, I001 (first, as in the app: it sets the OpenMP spin before torch loads)
 from kiosk.engine import FaceEngine
 from kiosk.paths import DEFAULT_WEIGHTS, datasets_dir
 from kiosk.peer import FaceRecognitionPeer
@@ -75,6 +75,7 @@ def main() -> None:
     timed(lambda c: engine.embed_crops(c[None]), crops[:10])  # warm-up
     ours_embed = timed(lambda c: engine.embed_crops(c[None]), crops, repeats=3)
     import dlib  # noqa: PLC0415 (the peer's own network, for the encoder-only row)
+
     from kiosk.face_resnet import dlib_resnet_path  # noqa: PLC0415
     dlib_net = dlib.face_recognition_model_v1(str(dlib_resnet_path()))
     peer_embed = timed(lambda c: dlib_net.compute_face_descriptor(c), crops)

@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DatasetError
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+from .imageio import is_image_file
 
 
 @dataclass(frozen=True)
@@ -27,7 +26,7 @@ def list_identities(root: str | Path) -> dict[str, list[Path]]:
         raise DatasetError(f"{root}: dataset folder not found")
     people = {}
     for person in sorted(p for p in root.iterdir() if p.is_dir()):
-        images = sorted(f for f in person.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(f for f in person.iterdir() if is_image_file(f))
         if images:
             people[person.name] = images
     if not people:

@@ -7,7 +7,6 @@ An unreadable file scores as a rejection and is reported.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
@@ -15,13 +14,12 @@ import numpy as np
 from tqdm import tqdm
 
 from .datasets import Pair
+from .diskcache import cache_path, load_arrays, save_arrays
 from .engine import FaceEngine
 from .errors import KioskError
 from .featurecache import build_feature_cache
 from .imageio import read_image
 from .metrics import rates_at, summarise
-from .paths import cache_dir
-from .storage.files import atomic_writer, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,11 +46,10 @@ def score_pairs_ours(engine: FaceEngine, pairs: list[Pair], desc: str = "ours") 
 
 def peer_features(peer, paths: list[Path], desc: str = "peer") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(features, readable, detected) for each path, cached on disk like our face crops."""
-    key = hashlib.sha256(repr((peer.name, peer.upsample, [str(p) for p in paths])).encode()).hexdigest()[:20]
-    target = cache_dir() / "peer" / f"{key}.npz"
-    if target.is_file():
-        with np.load(target) as data:
-            return data["features"], data["readable"], data["detected"]
+    target = cache_path("peer", (peer.name, peer.upsample, [str(p) for p in paths]))
+    cached = load_arrays(target, ("features", "readable", "detected"))
+    if cached is not None:
+        return cached["features"], cached["readable"], cached["detected"]
     features = np.zeros((len(paths), 128), np.float32)
     readable = np.zeros(len(paths), bool)
     detected = np.zeros(len(paths), bool)
@@ -63,9 +60,7 @@ def peer_features(peer, paths: list[Path], desc: str = "peer") -> tuple[np.ndarr
             log.warning("%s", exc)
             continue
         readable[i] = True
-    private_dir(target.parent)  # owner-only: face features (folders 0700, file 0600)
-    with atomic_writer(target) as handle:
-        np.savez(handle, features=features, readable=readable, detected=detected)
+    save_arrays(target, features=features, readable=readable, detected=detected)
     return features, readable, detected
 
 

@@ -6,7 +6,6 @@ and detector setting, and the features are cached (re-created at will) in the pl
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +14,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .detection import Box
+from .diskcache import cache_path, load_arrays, save_arrays
 from .errors import KioskError
 from .imageio import read_image
-from .paths import cache_dir
 from .preprocess import haar_box_for
-from .storage.files import atomic_writer, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,7 @@ def _scaled(box: Box, image: np.ndarray) -> Box:
 
 def _cache_file(paths: list[Path], engine, fallback: Box | None) -> Path:
     described = (engine.model_id, fallback, [str(p) for p in paths])  # model_id covers detection and alignment
-    return cache_dir() / "features" / f"{hashlib.sha256(repr(described).encode()).hexdigest()[:24]}.npz"
+    return cache_path("features", described)
 
 
 def build_feature_cache(paths: list[Path], engine, fallback: Box | None = LFW_FRAMING_BOX, desc: str = "faces",
@@ -56,12 +54,9 @@ def build_feature_cache(paths: list[Path], engine, fallback: Box | None = LFW_FR
     """Features for every path, through the engine's own detect -> align -> embed (cached on disk)."""
     paths = [Path(p) for p in paths]
     target = _cache_file(paths, engine, fallback)
-    if use_disk and target.is_file():
-        try:
-            with np.load(target) as data:
-                return FeatureCache(paths, data["features"], data["detected"], data["readable"])
-        except (OSError, ValueError, KeyError):
-            log.warning("feature cache %s unreadable; rebuilding", target)
+    cached = load_arrays(target, ("features", "detected", "readable")) if use_disk else None
+    if cached is not None:
+        return FeatureCache(paths, cached["features"], cached["detected"], cached["readable"])
     features = np.zeros((len(paths), engine.feature_dim), np.float32)
     detected = np.zeros(len(paths), bool)
     readable = np.zeros(len(paths), bool)
@@ -91,8 +86,6 @@ def build_feature_cache(paths: list[Path], engine, fallback: Box | None = LFW_FR
         if len(chips) == batch:
             flush()
     flush()
-    if use_disk:  # owner-only: features of people's faces (folders 0700, file 0600)
-        private_dir(target.parent)
-        with atomic_writer(target) as handle:
-            np.savez(handle, features=features, detected=detected, readable=readable)
+    if use_disk:
+        save_arrays(target, features=features, detected=detected, readable=readable)
     return FeatureCache(paths, features, detected, readable)

@@ -30,6 +30,16 @@ _BYTES_PER_PIXEL_MAX = 4
 _FILE_SLACK = 1 << 20
 
 SUPPORTED_FORMATS = "JPEG, PNG, BMP, WebP or TIFF"
+# THE list of image file types (the formats above, whose size this module reads from the header): dataset
+# folders, image-folder sources and the photo file dialogs all use it.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# For Qt file dialogs: "Images (*.jpg *.jpeg ...)".
+IMAGE_FILE_FILTER = "Images (" + " ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES) + ")"
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether the file name has one of the image suffixes (case-insensitive); the content is not read."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
 _JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
 _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"

@@ -3,6 +3,7 @@ creating the kiosk's folders owner-only."""
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import stat
@@ -14,7 +15,31 @@ log = logging.getLogger(__name__)
 
 APP_NAME = "siamese-kiosk"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-WEIGHTS_DIR = PROJECT_ROOT / "weights"
+
+
+def _package_data(package: str, folder: str, probe: str) -> Path:
+    """The folder of shipped data: in an installed wheel, the data package ``package`` (pyproject.toml maps
+    the top-level folder ``folder`` onto it); in a checkout, ``folder`` beside kiosk/. ``probe`` is a file
+    that folder must hold.
+
+    The data packages have no ``__init__.py`` (they are the plain folders weights/ and assets/), so they are
+    namespace packages: their import spec lists every folder that provides them (the wheel's, and in an
+    editable install the checkout's, plus setuptools' editable path hook, which makes
+    ``importlib.resources.files`` fail on Python 3.11); the first real folder holding ``probe`` is taken.
+    """
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location)
+        if (candidate / probe).is_file():
+            return candidate
+    return PROJECT_ROOT / folder  # a checkout not installed (python main.py from the source tree)
+
+
+WEIGHTS_DIR = _package_data("kiosk_data.weights", "weights", "face_siamese.pt")
+ASSETS_DIR = _package_data("kiosk_data.assets", "assets", "style.qss")  # icon, style sheet, sounds
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "face_siamese.pt"
 MODEL_CARD = WEIGHTS_DIR / "MODEL_CARD.md"
 

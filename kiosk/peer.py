@@ -46,8 +46,8 @@ class FaceRecognitionPeer:
             box = max(boxes, key=lambda b: (b[2] - b[0]) * (b[1] - b[3]))
         elif fallback:
             h, w = image_bgr.shape[:2]
-            t, r, b, l = LFW_FRAMING_DLIB
-            box = (int(t * h / 250), int(r * w / 250), int(b * h / 250), int(l * w / 250))
+            top, right, bottom, left = LFW_FRAMING_DLIB
+            box = (int(top * h / 250), int(right * w / 250), int(bottom * h / 250), int(left * w / 250))
         else:
             return None, False
         return self.fr.face_encodings(rgb, [box])[0], detected

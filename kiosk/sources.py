@@ -18,11 +18,11 @@ import cv2
 import numpy as np
 
 from .errors import ImageReadError, SourceError
-from .imageio import read_image
+from .imageio import IMAGE_SUFFIXES, is_image_file, read_image
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # kept for existing importers; the one list lives in kiosk.imageio
 
 
 class FrameSource:
@@ -266,7 +266,7 @@ class ImageFolderSource(FrameSource):
             raise SourceError(f"{self.folder}: no such folder" if not self.folder.exists()
                               else f"{self.folder}: not a folder")
         try:
-            return sorted((p for p in self.folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+            return sorted((p for p in self.folder.iterdir() if is_image_file(p) and p.is_file()),
                           key=lambda p: p.name)
         except OSError as exc:
             raise SourceError(f"{self.folder}: cannot be listed ({exc.strerror or exc})") from None
@@ -275,7 +275,7 @@ class ImageFolderSource(FrameSource):
         files = self._scan()
         if not files:
             raise SourceError(f"{self.folder}: no image files in this folder "
-                              f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+                              f"(looked for {', '.join(IMAGE_SUFFIXES)})")
         self._files, self._index, self._delivered_this_pass = files, 0, 0
 
     def _read(self) -> np.ndarray | None:
@@ -321,7 +321,7 @@ def open_source(spec: str | int | Path, *, loop: bool = False, fps: float | None
     if path.is_dir():
         return ImageFolderSource(path, loop=loop, fps=fps)
     if path.is_file():
-        if path.suffix.lower() in IMAGE_EXTENSIONS:
+        if is_image_file(path):
             return ImageFolderSource(path.parent, loop=loop, fps=fps, files=[path])
         return VideoFileSource(path, loop=loop, fps=fps)
     raise SourceError(f"{text}: no such camera index, video file or image folder")

@@ -13,7 +13,6 @@ import hashlib
 import io
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from .decision import THRESHOLD_RANGE
 from .errors import NoTrainedWeightsError, WeightsError
 from .model import ENCODERS, HEADS, SiameseNet
 from .preprocess import PREPROCESS_VERSION, InputSpec
+from .storage.files import atomic_write_bytes
 
 FORMAT = "siamese-kiosk-weights"
 FORMAT_VERSION = 2
@@ -90,13 +90,7 @@ def save_weights(path: str | Path, model: SiameseNet, spec: InputSpec, metadata:
     buffer = io.BytesIO()
     torch.save(payload, buffer)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-    return path
+    return atomic_write_bytes(path, buffer.getvalue(), mode=0o644)  # a model, not personal data: readable
 
 
 def read_payload(path: str | Path) -> dict:

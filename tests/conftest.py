@@ -17,6 +17,56 @@ prepare_qt_environment()  # as the app does: Qt must not use opencv-python's bun
 
 LFW_SUBDIR = Path("lfw") / "lfw-deepfunneled"
 
+# The fast subset is `pytest -m "not slow"` (README). A test is slow, without a mark in its file, when it uses
+# one of these fixtures (the Qt app, the face network loaded for a model, a built wheel) ...
+SLOW_FIXTURES = {"qtbot", "trained_weights", "trained_engine", "untrained_weights", "untrained_engine", "wheel"}
+# ... or is named here (file::function, every parameter): subprocesses, kill -9 loops, scrypt-heavy lockouts,
+# training steps and other tests over about half a second on 2 cores.
+SLOW_TESTS = {
+    "test_training.py::test_training_set_excludes_every_person_of_the_reported_folds",
+    "test_hardening_store.py::test_kill_9_during_enrolment_20_times_loses_nothing_committed",
+    "test_hardening_store.py::test_kill_9_during_migration_resumes_and_loses_nothing",
+    "test_hardening_store.py::test_backup_and_restore_bring_back_a_corrupted_store",
+    "test_hardening_store.py::test_the_kiosk_says_at_start_what_is_damaged_and_re_embeds_it_from_the_photo",
+    "test_hardening_inputs.py::test_png_bomb_is_refused_from_its_header_with_exit_2_under_500_mb",
+    "test_hardening_inputs.py::test_opencv_enforces_the_same_limit_when_kiosk_is_imported_first",
+    "test_hardening_inputs.py::test_pairs_csv_reader_on_arbitrary_bytes_gives_pairs_inside_or_dataset_error",
+    "test_hardening_inputs.py::test_evaluate_pairs_counts_a_one_pixel_image_as_unreadable_on_the_console",
+    "test_pin.py::test_lockout_is_capped_and_a_clock_turned_back_cannot_lock_for_ever",
+    "test_pin.py::test_lockouts_escalate_and_survive_restarts_and_settings_edits",
+    "test_pin.py::test_reset_pin_from_a_terminal_command",
+    "test_pin.py::test_reset_pin_is_the_way_back",
+    "test_pin.py::test_new_pins_need_six_digits_and_an_old_short_pin_still_opens",
+    "test_storage.py::test_pin_lockout_after_five_wrong_is_persisted_and_expires",
+    "test_storage.py::test_pin_lock_survives_clock_turned_back_only_for_one_lock_period",
+    "test_storage.py::test_pin_first_run_accept_and_hash_is_salted",
+    "test_omniglot.py::test_train_resume_and_evaluate",
+    "test_omniglot.py::test_a_few_training_steps_lower_the_loss",
+    "test_omniglot.py::test_research_command_line_evaluates_the_shipped_weights",
+    "test_omniglot.py::test_the_paper_reproduction_gives_its_published_figures",
+    "test_face_resnet.py::test_parity_with_dlib",
+    "test_core_cli.py::test_evaluate_pairs_csv_writes_the_metrics",
+    "test_core_cli.py::test_missing_weights_are_reported_not_replaced_by_random_ones",
+    "test_core_cli.py::test_verify_accepts_same_person_and_rejects_another",
+    "test_core_cli.py::test_verify_bad_input_exits_2_with_one_line_reason",
+    "test_core_model.py::test_one_chip_at_a_time_gives_the_features_of_a_batch",
+    "test_core_model.py::test_twins_share_one_encoder",
+    "test_core_model.py::test_face_weights_hold_the_head_only_and_name_the_encoder_file",
+    "test_core_model.py::test_embed_is_separate_from_the_head",
+    "test_core_model.py::test_koch_architecture_as_in_the_paper",
+    "test_training.py::test_shipped_weights_keep_their_accuracy_on_1200_lfw_pairs",
+    "test_hardening_store.py::test_second_writer_is_refused_with_the_holders_pid_and_the_first_loses_nothing",
+    "test_attempt.py::test_the_service_does_not_import_qt",
+    "test_background.py::test_two_threads_use_the_store_at_once_each_on_its_own_connection",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
+        if name in SLOW_TESTS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 @pytest.fixture(autouse=True)
 def kiosk_dirs(tmp_path, monkeypatch) -> Path:

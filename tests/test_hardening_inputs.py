@@ -448,8 +448,8 @@ def test_an_old_wide_log_file_is_narrowed_when_opened(monkeypatch):
 
 def test_new_folders_are_0700_and_an_existing_wide_folder_is_warned_about_not_chmodded(tmp_path, caplog):
     """Issue #16: an existing KIOSK_DATA_DIR was silently chmodded to 0700."""
-    from kiosk.storage import SettingsStore
     from kiosk.paths import config_dir
+    from kiosk.storage import SettingsStore
 
     old_umask = os.umask(0o022)
     try:

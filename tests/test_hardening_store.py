@@ -32,8 +32,17 @@ import pytest
 
 from kiosk import cli
 from kiosk.paths import PROJECT_ROOT, data_dir
-from kiosk.storage import (AuditLog, Database, DamagedDataError, KeyMissingError, NewPhoto, Storage, StorageError,
-                           StoreDamagedError, StoreInUseError)
+from kiosk.storage import (
+    AuditLog,
+    DamagedDataError,
+    Database,
+    KeyMissingError,
+    NewPhoto,
+    Storage,
+    StorageError,
+    StoreDamagedError,
+    StoreInUseError,
+)
 from kiosk.storage import backup as backup_module
 from kiosk.storage import db as db_module
 from kiosk.storage import sealing as sealing_module
@@ -317,7 +326,8 @@ def test_audit_page_on_a_damaged_database_shows_the_problem_not_a_traceback(qtbo
         page = AuditPage(AuditLog(db))
         qtbot.addWidget(page)
         page.show()  # showEvent -> refresh: a raw sqlite3.DatabaseError escaped here before
-        assert "The audit log cannot be read" in page.status.text() and "damaged" in page.status.text()
+        qtbot.waitUntil(lambda: "The audit log cannot be read" in page.status.text(), timeout=5000)
+        assert "damaged" in page.status.text()
         assert page.table.rowCount() == 0
     finally:
         db.close()

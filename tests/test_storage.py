@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from kiosk.paths import config_dir, data_dir
-from kiosk.storage import (Database, NewPhoto, PinError, PinManager, Settings, SettingsStore, Storage,
-                           StorageError)
+from kiosk.storage import Database, NewPhoto, PinError, PinManager, Settings, SettingsStore, Storage, StorageError
 from kiosk.storage import db as db_module
 from kiosk.storage import employees as employees_module
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from .db import Database
 from .employees import now_iso
 from .files import atomic_write_text
+from .sql import LIKE_ESCAPE, like_contains
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,9 @@ class AuditLog:
 
     def entries(self, text: str = "", verdict: str | None = None, limit: int = 5000) -> list[AuditEntry]:
         """Newest first; ``text`` filters on claimed ID or reason, ``verdict`` on ACCEPT/REJECT."""
-        pattern = "%" + text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_contains(text)
         sql = ("SELECT id, time, claimed_id, score, verdict, reason FROM audit_log "
-               "WHERE (claimed_id LIKE ? ESCAPE '\\' OR reason LIKE ? ESCAPE '\\')")
+               f"WHERE (claimed_id LIKE ? {LIKE_ESCAPE} OR reason LIKE ? {LIKE_ESCAPE})")
         params: list = [pattern, pattern]
         if verdict:
             sql += " AND verdict = ?"

@@ -29,6 +29,7 @@ from .db import Database, StorageError
 from .files import atomic_write_bytes, private_dir
 from .integrity import IntegrityReport, ReferenceDamage
 from .lock import WriterLock
+from .sql import LIKE_ESCAPE, like_contains
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +131,11 @@ class EmployeeStore:
 
     def search(self, text: str = "", limit: int = 1000) -> list[Employee]:
         """Employees whose ID or name contains ``text`` (case-insensitive), sorted by ID."""
-        pattern = "%" + text.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_contains(text)
         rows = self.db.query(
             "SELECT e.id, e.name, e.created, COUNT(r.id) FROM employees e "
             "LEFT JOIN reference_photos r ON r.employee_id = e.id "
-            "WHERE e.id LIKE ? ESCAPE '\\' OR e.name LIKE ? ESCAPE '\\' "
+            f"WHERE e.id LIKE ? {LIKE_ESCAPE} OR e.name LIKE ? {LIKE_ESCAPE} "
             "GROUP BY e.id ORDER BY e.id LIMIT ?", (pattern, pattern, limit))
         return [Employee(*row) for row in rows]
 

@@ -20,8 +20,8 @@ from torch.nn import functional as F
 
 from ..datasets import Pair, read_lfw_pairs
 from ..engine import FaceEngine
-from ..featurecache import build_feature_cache
 from ..face_resnet import dlib_resnet_path, load_dlib_face_resnet
+from ..featurecache import build_feature_cache
 from ..metrics import auc, fold_accuracy, rates_at, roc_table, tar_at_far, threshold_for_far
 from ..model import SiameseNet
 from ..preprocess import InputSpec
