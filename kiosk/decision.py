@@ -3,7 +3,12 @@
 After an ID is entered, up to ``frames`` good-quality frames are collected within ``window_s`` seconds.
 Each frame's score is its best match over ALL the employee's reference photos; the decision is the
 mean (or median) of the frame scores against the threshold. Pure Python, no Qt, no network: the caller
-computes the scores (e.g. with :func:`frame_score` and FaceEngine.similarity).
+computes the scores (e.g. with :func:`frame_score` and FaceEngine.similarity); kiosk.attempt runs a whole
+attempt around it.
+
+The one home of the decision rules' constants: the threshold's allowed range and policy
+(:class:`ThresholdPolicy`), and the fusion defaults and limits (:class:`FusionParams`), which the settings
+use too.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ ACCEPT, REJECT = "ACCEPT", "REJECT"
 # The one range any decision threshold may take, wherever it comes from (weights, settings, the slider): a
 # threshold near 0 would let anyone in, one at 1 nobody.
 THRESHOLD_RANGE = (0.05, 0.999)
+FALLBACK_THRESHOLD = 0.5  # shown while no model is loaded; never used to decide (no model, no attempt)
 
 REASON_MATCH = "face matches"
 REASON_NO_MATCH = "face does not match"
@@ -28,15 +34,57 @@ REASON_NO_REFERENCE = "no reference photo for this ID (re-enrolment needed)"
 REASON_ERROR = "technical problem, please try again"
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def valid_threshold(value: object) -> bool:
+    return _is_number(value) and THRESHOLD_RANGE[0] <= value <= THRESHOLD_RANGE[1]  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class ThresholdPolicy:
+    """THE threshold rule: the admin's saved threshold (the settings') when set and in range, else the
+    model's calibrated default. The worker's attempts and the admin slider both ask this."""
+
+    saved: float | None = None  # Settings.threshold; None: follow the model
+
+    def threshold(self, model_default: float | None) -> float:
+        if self.saved is not None and valid_threshold(self.saved):
+            return float(self.saved)
+        return float(model_default) if model_default is not None else FALLBACK_THRESHOLD
+
+    def follows_model(self) -> bool:
+        return self.saved is None or not valid_threshold(self.saved)
+
+
+AGGREGATES = ("mean", "median")
+FRAMES_RANGE = (1, 20)          # good frames per decision
+WINDOW_RANGE_S = (0.5, 60.0)    # seconds to collect them
+
+
 @dataclass(frozen=True)
 class FusionParams:
+    """The fusion defaults and limits, in one place (Settings takes its defaults and checks from here)."""
+
     frames: int = 3          # good frames fused into one decision
     window_s: float = 4.0    # seconds after the ID is entered
     aggregate: str = "mean"  # "mean" or "median"
 
     def __post_init__(self):
-        if self.frames < 1 or self.window_s <= 0 or self.aggregate not in ("mean", "median"):
+        if not all(self.valid(name, getattr(self, name)) for name in ("frames", "window_s", "aggregate")):
             raise ValueError(f"invalid fusion parameters {self}")
+
+    @staticmethod
+    def valid(name: str, value: object) -> bool:
+        """Whether ``value`` is allowed for the field ``name``."""
+        if name == "frames":
+            return isinstance(value, int) and not isinstance(value, bool) and FRAMES_RANGE[0] <= value <= FRAMES_RANGE[1]
+        if name == "window_s":
+            return _is_number(value) and WINDOW_RANGE_S[0] <= value <= WINDOW_RANGE_S[1]  # type: ignore[operator]
+        if name == "aggregate":
+            return value in AGGREGATES
+        raise KeyError(name)
 
 
 @dataclass(frozen=True)
@@ -47,6 +95,7 @@ class Decision:
     score: float | None         # fused score; None when nothing was compared
     threshold: float
     frame_scores: tuple[float, ...] = ()
+    name: str | None = None     # the employee's name, on accepted decisions (kiosk.attempt fills it in)
 
     @property
     def verdict(self) -> str:
@@ -56,7 +105,8 @@ class Decision:
         """The same evidence judged against another threshold."""
         if self.score is None:
             return replace(self, threshold=threshold)
-        return decide(self.claimed_id, self.frame_scores, threshold, aggregate=None, fused=self.score)
+        judged = decide(self.claimed_id, self.frame_scores, threshold, aggregate=None, fused=self.score)
+        return replace(judged, name=self.name if judged.accepted else None)
 
 
 def frame_score(similarity: Callable[[np.ndarray, np.ndarray], np.ndarray], frame_features: np.ndarray,
@@ -85,8 +135,13 @@ def decide(claimed_id: str, frame_scores: Sequence[float], threshold: float, agg
     return Decision(claimed_id, accepted, REASON_MATCH if accepted else REASON_NO_MATCH, score, threshold, scores)
 
 
+def refused(claimed_id: str, reason: str, threshold: float) -> Decision:
+    """A REJECT before (or instead of) any comparison: unknown ID, no reference, technical problem."""
+    return Decision(claimed_id, False, reason, None, threshold)
+
+
 def unknown_id(claimed_id: str, threshold: float) -> Decision:
-    return Decision(claimed_id, False, REASON_UNKNOWN_ID, None, threshold)
+    return refused(claimed_id, REASON_UNKNOWN_ID, threshold)
 
 
 class VerificationSession:

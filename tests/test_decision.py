@@ -5,8 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiosk.decision import (REASON_MATCH, REASON_NO_FACE, REASON_NO_MATCH, REASON_UNKNOWN_ID, FusionParams,
-                            VerificationSession, decide, estimate_rates, frame_score, fuse, unknown_id)
+from kiosk.decision import (
+    REASON_MATCH,
+    REASON_NO_FACE,
+    REASON_NO_MATCH,
+    REASON_UNKNOWN_ID,
+    FusionParams,
+    VerificationSession,
+    decide,
+    estimate_rates,
+    frame_score,
+    fuse,
+    unknown_id,
+)
 
 
 def test_frame_score_is_the_best_match_over_all_references():
@@ -57,6 +68,13 @@ def test_moving_the_threshold_changes_the_verdict():
     stricter = decision.with_threshold(0.7)
     assert not stricter.accepted and stricter.reason == REASON_NO_MATCH and stricter.score == decision.score
     assert stricter.with_threshold(0.64).accepted  # at the threshold: accepted
+
+
+def test_the_name_stays_only_on_accepted_decisions():
+    from dataclasses import replace
+
+    named = replace(decide("E1", [0.8], threshold=0.5), name="Ann")
+    assert named.with_threshold(0.6).name == "Ann" and named.with_threshold(0.9).name is None
 
 
 def test_unknown_id_is_a_reject_with_its_reason():

@@ -9,7 +9,7 @@ from typing import Callable
 
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
-from ..decision import Decision, FusionParams
+from ..decision import Decision
 from ..engine import FaceEngine
 from ..paths import DEFAULT_WEIGHTS
 from ..sources import IMAGE_EXTENSIONS, FrameSource, is_camera_spec, open_source
@@ -92,8 +92,7 @@ class MainWindow(QMainWindow):
         self.statusBar().addWidget(self.store_status, 2)
         self._show_store_health(self.storage.health)
 
-        fusion = FusionParams(settings.fusion_frames, settings.fusion_window_s, settings.fusion_aggregate)
-        self.worker = VerificationWorker(config.weights, self.storage, fusion, settings.threshold,
+        self.worker = VerificationWorker(config.weights, self.storage, settings.fusion, settings.threshold,
                                          config.engine_factory, config.idle_rate_hz)
         self.inference = InferenceThread(self.worker)
         w = self.worker
@@ -177,14 +176,7 @@ class MainWindow(QMainWindow):
         self.employees.set_engine_state(False, reason)
 
     def _on_decided(self, decision: Decision) -> None:
-        name = None
-        if decision.accepted:
-            try:
-                employee = self.storage.employees.get(decision.claimed_id)
-                name = employee.name if employee else None
-            except StorageError as exc:
-                log.warning("cannot look up the name of %s: %s", decision.claimed_id, exc)
-        self.kiosk.on_decided(decision, name)
+        self.kiosk.on_decided(decision, decision.name)  # the worker's decision carries the name: no lookup here
         if self.audit_page.isVisible():
             self.audit_page.refresh()
 

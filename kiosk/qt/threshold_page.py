@@ -1,4 +1,5 @@
-"""Admin page: the decision threshold, saved in the settings, with the model's estimated error rates."""
+"""Admin page: the decision threshold, saved in the settings, with the model's estimated error rates. What
+it shows is what the kiosk uses: both ask kiosk.decision.ThresholdPolicy."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import logging
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
 
-from ..decision import THRESHOLD_RANGE, estimate_rates
+from ..decision import THRESHOLD_RANGE, ThresholdPolicy, estimate_rates
 from ..storage import SettingsStore, StorageError
 from .worker import EngineInfo
 
@@ -22,7 +23,7 @@ class ThresholdPage(QWidget):
     def __init__(self, settings: SettingsStore, saved: float | None, parent=None):
         super().__init__(parent)
         self.settings = settings
-        self.saved = saved            # None: follow the model's default
+        self.policy = ThresholdPolicy(saved)  # the settings' threshold; None: follow the model's default
         self.model: EngineInfo | None = None
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(round(THRESHOLD_RANGE[0] * STEPS), round(THRESHOLD_RANGE[1] * STEPS))
@@ -55,9 +56,7 @@ class ThresholdPage(QWidget):
 
     @property
     def threshold(self) -> float:
-        if self.saved is not None:
-            return self.saved
-        return self.model.default_threshold if self.model is not None else 0.5
+        return self.policy.threshold(self.model.default_threshold if self.model is not None else None)
 
     def set_model(self, info: EngineInfo | None) -> None:
         self.model = info
@@ -74,7 +73,7 @@ class ThresholdPage(QWidget):
             self._save()
 
     def use_model_default(self) -> None:
-        self.saved = None
+        self.policy = ThresholdPolicy(None)
         self._sync()
         self.threshold_changed.emit(None)
         self._save()
@@ -82,14 +81,14 @@ class ThresholdPage(QWidget):
     def _on_slider(self, value: int) -> None:
         if self._syncing:
             return
-        self.saved = value / STEPS
+        self.policy = ThresholdPolicy(value / STEPS)
         self._show()
-        self.threshold_changed.emit(self.saved)
+        self.threshold_changed.emit(self.policy.saved)
         self._save_timer.start()
 
     def _save(self) -> None:
         try:
-            self.settings.update(threshold=self.saved)
+            self.settings.update(threshold=self.policy.saved)
         except StorageError as exc:
             self.rates_label.setText(f"Cannot save the threshold: {exc}")
             log.error("cannot save the threshold: %s", exc)
@@ -102,7 +101,7 @@ class ThresholdPage(QWidget):
 
     def _show(self) -> None:
         value = self.threshold
-        source = "model default" if self.saved is None else "saved"
+        source = "model default" if self.policy.follows_model() else "saved"
         self.value_label.setText(f"{value:.3f} ({source})")
         rates = estimate_rates(self.model.roc if self.model else None, value)
         if self.model is None:

@@ -1,9 +1,10 @@
 """The inference worker: a QObject living in its own QThread that runs detection and the Siamese network.
 
 The GUI offers every frame; the worker only ever takes the latest one (stale frames are dropped) and never
-blocks the GUI. All requests arrive as queued signals, all results and problems leave as signals: no
-exception escapes into Qt. Without trained weights it still detects faces (for the prompts) and says why
-it cannot verify or enrol.
+blocks the GUI. Every rule of a verification attempt lives in kiosk.attempt.VerificationService; the
+worker only moves frames in and decisions out, and keeps the deadline's timer. All requests arrive as
+queued signals, all results and problems leave as signals: no exception escapes into Qt. Without trained
+weights it still detects faces (for the prompts) and says why it cannot verify or enrol.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
-from ..decision import (REASON_ERROR, REASON_NO_REFERENCE, Decision, FusionParams, VerificationSession, frame_score,
-                        unknown_id)
+from ..attempt import VerificationService
+from ..decision import Decision, FusionParams, ThresholdPolicy
 from ..detection import Box, HaarFaceDetector
 from ..engine import FaceEngine
-from ..enrolment import current_references, enrol_images, refresh_features
+from ..enrolment import enrol_images, refresh_features
 from ..errors import KioskError
 from ..quality import ADVICE, assess_quality
 from ..storage import Storage
@@ -78,9 +79,9 @@ class VerificationWorker(QObject):
         super().__init__()
         self.weights_path = Path(weights_path)
         self.storage = storage
-        self.fusion = fusion or FusionParams()
-        self.threshold_override = threshold
         self.engine: FaceEngine | None = None
+        self.service = VerificationService(storage, None, fusion or FusionParams(), ThresholdPolicy(threshold),
+                                           report=self.error.emit)
         self._engine_factory = engine_factory
         self._detector: HaarFaceDetector | None = None
         self._idle_interval = 1.0 / idle_rate_hz if idle_rate_hz > 0 else 0.0
@@ -88,8 +89,6 @@ class VerificationWorker(QObject):
         self._latest: tuple[np.ndarray, float] | None = None
         self._wake_pending = False
         self._last_analysis = 0.0
-        self._session: VerificationSession | None = None
-        self._references: np.ndarray | None = None
         self._stopping = False
         self._last_error = ("", 0.0)
         self._wake.connect(self._process_latest)
@@ -127,9 +126,7 @@ class VerificationWorker(QObject):
 
     @property
     def threshold(self) -> float:
-        if self.threshold_override is not None:
-            return self.threshold_override
-        return self.engine.default_threshold if self.engine is not None else 0.5
+        return self.service.threshold
 
     # -- in the worker thread -------------------------------------------------------------------------------
     @Slot()
@@ -151,6 +148,7 @@ class VerificationWorker(QObject):
             log.exception("loading the model failed")
             self._engine_unavailable(f"the model could not be loaded ({type(exc).__name__}: {exc})")
             return
+        self.service.engine = self.engine
         try:  # features of another model are never compared: re-embed from the stored photos first
             self.refreshed.emit(refresh_features(self.engine, self.storage.employees, self.refreshing.emit))
         except Exception as exc:  # not fatal: stale features are simply not used
@@ -181,7 +179,7 @@ class VerificationWorker(QObject):
         if self._stopping:
             return
         now = time.monotonic()
-        if self._session is None and self._idle_interval:
+        if not self.service.active and self._idle_interval:
             wait = self._last_analysis + self._idle_interval - now
             if wait > 0:  # nobody is being verified: analyse at a gentle rate to spare the CPU
                 if not self._throttle.isActive():
@@ -195,9 +193,7 @@ class VerificationWorker(QObject):
         try:
             self._analyse(*item)
         except Exception as exc:
-            session = self._session
-            if session is not None:  # the person gets a clear answer, and the attempt is logged
-                self._finish(Decision(session.claimed_id, False, REASON_ERROR, None, session.threshold))
+            self._deliver(self.service.fail())  # the person gets a clear answer, and the attempt is logged
             self._report(f"frame analysis failed: {type(exc).__name__}: {exc}")
 
     def _report(self, message: str) -> None:
@@ -219,86 +215,69 @@ class VerificationWorker(QObject):
         else:
             return
         self.analysed.emit(FrameResult(frame, captured_at, box, quality.ok, list(quality.reasons)))
-        session = self._session
-        if session is None or self.engine is None:
+        if not self.service.active or self.engine is None:
             return
-        if quality.ok and crop is not None and session.wants(captured_at):
-            features = self.engine.embed_crops(crop[None])[0]
-            decision = session.add_score(frame_score(self.engine.similarity, features, self._references),
-                                         captured_at)
-            self.progress.emit(len(session.scores), session.params.frames)
-            if decision is not None:
-                self._finish(decision)
-                return
-        self._on_deadline()
+        before = self.service.progress[0]
+        decision = self.service.add_frame(crop if quality.ok else None, captured_at)
+        if decision is not None:
+            self._deliver(decision)
+        elif self.service.progress[0] != before:
+            self.progress.emit(*self.service.progress)
 
     @Slot(str, float)
     def _begin_verification(self, claimed_id: str, started_at: float) -> None:
-        claimed_id = claimed_id.strip()
+        if self.engine is None:
+            self.error.emit("verification is unavailable (no model loaded)")
+            return
+        self._deadline.stop()
         try:
-            if self.engine is None:
-                self.error.emit("verification is unavailable (no model loaded)")
-                return
-            if self._session is not None:
-                log.info("verification of %s replaced by %s", self._session.claimed_id, claimed_id)
-            self._session = None
-            if self.storage.employees.get(claimed_id) is None:
-                self._finish(unknown_id(claimed_id, self.threshold))
-                return
-            refs = current_references(self.engine, self.storage.employees, claimed_id)
-            if refs.size == 0:
-                self._finish(Decision(claimed_id, False, REASON_NO_REFERENCE, None, self.threshold))
-                return
-            self._references = refs
-            self._session = VerificationSession(claimed_id, self.threshold, self.fusion, started_at)
-            remaining = self._session.remaining(time.monotonic())
-            self._deadline.start(int(remaining * 1000) + 20)
-            self.progress.emit(0, self.fusion.frames)
-            if self._throttle.isActive():  # a frame is waiting for the idle rate: take it now
-                self._throttle.stop()
-                self._process_latest()
+            decision = self.service.begin(claimed_id, started_at)
         except Exception as exc:
             log.exception("starting verification failed")
-            self._session = None
+            self.service.cancel()
             self.error.emit(f"verification failed: {type(exc).__name__}: {exc}")
+            return
+        if decision is not None:
+            self._deliver(decision)
+            return
+        self._arm_deadline()
+        self.progress.emit(*self.service.progress)
+        if self._throttle.isActive():  # a frame is waiting for the idle rate: take it now
+            self._throttle.stop()
+            self._process_latest()
+
+    def _arm_deadline(self) -> None:
+        remaining = self.service.remaining()
+        if remaining is not None:
+            self._deadline.start(int(remaining * 1000) + 20)
 
     @Slot()
     def _on_deadline(self) -> None:
-        session = self._session
-        if session is None:
-            return
-        now = time.monotonic()
-        decision = session.expire(now)
+        decision = self.service.expire()
         if decision is not None:
-            self._finish(decision)
-        elif not self._deadline.isActive():  # woke a little early: wait for the rest (no frames may come)
-            self._deadline.start(int(session.remaining(now) * 1000) + 20)
+            self._deliver(decision)
+        elif self.service.active and not self._deadline.isActive():  # woke early: wait for the rest
+            self._arm_deadline()
 
-    def _finish(self, decision: Decision) -> None:
-        self._session, self._references = None, None
+    def _deliver(self, decision: Decision | None) -> None:
+        if decision is None:
+            return
         self._deadline.stop()
-        log.info("verification of %r: %s (%s), score %s, threshold %.3f", decision.claimed_id, decision.verdict,
-                 decision.reason, "-" if decision.score is None else f"{decision.score:.3f}", decision.threshold)
-        try:
-            self.storage.audit.record(decision.claimed_id, decision.verdict, decision.reason, decision.score)
-        except Exception as exc:
-            log.exception("writing the audit log failed")
-            self.error.emit(f"the audit log could not be written: {exc}")
         self.decided.emit(decision)
 
     @Slot()
     def _cancel_session(self) -> None:
-        self._session, self._references = None, None
+        self.service.cancel()
         if hasattr(self, "_deadline"):
             self._deadline.stop()
 
     @Slot(object)
     def _set_threshold(self, threshold: float | None) -> None:
-        self.threshold_override = threshold
+        self.service.set_threshold(threshold)
 
     @Slot(object)
     def _set_fusion(self, fusion: FusionParams) -> None:
-        self.fusion = fusion
+        self.service.set_fusion(fusion)
 
     @Slot(str, str, object, bool)
     def _do_enrol(self, employee_id: str, name: str, images: list, replace: bool) -> None:

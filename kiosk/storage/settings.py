@@ -10,7 +10,7 @@ import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from ..decision import THRESHOLD_RANGE
+from ..decision import FusionParams, valid_threshold
 from ..paths import config_dir
 from .db import StorageError
 from .files import atomic_write_text, private_dir
@@ -18,29 +18,33 @@ from .files import atomic_write_text, private_dir
 log = logging.getLogger(__name__)
 
 SETTINGS_NAME = "settings.json"
+_FUSION = FusionParams()  # the fusion defaults and limits live in kiosk.decision; they are not repeated here
 
 
 @dataclass(frozen=True)
 class Settings:
     threshold: float | None = None      # None: the model's own threshold
-    fusion_frames: int = 3              # good frames fused into one decision
-    fusion_window_s: float = 4.0        # ... collected within this time after the ID is entered
-    fusion_aggregate: str = "mean"      # "mean" or "median" of the frame scores
+    fusion_frames: int = _FUSION.frames             # good frames fused into one decision
+    fusion_window_s: float = _FUSION.window_s       # ... collected within this time after the ID is entered
+    fusion_aggregate: str = _FUSION.aggregate       # "mean" or "median" of the frame scores
     verdict_display_s: float = 4.0      # the verdict stays on screen this long
     admin_idle_s: float = 60.0          # the admin tab locks itself after this much idle time
     pin: object = None                  # scrypt record, kept as found: kiosk.storage.pin judges it
     extra: dict = field(default_factory=dict)  # unknown keys from newer versions, kept as they were
+
+    @property
+    def fusion(self) -> FusionParams:
+        return FusionParams(self.fusion_frames, self.fusion_window_s, self.fusion_aggregate)
 
     def validated(self) -> "Settings":
         """Out-of-range values fall back to the defaults (with a warning), never crash the kiosk. Not the
         PIN record: a damaged one must stay damaged (and keep administration locked), not become 'no PIN'."""
         default = Settings()
         checks = {
-            "threshold": lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                 and THRESHOLD_RANGE[0] <= v <= THRESHOLD_RANGE[1]),
-            "fusion_frames": lambda v: isinstance(v, int) and 1 <= v <= 20,
-            "fusion_window_s": lambda v: isinstance(v, (int, float)) and 0.5 <= v <= 60,
-            "fusion_aggregate": lambda v: v in ("mean", "median"),
+            "threshold": lambda v: v is None or valid_threshold(v),
+            "fusion_frames": lambda v: FusionParams.valid("frames", v),
+            "fusion_window_s": lambda v: FusionParams.valid("window_s", v),
+            "fusion_aggregate": lambda v: FusionParams.valid("aggregate", v),
             "verdict_display_s": lambda v: isinstance(v, (int, float)) and 0.5 <= v <= 60,
             "admin_idle_s": lambda v: isinstance(v, (int, float)) and 5 <= v <= 3600,
         }
