@@ -89,6 +89,7 @@ def unlock_admin(qtbot, window, pin=PIN) -> None:
     else:
         qtbot.keyClicks(admin.pin_field, pin)
         qtbot.keyClick(admin.pin_field, Qt.Key.Key_Return)
+    qtbot.waitUntil(lambda: not admin.busy, timeout=5000)  # the PIN is checked off the GUI thread
     assert admin.unlocked and admin.stack.currentWidget() is admin.panel
 
 
@@ -122,7 +123,8 @@ def test_enrol_from_photo_files_mechanics(qtbot, make_window, untrained_weights,
     assert (employee.id, employee.name, employee.photo_count) == ("E-17", "Colin Powell", 2)
     refs = window.storage.employees.references("E-17")
     assert len(refs) == 2 and all(r.path.is_file() and r.features.shape == (128,) for r in refs)
-    assert window.employees.table.rowCount() == 1 and window.employees.table.item(0, 0).text() == "E-17"
+    qtbot.waitUntil(lambda: window.employees.table.rowCount() == 1, timeout=5000)  # the list refreshes in the background
+    assert window.employees.table.item(0, 0).text() == "E-17"
     assert "Enrolled E-17" in window.employees.status.text() and not window.employees.pending
     # a photo without a face is refused with the file named, and nothing changes
     blank = tmp_path / "blank.png"
@@ -209,6 +211,7 @@ def test_admin_pin_first_run_accept_lockout_and_relock(qtbot, make_window, untra
     qtbot.keyClicks(admin.new_pin, "123456")
     qtbot.keyClicks(admin.new_pin_repeat, "123457")
     qtbot.mouseClick(admin.set_pin_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not admin.busy, timeout=5000)
     assert "differ" in admin.setup_message.text() and not admin.unlocked
     unlock_admin(qtbot, window)  # first run: sets the PIN and opens
     window.tabs.setCurrentWidget(window.kiosk)  # leaving the tab locks
@@ -220,6 +223,7 @@ def test_admin_pin_first_run_accept_lockout_and_relock(qtbot, make_window, untra
     for attempt in range(1, 6):
         qtbot.keyClicks(admin.pin_field, "000000")
         qtbot.keyClick(admin.pin_field, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: not admin.busy, timeout=5000)
         if attempt < 5:
             assert f"{5 - attempt} attempt" in admin.unlock_message.text()
     assert "try again in" in admin.unlock_message.text()
@@ -246,9 +250,11 @@ def test_delete_removes_the_person_photos_and_features(qtbot, make_window, untra
     unlock_admin(qtbot, window)
     page = window.employees
     page.refresh()
+    qtbot.waitUntil(lambda: page.table.rowCount() == 2, timeout=5000)
     page.confirm = lambda *args: True
     page.table.selectRow(next(r for r in range(page.table.rowCount()) if page.table.item(r, 0).text() == "GONE"))
     qtbot.mouseClick(page.delete_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.table.rowCount() == 1, timeout=5000)  # deleted, then the list refreshed
     assert store.get("GONE") is None and store.references("GONE") == []
     assert not any(f.exists() for f in files)
     assert [p.name for p in (data_dir() / "photos").iterdir()] == [store.references("STAY")[0].path.name]
@@ -473,14 +479,16 @@ def test_audit_page_filters_and_exports_csv(qtbot, make_window, untrained_weight
     unlock_admin(qtbot, window)
     page = window.audit_page
     window.admin.panel.setCurrentWidget(page)
-    assert page.table.rowCount() == 3
+    shown = lambda: [page.table.item(r, 1).text() for r in range(page.table.rowCount())]  # noqa: E731
+    qtbot.waitUntil(lambda: shown() == ["E3", "E2", "E1"], timeout=5000)  # the queries run in the background
     page.verdict.setCurrentText("REJECT")
-    assert [page.table.item(r, 1).text() for r in range(page.table.rowCount())] == ["E3", "E2"]
+    qtbot.waitUntil(lambda: shown() == ["E3", "E2"], timeout=5000)
     page.filter.setText("unknown")
-    assert [page.table.item(r, 1).text() for r in range(page.table.rowCount())] == ["E3"]
+    qtbot.waitUntil(lambda: shown() == ["E3"], timeout=5000)
     out = tmp_path / "export.csv"
     page.choose_export_path = lambda: str(out)
     qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.status.text().startswith("Exported"), timeout=5000)
     lines = out.read_text().splitlines()
     assert lines[0] == "time,claimed_id,score,verdict,reason"
     assert len(lines) == 2 and lines[1].endswith(",E3,,REJECT,unknown ID")

@@ -214,7 +214,7 @@ def test_admin_tab_shows_why_it_is_locked_and_opens_after_reset(qtbot, pin_set, 
     assert admin.stack.currentWidget() is admin.unlock_page
     qtbot.keyClicks(admin.pin_field, "135790")
     qtbot.keyClick(admin.pin_field, Qt.Key.Key_Return)
-    assert admin.unlocked
+    qtbot.waitUntil(lambda: admin.unlocked, timeout=5000)  # checked off the GUI thread
 
 
 def test_admin_tab_notices_a_record_deleted_while_it_waits(qtbot, pin_set):
@@ -229,8 +229,8 @@ def test_admin_tab_notices_a_record_deleted_while_it_waits(qtbot, pin_set):
     settings_file().unlink()
     qtbot.keyClicks(admin.pin_field, "999999")
     qtbot.keyClick(admin.pin_field, Qt.Key.Key_Return)
-    assert admin.stack.currentWidget() is admin.error_page and not admin.unlocked
-    assert "missing" in admin.error_label.text()
+    qtbot.waitUntil(lambda: admin.stack.currentWidget() is admin.error_page, timeout=5000)
+    assert not admin.unlocked and "missing" in admin.error_label.text()
 
 
 def test_first_start_asks_for_six_digits(qtbot):
@@ -245,6 +245,7 @@ def test_first_start_asks_for_six_digits(qtbot):
     qtbot.keyClicks(admin.new_pin, "1234")
     qtbot.keyClicks(admin.new_pin_repeat, "1234")
     qtbot.mouseClick(admin.set_pin_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not admin.busy, timeout=5000)
     assert "6 to 12 digits" in admin.setup_message.text() and not admin.unlocked
 
 

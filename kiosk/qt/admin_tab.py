@@ -1,19 +1,32 @@
 """The admin tab behind a PIN: first run sets the PIN, 5 wrong entries lock it for a while (longer each
 time), and it locks itself again when the admin leaves the tab or after a minute without input. Once a
 PIN has been set, a missing or damaged PIN record keeps the tab locked with the reason and the way back
-(``kiosk admin reset-pin`` in a terminal); it never falls back to the first-run page."""
+(``kiosk admin reset-pin`` in a terminal); it never falls back to the first-run page. Checking and setting a
+PIN (scrypt, ~45 ms) run off the GUI thread; a result that arrives after the tab locked again is ignored."""
 
 from __future__ import annotations
 
 import logging
 
+import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
-from PySide6.QtWidgets import (QApplication, QFormLayout, QGroupBox, QLabel, QLineEdit, QPushButton,
-                               QStackedWidget, QTabWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QApplication,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QStackedWidget,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import KioskError
-from ..storage import PinError, PinManager
-from ..storage.pin import MAX_PIN, MIN_PIN, format_duration
+from ..storage import PinManager
+from ..storage.pin import MAX_PIN, MIN_PIN, PinResult, format_duration
+from .background import Background
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +63,9 @@ class AdminTab(QWidget):
         self.pins = pins
         self.panel = panel
         self.unlocked = False
+        self.ops = Background(self)
+        self._session = 0  # bumped by lock(): a PIN result from before it no longer counts
+        self._pin_busy = False
 
         # first run: choose a PIN
         self.new_pin, self.new_pin_repeat = _pin_field(), _pin_field()
@@ -98,7 +114,7 @@ class AdminTab(QWidget):
         self._lock_ticker = QTimer(self)  # counts down a lockout on screen
         self._lock_ticker.setInterval(1000)
         self._lock_ticker.timeout.connect(self._show_lock_state)
-        self._activity = _ActivityFilter(self.idle_timer)
+        self._activity = _ActivityFilter(self.idle_timer, self)  # a child: gone with the tab, filter included
         self.lock()
 
     # -- locking ------------------------------------------------------------------------------------------
@@ -106,6 +122,7 @@ class AdminTab(QWidget):
         if self.unlocked:
             log.info("admin locked")
         self.unlocked = False
+        self._session += 1
         self.idle_timer.stop()
         app = QApplication.instance()
         if app is not None:
@@ -168,31 +185,52 @@ class AdminTab(QWidget):
         except KioskError:
             return True
 
-    # -- PIN actions ----------------------------------------------------------------------------------------
+    # -- PIN actions (off the GUI thread) --------------------------------------------------------------------
+    @property
+    def busy(self) -> bool:
+        """A PIN is being checked or set."""
+        return self._pin_busy
+
+    def _run_pin_op(self, operation, on_success, on_failure, busy: list[QWidget]) -> None:
+        self._pin_busy = True
+        session = self._session
+
+        def done(callback):
+            def call(value) -> None:
+                self._pin_busy = False
+                if session == self._session:  # not locked meanwhile
+                    callback(value)
+            return call
+
+        self.ops.run(operation, done(on_success), done(on_failure), busy=busy)
+
     def set_first_pin(self) -> None:
-        try:
-            self.pins.set_pin(self.new_pin.text(), self.new_pin_repeat.text())
-        except KioskError as exc:
-            self.setup_message.setText(str(exc))
-            self.new_pin.clear()
-            self.new_pin_repeat.clear()
+        if self._pin_busy:
             return
-        log.info("admin PIN set")
+        pins, pin, repeat = self.pins, self.new_pin.text(), self.new_pin_repeat.text()
         self.new_pin.clear()
         self.new_pin_repeat.clear()
+        self._run_pin_op(lambda: pins.set_pin(pin, repeat), self._on_first_pin_set, self._on_first_pin_failed,
+                         [self.new_pin, self.new_pin_repeat, self.set_pin_button])
+
+    def _on_first_pin_set(self, _result: object) -> None:
+        log.info("admin PIN set")
+        self.setup_message.setText("")
         self._unlock()
+
+    def _on_first_pin_failed(self, exc: BaseException) -> None:
+        self.setup_message.setText(_message(exc))
 
     def try_unlock(self) -> None:
         pin = self.pin_field.text()
         self.pin_field.clear()
-        if not pin:
+        if not pin or self._pin_busy:
             return
-        try:
-            result = self.pins.check(pin)
-        except KioskError as exc:  # e.g. the PIN record was deleted meanwhile: show why it is locked
-            self.unlock_message.setText(str(exc))
-            self._show_gate()
-            return
+        pins = self.pins
+        self._run_pin_op(lambda: pins.check(pin), self._on_checked, self._on_check_failed,
+                         [self.pin_field, self.unlock_button])
+
+    def _on_checked(self, result: PinResult) -> None:
         if result.ok:
             self._unlock()
             return
@@ -200,30 +238,46 @@ class AdminTab(QWidget):
         self.unlock_message.setText(result.message)
         self._show_lock_state()
 
+    def _on_check_failed(self, exc: BaseException) -> None:  # e.g. the PIN record was deleted meanwhile
+        self.unlock_message.setText(_message(exc))
+        self._show_gate()
+
     def change_pin(self) -> None:
-        try:
-            self.pins.set_pin(self.changed_pin.text(), self.changed_pin_repeat.text(), current=self.current_pin.text())
-        except PinError as exc:
-            self.change_message.setText(str(exc))
-        except KioskError as exc:
-            self.change_message.setText(str(exc))
-        else:
-            self.change_message.setText("PIN changed.")
-            log.info("admin PIN changed")
+        if self._pin_busy:
+            return
+        pins = self.pins
+        new, repeat, current = self.changed_pin.text(), self.changed_pin_repeat.text(), self.current_pin.text()
         for field in (self.current_pin, self.changed_pin, self.changed_pin_repeat):
             field.clear()
+        self._run_pin_op(lambda: pins.set_pin(new, repeat, current=current), self._on_pin_changed,
+                         self._on_change_failed,
+                         [self.current_pin, self.changed_pin, self.changed_pin_repeat, self.change_button])
+
+    def _on_pin_changed(self, _result: object) -> None:
+        self.change_message.setText("PIN changed.")
+        log.info("admin PIN changed")
+
+    def _on_change_failed(self, exc: BaseException) -> None:
+        self.change_message.setText(_message(exc))
         if self.locked_out:  # too many wrong current PINs (or the record went missing)
             self.lock()
+
+
+def _message(exc: BaseException) -> str:
+    if isinstance(exc, KioskError):
+        return str(exc)
+    log.error("PIN operation failed", exc_info=exc)
+    return f"The PIN could not be checked: {exc}"
 
 
 class _ActivityFilter(QObject):
     """Any key or mouse input restarts the admin idle timer."""
 
-    def __init__(self, timer: QTimer):
-        super().__init__()
+    def __init__(self, timer: QTimer, parent: QObject):
+        super().__init__(parent)
         self.timer = timer
 
     def eventFilter(self, obj, event) -> bool:
-        if event.type() in _INPUT_EVENTS and self.timer.isActive():
+        if event.type() in _INPUT_EVENTS and shiboken6.isValid(self.timer) and self.timer.isActive():
             self.timer.start()
         return False

@@ -1,13 +1,28 @@
-"""Admin page: the audit log, filtered, exported to CSV."""
+"""Admin page: the audit log, filtered, exported to CSV; the queries and the export run off the GUI thread."""
 
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QFileDialog, QHBoxLayout, QHeaderView, QLabel,
-                               QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from ..storage import AuditEntry, AuditLog, StorageError
+from ..errors import KioskError
+from ..storage import AuditEntry, AuditLog
+from .background import Background
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +34,7 @@ class AuditPage(QWidget):
         super().__init__(parent)
         self.audit = audit
         self.entries: list[AuditEntry] = []
+        self.ops = Background(self)
         self.filter = QLineEdit()
         self.filter.setPlaceholderText("Filter by ID or reason")
         self.filter.textChanged.connect(self.refresh)
@@ -46,19 +62,22 @@ class AuditPage(QWidget):
         path, _ = QFileDialog.getSaveFileName(self, "Export audit log", "audit.csv", "CSV files (*.csv)")
         return path
 
-    def _query(self, limit: int) -> list[AuditEntry]:
-        verdict = self.verdict.currentText()
-        return self.audit.entries(self.filter.text(), None if verdict == "All" else verdict, limit=limit)
+    def _query(self, limit: int) -> Callable[[], list[AuditEntry]]:
+        audit, text, verdict = self.audit, self.filter.text(), self.verdict.currentText()
+        return lambda: audit.entries(text, None if verdict == "All" else verdict, limit=limit)
 
     def refresh(self) -> None:
-        try:
-            self.entries = self._query(SHOWN)
-        except StorageError as exc:  # the store turns every sqlite3 error (a damaged file too) into this
-            log.error("cannot read the audit log: %s", exc)
-            self.entries = []
-            self.table.setRowCount(0)
-            self.status.setText(f"The audit log cannot be read: {exc}")
-            return
+        self.ops.run(self._query(SHOWN), self._show_entries, self._on_read_failed, key="query")
+
+    def _on_read_failed(self, exc: BaseException) -> None:
+        # the store turns every sqlite3 error (a damaged file too) into a StorageError
+        log.error("cannot read the audit log: %s", exc)
+        self.entries = []
+        self.table.setRowCount(0)
+        self.status.setText(f"The audit log cannot be read: {exc}")
+
+    def _show_entries(self, entries: list[AuditEntry]) -> None:
+        self.entries = entries
         self.table.setRowCount(len(self.entries))
         for r, e in enumerate(self.entries):
             values = (e.time.replace("T", " ")[:19], e.claimed_id, "" if e.score is None else f"{e.score:.3f}",
@@ -73,13 +92,19 @@ class AuditPage(QWidget):
         path = self.choose_export_path()
         if not path:
             return
-        try:
-            count = self.audit.export_csv(path, self._query(10_000_000))
-        except (OSError, StorageError) as exc:
+        audit, query = self.audit, self._query(10_000_000)
+        self.status.setText("Exporting...")
+
+        def exported(count: int) -> None:
+            self.status.setText(f"Exported {count} attempt(s) to {path}")
+            log.info("audit log exported to %s (%d rows)", path, count)
+
+        def failed(exc: BaseException) -> None:
+            if not isinstance(exc, (OSError, KioskError)):
+                log.error("audit export failed", exc_info=exc)
             self.status.setText(f"Export failed: {exc}")
-            return
-        self.status.setText(f"Exported {count} attempt(s) to {path}")
-        log.info("audit log exported to %s (%d rows)", path, count)
+
+        self.ops.run(lambda: audit.export_csv(path, query()), exported, failed, busy=[self.export_button])
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

@@ -1,4 +1,5 @@
-"""Admin page: search, enrol (live camera or photo files, several photos), re-enrol and delete employees."""
+"""Admin page: search, enrol (live camera or photo files, several photos), re-enrol and delete employees.
+The database work (search, look-up, delete with its log checkpoint) runs off the GUI thread."""
 
 from __future__ import annotations
 
@@ -8,13 +9,29 @@ from pathlib import Path
 
 from PySide6.QtCore import QSize, Signal
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
-                               QHeaderView, QLabel, QLineEdit, QListWidget, QListWidgetItem, QMessageBox,
-                               QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..errors import KioskError
 from ..imageio import read_image
-from ..storage import Storage, StorageError, clean_employee_id, clean_name
+from ..storage import Employee, Storage, StorageError, clean_employee_id, clean_name
+from .background import Background
 from .imaging import thumbnail
 from .video_view import VideoView
 from .worker import FrameResult
@@ -36,6 +53,7 @@ class EmployeesPage(QWidget):
         self._engine_ok = False
         self._camera_ok = False
         self._saving = False
+        self.ops = Background(self)
 
         # left: the list
         self.search = QLineEdit()
@@ -156,17 +174,19 @@ class EmployeesPage(QWidget):
 
     # -- actions ------------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        try:
-            employees = self.storage.employees.search(self.search.text())
-        except StorageError as exc:
-            self._say(str(exc), error=True)
-            return
+        employees, text = self.storage.employees, self.search.text()
+        self.ops.run(lambda: employees.search(text), self._show_employees, self._on_db_error, key="search")
+
+    def _show_employees(self, employees: list[Employee]) -> None:
         self.table.setRowCount(len(employees))
         for row, e in enumerate(employees):
             for col, value in enumerate((e.id, e.name, str(e.photo_count), e.created[:16].replace("T", " "))):
                 self.table.setItem(row, col, QTableWidgetItem(value))
         self.table.resizeColumnToContents(3)
         self._on_selection()
+
+    def _on_db_error(self, exc: BaseException) -> None:
+        self._say(str(exc) if isinstance(exc, KioskError) else f"The database failed: {exc}", error=True)
 
     def selected_id(self) -> str | None:
         rows = self.table.selectionModel().selectedRows()
@@ -201,6 +221,8 @@ class EmployeesPage(QWidget):
             self._update_buttons()
 
     def save(self) -> None:
+        if self._saving:
+            return
         try:
             employee_id, name = clean_employee_id(self.id_field.text()), clean_name(self.name_field.text())
         except StorageError as exc:
@@ -209,15 +231,26 @@ class EmployeesPage(QWidget):
         if not self.pending:
             self._say("Add at least one photo.", error=True)
             return
-        existing = self.storage.employees.get(employee_id)
-        if existing is not None and not self.confirm(
-                "Re-enrol", f"{employee_id} ({existing.name}) is already enrolled with {existing.photo_count} "
-                            f"photo(s). Replace them with the {len(self.pending)} new photo(s)?"):
-            return
         self._saving = True
-        self._say(f"Enrolling {employee_id}...")
         self._update_buttons()
-        self.enrol_requested.emit(employee_id, name, list(self.pending), True)
+        employees, photos = self.storage.employees, list(self.pending)
+
+        def looked_up(existing: Employee | None) -> None:
+            if existing is not None and not self.confirm(
+                    "Re-enrol", f"{employee_id} ({existing.name}) is already enrolled with {existing.photo_count} "
+                                f"photo(s). Replace them with the {len(photos)} new photo(s)?"):
+                self._saving = False
+                self._update_buttons()
+                return
+            self._say(f"Enrolling {employee_id}...")
+            self.enrol_requested.emit(employee_id, name, photos, True)
+
+        def failed(exc: BaseException) -> None:
+            self._saving = False
+            self._on_db_error(exc)
+            self._update_buttons()
+
+        self.ops.run(lambda: employees.get(employee_id), looked_up, failed)
 
     def delete_selected(self) -> None:
         employee_id = self.selected_id()
@@ -226,15 +259,16 @@ class EmployeesPage(QWidget):
         if not self.confirm("Delete", f"Delete {employee_id} with all their reference photos and features? "
                                       f"This cannot be undone."):
             return
-        try:
-            self.storage.employees.delete(employee_id)
-        except StorageError as exc:
-            self._say(str(exc), error=True)
-            return
-        self._say(f"Deleted {employee_id} and their photos.")
-        self.id_field.clear()
-        self.name_field.clear()
-        self.refresh()
+        employees = self.storage.employees
+
+        def deleted(_found: bool) -> None:
+            self._say(f"Deleted {employee_id} and their photos.")
+            self.id_field.clear()
+            self.name_field.clear()
+            self.refresh()
+
+        self.ops.run(lambda: employees.delete(employee_id), deleted, self._on_db_error,
+                     busy=[self.delete_button, self.table])
 
     # -- helpers ------------------------------------------------------------------------------------------
     def _add_pending(self, image, label: str) -> None:

@@ -1,6 +1,8 @@
 """The SQLite database in data_dir(): owner-only, WAL mode, explicit transactions, versioned schema.
 
-One connection shared by the GUI and worker threads, serialised by a lock (the kiosk's load is tiny).
+Each thread gets its own connection, opened on its first use with the same pragmas, so a slow query on one
+thread never waits behind another thread's; changes (transactions, checkpoints, backups) are serialised in
+the process by one lock, as SQLite serialises writers anyway. ``close()`` closes every connection.
 ``secure_delete`` overwrites deleted rows, so deleting a person really removes their features.
 Every ``sqlite3`` error leaves this module as a StorageError (StoreDamagedError when the file is damaged),
 so callers catch one kind of error and the person reading it learns what to do.
@@ -83,8 +85,10 @@ class Database:
     def __init__(self, path: str | Path, migrate: bool = True, readonly: bool = False):
         self.path = Path(path)
         self.readonly = readonly
-        self._lock = threading.RLock()
-        self._conn = None
+        self._lock = threading.RLock()  # held by every change: one writer at a time in this process
+        self._conns: dict[int, sqlite3.Connection] = {}  # thread ident -> that thread's connection
+        self._conns_guard = threading.Lock()
+        self._closed = False
         if readonly:
             if not self.path.is_file():
                 raise StorageError(f"{self.path}: there is no kiosk database here")
@@ -94,14 +98,9 @@ class Database:
                 os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, PRIVATE_FILE))
             make_private(self.path)
         try:
-            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
-            if readonly:
-                self._conn.execute("PRAGMA query_only=ON")
-            else:
-                self._conn.execute("PRAGMA journal_mode=WAL")
-                self._conn.execute("PRAGMA synchronous=FULL")
-                self._conn.execute("PRAGMA foreign_keys=ON")
-                self._conn.execute("PRAGMA secure_delete=ON")
+            conn = self._conns[threading.get_ident()] = self._open_connection()
+            if not readonly:
+                conn.execute("PRAGMA journal_mode=WAL")  # persistent in the file: every connection uses it
             if migrate and not readonly:
                 self.migrate()
         except (sqlite3.DatabaseError, StorageError) as exc:
@@ -112,6 +111,48 @@ class Database:
         if not readonly:
             for suffix in ("-wal", "-shm"):
                 make_private(f"{self.path}{suffix}")
+
+    def _open_connection(self) -> sqlite3.Connection:
+        # check_same_thread=False only so that close() may close every thread's connection
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10)
+        try:
+            if self.readonly:
+                conn.execute("PRAGMA query_only=ON")
+            else:
+                conn.execute("PRAGMA synchronous=FULL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                conn.execute("PRAGMA secure_delete=ON")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @property
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use (StorageError once the database is closed)."""
+        ident = threading.get_ident()
+        with self._conns_guard:
+            if self._closed:
+                raise StorageError(f"{self.path}: the database is closed")
+            conn = self._conns.get(ident)
+        if conn is not None:
+            return conn
+        try:
+            conn = self._open_connection()
+        except sqlite3.Error as exc:
+            raise self._error(exc, "opening it") from exc
+        with self._conns_guard:
+            if self._closed:
+                conn.close()
+                raise StorageError(f"{self.path}: the database is closed")
+            self._conns[ident] = conn
+        return conn
+
+    @property
+    def connections(self) -> int:
+        """How many connections are open (one per thread that has used the database)."""
+        with self._conns_guard:
+            return len(self._conns)
 
     def _error(self, exc: sqlite3.Error, action: str) -> StorageError:
         if _is_damage(exc):
@@ -126,11 +167,11 @@ class Database:
 
     def quick_check(self) -> list[str]:
         """SQLite's ``PRAGMA quick_check``: [] when the file's structure is sound, else what is wrong."""
-        with self._lock:
-            try:
-                rows = [str(r[0]) for r in self._conn.execute("PRAGMA quick_check(20)").fetchall()]
-            except sqlite3.DatabaseError as exc:
-                return [str(exc)]
+        conn = self._conn
+        try:
+            rows = [str(r[0]) for r in conn.execute("PRAGMA quick_check(20)").fetchall()]
+        except sqlite3.DatabaseError as exc:
+            return [str(exc)]
         if rows == ["ok"]:
             return []
         return [line.strip() for row in rows for line in row.splitlines()
@@ -159,49 +200,44 @@ class Database:
     def transaction(self) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on any exception; sqlite3 errors become StorageError."""
         with self._lock:
-            self._require_open()
+            conn = self._conn
             try:
-                self._conn.execute("BEGIN IMMEDIATE")
+                conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
                 raise self._error(exc, "starting a change") from exc
             try:
-                yield self._conn
+                yield conn
             except BaseException as exc:
-                self._rollback()
+                self._rollback(conn)
                 if isinstance(exc, sqlite3.Error):
                     raise self._error(exc, "changing it") from exc
                 raise
             try:
-                self._conn.execute("COMMIT")
+                conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                self._rollback()
+                self._rollback(conn)
                 raise self._error(exc, "saving a change") from exc
 
-    def _rollback(self) -> None:
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
         try:
-            self._conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK")
         except sqlite3.Error:  # SQLite may have rolled back already (I/O error, full disk, damage)
             pass
 
-    def _require_open(self) -> None:
-        if self._conn is None:
-            raise StorageError(f"{self.path}: the database is closed")
-
     def query(self, sql: str, params: tuple | dict = ()) -> list[tuple]:
-        with self._lock:
-            self._require_open()
-            try:
-                return self._conn.execute(sql, params).fetchall()
-            except sqlite3.Error as exc:
-                raise self._error(exc, "reading it") from exc
+        conn = self._conn
+        try:
+            return conn.execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc, "reading it") from exc
 
     def query_one(self, sql: str, params: tuple | dict = ()) -> tuple | None:
-        with self._lock:
-            self._require_open()
-            try:
-                return self._conn.execute(sql, params).fetchone()
-            except sqlite3.Error as exc:
-                raise self._error(exc, "reading it") from exc
+        conn = self._conn
+        try:
+            return conn.execute(sql, params).fetchone()
+        except sqlite3.Error as exc:
+            raise self._error(exc, "reading it") from exc
 
     def meta(self, key: str) -> str | None:
         row = self.query_one("SELECT value FROM meta WHERE key = ?", (key,))
@@ -215,28 +251,29 @@ class Database:
     def checkpoint(self) -> None:
         """Fold the WAL into the main file and truncate it (after deletions: no copy left in the WAL)."""
         with self._lock:
-            self._require_open()
-            try:
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:  # waits (busy timeout) for other connections' reads to finish
+                row = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
             except sqlite3.Error as exc:
                 raise self._error(exc, "folding in its log") from exc
+            if row and row[0]:
+                log.warning("%s: the log could not be folded in completely (still in use)", self.path)
 
     @contextmanager
     def exclusive(self) -> Iterator[None]:
-        """No other thread of this process uses the database meanwhile (with the writer lock, which keeps
+        """No other thread of this process changes the database meanwhile (with the writer lock, which keeps
         other processes out: a consistent moment for a backup)."""
         with self._lock:
-            self._require_open()
+            self._conn  # noqa: B018 -- StorageError when closed
             yield
 
     def backup_to(self, target: str | Path) -> None:
         """A consistent copy of the whole database into a new file, with SQLite's online backup API."""
         with self._lock:
-            self._require_open()
+            conn = self._conn
             try:
                 copy = sqlite3.connect(target)
                 try:
-                    self._conn.backup(copy)
+                    conn.backup(copy)
                     copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
                 finally:
                     copy.close()
@@ -244,7 +281,12 @@ class Database:
                 raise self._error(exc, "copying it") from exc
 
     def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+        """Close every thread's connection; any later use raises StorageError."""
+        with self._lock, self._conns_guard:
+            self._closed = True
+            conns, self._conns = list(self._conns.values()), {}
+        for conn in conns:
+            try:
+                conn.close()
+            except sqlite3.Error as exc:  # pragma: no cover - closing never loses committed data
+                log.warning("%s: closing a connection failed: %s", self.path, exc)
