@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from .errors import FaceNotUsableError, KioskError, WeightsError
-from .paths import DEFAULT_WEIGHTS, datasets_dir
+from .paths import DEFAULT_WEIGHTS, LIVENESS_WEIGHTS, datasets_dir
 
 log = logging.getLogger("kiosk.cli")
 
@@ -86,6 +86,38 @@ def cmd_evaluate_lfw(args) -> int:
 def cmd_evaluate_pairs(args) -> int:
     from .datasets import read_pairs_csv  # noqa: PLC0415
     return _evaluate(args, read_pairs_csv(args.csv, allow_outside=args.allow_outside))
+
+
+def cmd_evaluate_liveness(args) -> int:
+    """APCER / BPCER / ACER of the liveness detector on labelled frames, per frame and, where the CSV has an
+    ``attempt`` column, per attempt (the mean P(live) of its frames against the same threshold)."""
+    from .liveness import LivenessModel  # noqa: PLC0415
+    from .training.liveness import evaluate_frames, measure, read_labels  # noqa: PLC0415
+    model = LivenessModel.load(args.liveness_weights)
+    rows = read_labels(args.csv)
+    attempts = [r[3] for r in rows] if any(r[3] for r in rows) else None
+    result = evaluate_frames(model, measure(rows, model.crop_scale), attempts)
+    for key in ("images", "missed_faces", "threshold", "apcer", "bpcer", "acer", "auc"):
+        value = result[key]
+        print(f"{key:<14}{value:.4f}" if isinstance(value, float) else f"{key:<14}{value}")
+    if "attempts" in result:
+        a = result["attempts"]
+        print(f"attempts      {a['count']}: APCER {a['apcer']:.4f}  BPCER {a['bpcer']:.4f}  ACER {a['acer']:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_train_liveness(args) -> int:
+    from .paths import LIVENESS_WEIGHTS  # noqa: PLC0415
+    from .training.liveness import train_liveness  # noqa: PLC0415
+    if args.out.resolve() == LIVENESS_WEIGHTS.resolve() and not args.replace_shipped:
+        raise KioskError(f"{args.out} is the shipped detector: give --out NEW.npz, or --replace-shipped")
+    cv = train_liveness(args.csv, args.out, args.crop_scale, args.weight_decay)["cross_validation"]
+    print(f"wrote {args.out}: leave-one-person-out on {cv['frames']} frames: APCER {cv['apcer']:.4f}, BPCER "
+          f"{cv['bpcer']:.4f}, ACER {cv['acer']:.4f}, AUC {cv['auc']:.4f}; threshold {cv['threshold']:.4f}")
+    return 0
 
 
 def cmd_train(args) -> int:
@@ -193,6 +225,20 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--peer", action="store_true", help="also evaluate face_recognition side by side")
         e.add_argument("--peer-only", action="store_true", help="evaluate only face_recognition")
         e.set_defaults(func=func)
+
+    e = esub.add_parser("liveness", help="presentation-attack detection on a CSV path,label[,attempt] (1 = live)")
+    e.add_argument("--csv", type=Path, required=True)
+    e.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    e.add_argument("--liveness-weights", type=Path, default=LIVENESS_WEIGHTS)
+    e.set_defaults(func=cmd_evaluate_liveness)
+
+    p = sub.add_parser("train-liveness", help="train the liveness detector, leave-one-person-out (NUAA by default)")
+    p.add_argument("--csv", type=Path, default=datasets_dir() / "nuaa" / "labels.csv")
+    p.add_argument("--out", type=Path, default=LIVENESS_WEIGHTS)
+    p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped detector")
+    p.add_argument("--crop-scale", type=float, default=1.0, help="face crop size in Haar boxes (default 1.0)")
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.set_defaults(func=cmd_train_liveness)
 
     p = sub.add_parser("train", help="train the Siamese head on the pretrained twin encoder")
     p.add_argument("--data", type=Path, action="append", help="identity folder root (repeatable; default: LFW + CelebA subset)")

@@ -42,6 +42,7 @@ WEIGHTS_DIR = _package_data("kiosk_data.weights", "weights", "face_siamese.pt")
 ASSETS_DIR = _package_data("kiosk_data.assets", "assets", "style.qss")  # icon, style sheet, sounds
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "face_siamese.pt"
 MODEL_CARD = WEIGHTS_DIR / "MODEL_CARD.md"
+LIVENESS_WEIGHTS = WEIGHTS_DIR / "liveness.npz"  # presentation-attack detector (weights/LIVENESS_CARD.md)
 
 
 def _env_path(var: str, default: Path) -> Path:

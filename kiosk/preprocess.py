@@ -10,7 +10,7 @@ Training, evaluation, enrolment and live verification all call :meth:`FacePrepro
 3. one similarity transform maps them onto dlib's 150x150 chip (padding 0.25), the alignment the pretrained
    network was trained on.
 
-Chosen by the numbers on LFW validation folds 6-10 (``scripts/choose_detector.py``, weights/MODEL_CARD.md).
+Chosen by the numbers on LFW validation folds 6-10 (``research/choose_detector.py``, weights/MODEL_CARD.md).
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ PREPROCESS_VERSION = 2  # 1: unaligned square crops (the from-scratch model); 2:
 # dlib's HOG detector searches the region REFINE_REACH box sides around the mapped box's centre, scaled so the
 # face is about REFINE_FACE_PX wide (its window is 80 px), at one scale (no upsampling). 85 px and 0.85
 # cost 1.8 ms less a frame than 100 px and 1.0 for 0.1 point of validation accuracy (98.5 against 98.6 %,
-# TAR at FAR 1 % equal), within the rule set before measuring (scripts/choose_detector.py).
+# TAR at FAR 1 % equal), within the rule set before measuring (research/choose_detector.py).
 REFINE_FACE_PX = 85.0
 REFINE_REACH = 0.85
 
 # A Haar box -> the box dlib's HOG detector draws on the same face (the landmark model was trained on those):
-# median centre shift (in box widths) and size ratio over 556 CelebA faces (scripts/choose_detector.py).
+# median centre shift (in box widths) and size ratio over 556 CelebA faces (research/choose_detector.py).
 HAAR_TO_LANDMARK_BOX = {"dx": -0.008, "dy": 0.070, "scale": 0.893}
 
 

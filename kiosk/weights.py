@@ -27,7 +27,7 @@ FORMAT = "siamese-kiosk-weights"
 FORMAT_VERSION = 2
 
 # The preprocessing each encoder was made for: face encoders take THE aligned face chip
-# (kiosk.preprocess); the Omniglot encoder takes drawings, prepared by kiosk.training.omniglot.
+# (kiosk.preprocess); the Omniglot encoder takes drawings, prepared by research.omniglot.
 INPUT_VERSIONS = {"dlib_resnet": PREPROCESS_VERSION, "koch": 1}
 FACE_ENCODERS = {"dlib_resnet"}  # verification models: a threshold is required
 

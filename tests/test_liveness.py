@@ -63,7 +63,7 @@ def test_label_files_are_read_strictly(tmp_path):
         read_labels(tmp_path / "b.csv")
     (tmp_path / "c.csv").write_text("path,label,attempt\nlive/1.jpg,1,A\nlive/2.jpg,0,\n")
     rows = read_labels(tmp_path / "c.csv")
-    assert [(r[1], r[2]) for r in rows] == [(True, "A"), (False, "live")]
+    assert [(r[1], r[2], r[3]) for r in rows] == [(True, "live", "A"), (False, "live", "")]
 
 
 @needs_nuaa
@@ -81,3 +81,32 @@ def test_people_never_seen_are_told_apart_live_from_printed(tmp_path):
     model = model_from(fit(train.features[train.found], train.live[train.found], 0.1), threshold)
     result = rates(model.probability(test.features[test.found]), test.live[test.found], threshold)
     assert result["acer"] < 0.10, result
+
+
+@needs_nuaa
+@pytest.mark.slow
+def test_evaluate_liveness_command_reports_frames_and_attempts(tmp_path, capsys):
+    """`kiosk evaluate liveness`: the issue's JSON keys, on the console too; with an attempt column, the
+    figures per attempt (here: each NUAA recording is an attempt). The shipped model saw these people, so
+    the figures are training-set figures; the test checks the command, and that it is not blind."""
+    import json
+    import shutil
+
+    from kiosk.cli import main
+    from kiosk.training.liveness import read_labels
+    rows = read_labels(NUAA / "labels.csv")
+    lines = ["path,label,attempt"]
+    for path, live, person, _ in rows[::6]:
+        recording = "_".join(path.stem.split("_")[:4])  # subject, glasses, position, session
+        target = tmp_path / person / path.name
+        target.parent.mkdir(exist_ok=True)
+        shutil.copy(path, target)  # a temporary copy for the test only
+        lines.append(f"{person}/{path.name},{int(live)},{recording}")
+    (tmp_path / "labels.csv").write_text("\n".join(lines) + "\n")
+    assert main(["evaluate", "liveness", "--csv", str(tmp_path / "labels.csv"), "--json", str(tmp_path / "o.json")]) == 0
+    result = json.loads((tmp_path / "o.json").read_text())
+    assert {"apcer", "bpcer", "acer", "auc", "threshold", "images", "missed_faces"} <= set(result)
+    assert result["images"] == len(lines) - 1 and result["acer"] < 0.1 and result["auc"] > 0.95
+    assert result["attempts"]["count"] > 10
+    out = capsys.readouterr().out
+    assert f"acer          {result['acer']:.4f}" in out and "attempts" in out

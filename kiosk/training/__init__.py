@@ -1,1 +1,1 @@
-"""Training the Siamese face model (and the Omniglot preset). Not imported at kiosk run time."""
+"""Training the face model's head and the liveness detector. Not imported at kiosk run time."""

@@ -32,13 +32,14 @@ log = logging.getLogger(__name__)
 class LabelledFrames:
     paths: list[Path]
     live: np.ndarray        # (N,) bool
-    group: np.ndarray       # (N,) person (NUAA) or attempt id
+    group: np.ndarray       # (N,) person (the image's folder name: NUAA's subject)
     features: np.ndarray    # (N, 354) float32, zeros where no face
     found: np.ndarray       # (N,) bool: a face was detected
 
 
-def read_labels(csv_file: str | Path) -> list[tuple[Path, bool, str]]:
-    """``path,label[,attempt]`` (1 = live, 0 = attack), paths relative to the CSV's folder."""
+def read_labels(csv_file: str | Path) -> list[tuple[Path, bool, str, str]]:
+    """``path,label[,attempt]`` (1 = live, 0 = attack), paths relative to the CSV's folder -> (path, live,
+    person: the image's folder name, attempt: '' where none is given)."""
     csv_file = Path(csv_file)
     try:
         with csv_file.open(newline="", encoding="utf-8") as handle:
@@ -54,12 +55,12 @@ def read_labels(csv_file: str | Path) -> list[tuple[Path, bool, str]]:
         path = (csv_file.parent / row[0].strip()).resolve()
         if csv_file.parent.resolve() not in path.parents:
             raise DatasetError(f"{csv_file}: line {line}: {row[0]!r} leaves the CSV's folder")
-        group = row[2].strip() if len(row) > 2 and row[2].strip() else Path(row[0]).parent.name
-        out.append((path, row[1].strip() == "1", group))
+        attempt = row[2].strip() if len(row) > 2 else ""
+        out.append((path, row[1].strip() == "1", Path(row[0]).parent.name, attempt))
     return out
 
 
-def measure(labels: str | Path | list[tuple[Path, bool, str]], crop_scale: float = 1.0,
+def measure(labels: str | Path | list[tuple[Path, bool, str, str]], crop_scale: float = 1.0,
             detector: HaarFaceDetector | None = None) -> LabelledFrames:
     """Detect the face in each frame (the kiosk's own detector) and measure its texture. ``labels``: a label
     CSV, or its rows as :func:`read_labels` gives them."""
@@ -67,7 +68,7 @@ def measure(labels: str | Path | list[tuple[Path, bool, str]], crop_scale: float
     rows = read_labels(labels) if isinstance(labels, (str, Path)) else list(labels)
     features = np.zeros((len(rows), 354), np.float32)
     found = np.zeros(len(rows), bool)
-    for i, (path, _, _) in enumerate(tqdm(rows, desc="liveness: frames", unit="img", leave=False)):
+    for i, (path, *_) in enumerate(tqdm(rows, desc="liveness: frames", unit="img", leave=False)):
         try:
             frame = read_image(path)
         except KioskError as exc:
@@ -153,6 +154,25 @@ def leave_people_out(frames: LabelledFrames, weight_decay: float = 1e-2) -> dict
                                             "acer": (blind_apcer + blind_bpcer) / 2},
             "per_person": per_person, "frames": int(ok.sum()), "missed_faces": int((~frames.found).sum()),
             "live": int(frames.live[ok].sum()), "attacks": int((~frames.live[ok]).sum())}
+
+
+def evaluate_frames(model: LivenessModel, frames: LabelledFrames, attempts: list[str] | None = None) -> dict:
+    """Figures at the model's threshold: per frame (frames without a detected face are left out and counted)
+    and, given each frame's attempt, per attempt (the mean P(live) of its frames, as the kiosk fuses them)."""
+    ok = frames.found
+    p = model.probability(frames.features[ok]) if ok.any() else np.zeros(0)
+    live = frames.live[ok]
+    result = {"images": len(frames.paths), "missed_faces": int((~ok).sum()), "threshold": model.threshold,
+              **rates(p, live, model.threshold), "auc": auc(p, live) if live.any() and (~live).any() else float("nan")}
+    if attempts is not None:
+        keys = np.array(attempts)[ok]
+        fused, fused_live = [], []
+        for key in sorted(set(keys) - {""}):
+            mine = keys == key
+            fused.append(p[mine].mean())
+            fused_live.append(bool(live[mine].all()))
+        result["attempts"] = {"count": len(fused), **rates(np.array(fused), np.array(fused_live), model.threshold)}
+    return result
 
 
 def train_liveness(csv_file: str | Path, out: Path, crop_scale: float = 1.0, weight_decay: float = 1e-2) -> dict:
