@@ -37,9 +37,10 @@ def load_arrays(path: Path, names: Sequence[str]) -> dict[str, np.ndarray] | Non
         return None
 
 
-def save_arrays(path: Path, **arrays: np.ndarray) -> Path:
-    """Write the arrays so that readers see the whole file or none (folders 0700, file 0600)."""
+def save_arrays(path: Path, compressed: bool = False, **arrays: np.ndarray) -> Path:
+    """Write the arrays so that readers see the whole file or none (folders 0700, file 0600); ``compressed``
+    for arrays that compress well (bit-packed drawings), at some cost in time."""
     private_dir(path.parent)
     with atomic_writer(path) as handle:
-        np.savez(handle, **arrays)
+        (np.savez_compressed if compressed else np.savez)(handle, **arrays)
     return path

@@ -71,9 +71,13 @@ def test_koch_architecture_as_in_the_paper():
     encoder = KochEncoder()
     convs = [m for m in encoder.features if isinstance(m, torch.nn.Conv2d)]
     assert [(c.out_channels, c.kernel_size) for c in convs] == [(64, (10, 10)), (128, (7, 7)), (128, (4, 4)), (256, (4, 4))]
+    x = torch.rand(2, 1, 105, 105, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        f = encoder(torch.zeros(2, 1, 105, 105))
-    assert f.shape == (2, 4096) and float(f.min()) >= 0 and float(f.max()) <= 1  # sigmoid features
+        f = encoder(x)
+        maps = encoder.features(x)
+        expected = torch.sigmoid(encoder.fc(torch.flatten(maps, 1)))  # the paper's sigmoid fully-connected layer
+    assert maps.shape == (2, 256, 6, 6) and f.shape == (2, 4096)
+    assert torch.allclose(f, expected) and not torch.allclose(f[0], f[1])  # features depend on the drawing
     assert encoder.fc.in_features == 256 * 6 * 6
 
 

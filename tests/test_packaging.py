@@ -73,8 +73,15 @@ def test_wheel_holds_the_model_its_card_the_assets_and_every_module(wheel):
     modules = {p.relative_to(PROJECT_ROOT).as_posix() for p in (PROJECT_ROOT / "kiosk").rglob("*.py")
                if "__pycache__" not in p.parts}
     assert modules <= names, f"missing from the wheel (add the package to pyproject.toml): {modules - names}"
+    # exactly the files pyproject.toml lists (and holds): no experiment records, no research weights
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        tomllib = pytest.importorskip("tomli")
+    listed = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     shipped = {n.rsplit("/", 1)[1] for n in names if n.startswith("kiosk_data/weights/")}
-    assert shipped <= {*SHIPPED_WEIGHTS, "liveness.npz"}, "only the product's models and the card ship"
+    assert shipped == {name for name in listed["kiosk_data.weights"] if (WEIGHTS_DIR / name).is_file()}
+    assert not shipped & {"characters_siamese.pt", "results"}
 
 
 @pytest.mark.slow
