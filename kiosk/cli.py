@@ -136,6 +136,17 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from .training.head import recalibrate  # noqa: PLC0415
+    if args.out.resolve() == DEFAULT_WEIGHTS.resolve() and not args.replace_shipped:
+        raise KioskError(f"{args.out} is the shipped model: give --out NEW.pt, or --replace-shipped to overwrite it")
+    meta = recalibrate(args.weights, args.out, args.target_far, args.lfw_root, args.pairs)
+    v = meta["validation"]
+    print(f"wrote {args.out}: threshold {meta['threshold']:.4f} for FAR <= {args.target_far:.4f} on {v['pairs']} "
+          f"validation pairs (FAR {v['far']:.4f}, FRR {v['frr']:.4f})")
+    return 0
+
+
 def _read_new_pin() -> tuple[str, str | None]:
     """From the terminal (hidden, twice), or, scripted, the first line of stdin (a second line must repeat it)."""
     if sys.stdin.isatty():
@@ -239,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop-scale", type=float, default=1.0, help="face crop size in Haar boxes (default 1.0)")
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.set_defaults(func=cmd_train_liveness)
+
+    p = sub.add_parser("calibrate", help="a new default threshold for --weights at another false-accept rate "
+                                         "(on the validation pairs the weights name; the head is unchanged)")
+    p.add_argument("--target-far", type=float, default=0.01, help="false accepts allowed on validation pairs")
+    p.add_argument("--lfw-root", type=Path, default=lfw / "lfw-deepfunneled")
+    p.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped weights file")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("train", help="train the Siamese head on the pretrained twin encoder")
     p.add_argument("--data", type=Path, action="append", help="identity folder root (repeatable; default: LFW + CelebA subset)")

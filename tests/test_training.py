@@ -86,3 +86,20 @@ def test_shipped_weights_keep_their_accuracy_on_1200_lfw_pairs():
 ACCURACY_FLOOR = 0.975  # measured 0.9783 on these 1,200 pairs (weights/MODEL_CARD.md); the from-scratch model: 0.8842
 
 
+
+
+@needs_lfw
+@needs_weights
+def test_calibrate_reproduces_the_shipped_threshold_and_moves_it_for_another_far(tmp_path):
+    """`kiosk calibrate` recomputes the default threshold on the validation pairs the weights name: at the
+    shipped 1 % it gives the shipped threshold back; at 0.1 % a stricter one; never over the shipped file."""
+    from kiosk.cli import EXIT_BAD_INPUT, main
+    from kiosk.paths import DEFAULT_WEIGHTS
+    from kiosk.weights import load_weights
+    shipped = load_weights(DEFAULT_WEIGHTS)[2]["threshold"]
+    assert main(["calibrate", "--out", str(tmp_path / "same.pt")]) == 0
+    assert load_weights(tmp_path / "same.pt")[2]["threshold"] == pytest.approx(shipped, abs=1e-6)
+    assert main(["calibrate", "--target-far", "0.001", "--out", str(tmp_path / "strict.pt")]) == 0
+    strict = load_weights(tmp_path / "strict.pt")[2]
+    assert strict["threshold"] > shipped and strict["validation"]["far"] <= 0.001
+    assert main(["calibrate", "--out", str(DEFAULT_WEIGHTS)]) == EXIT_BAD_INPUT

@@ -25,7 +25,7 @@ from ..featurecache import build_feature_cache
 from ..metrics import auc, fold_accuracy, rates_at, roc_table, tar_at_far, threshold_for_far
 from ..model import SiameseNet
 from ..preprocess import InputSpec
-from ..weights import save_weights
+from ..weights import load_weights, save_weights
 from .split import build_training_set
 
 log = logging.getLogger(__name__)
@@ -191,4 +191,24 @@ def train_head(config: HeadConfig, out_path: Path) -> dict:
     save_weights(out_path, model, InputSpec(), metadata, half=False)
     log.info("wrote %s: %s, threshold %.4f (validation FAR %.4f, FRR %.4f)", out_path, chosen,
              metadata["threshold"], summary["far"], summary["frr"])
+    return metadata
+
+
+def recalibrate(weights_path: Path, out_path: Path, target_far: float, lfw_root: Path, pairs_file: Path) -> dict:
+    """A new default threshold (and ROC) for trained weights, for another false-accept rate on the same
+    validation pairs (the folds the weights name); the head itself is unchanged."""
+    model, spec, metadata = load_weights(weights_path)
+    folds = list(metadata.get("validation", {}).get("folds") or HeadConfig([], "", "").validation_folds)
+    if set(folds) & set(metadata.get("training", {}).get("config", {}).get("report_folds", [1, 2, 3, 4, 5])):
+        raise ValueError("the weights' validation folds overlap the reported folds")
+    engine = FaceEngine(loaded=(model, spec, metadata))
+    pairs = read_lfw_pairs(pairs_file, lfw_root, folds)
+    cache = build_feature_cache(sorted({p for pair in pairs for p in (pair.left, pair.right)}), engine,
+                                desc="validation faces")
+    val = PairSet(pairs, cache.features, cache.index())
+    scores = val.scores(model)
+    summary = validation_summary(scores, val, target_far)
+    metadata = dict(metadata, threshold=summary["threshold"], roc=roc_table(scores, val.same),
+                    validation=dict(metadata.get("validation", {}), **summary, target_far=target_far))
+    save_weights(out_path, model, spec, metadata, half=False)
     return metadata
