@@ -200,6 +200,8 @@ class AdminTab(QWidget):
                 self._pin_busy = False
                 if session == self._session:  # not locked meanwhile
                     callback(value)
+                elif not self.unlocked:  # locked meanwhile: the gate as it stands now (a lockout may have begun)
+                    self._show_gate()
             return call
 
         self.ops.run(operation, done(on_success), done(on_failure), busy=busy)
