@@ -42,7 +42,6 @@ SLOW_TESTS = {
     "test_storage.py::test_pin_first_run_accept_and_hash_is_salted",
     "test_omniglot.py::test_train_resume_and_evaluate",
     "test_omniglot.py::test_a_few_training_steps_lower_the_loss",
-    "test_omniglot.py::test_research_command_line_evaluates_the_shipped_weights",
     "test_omniglot.py::test_the_paper_reproduction_gives_its_published_figures",
     "test_face_resnet.py::test_parity_with_dlib",
     "test_core_cli.py::test_evaluate_pairs_csv_writes_the_metrics",
