@@ -23,7 +23,6 @@ See docs/OMNIGLOT.md for the method and what differs from the paper.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import time
@@ -36,10 +35,12 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from kiosk.diskcache import cache_path, load_arrays, save_arrays
 from kiosk.errors import DatasetError, KioskError, WeightsError
 from kiosk.model import SiameseNet
-from kiosk.paths import cache_dir, datasets_dir
+from kiosk.paths import datasets_dir
 from kiosk.preprocess import InputSpec
+from kiosk.storage.files import atomic_writer, private_dir
 from kiosk.weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
@@ -152,23 +153,16 @@ def load_omniglot(split: str = "background", alphabets=None, root: Path | None =
 
     cache_file = None
     if use_cache and alphabets is None:
-        key = hashlib.sha256(repr((CACHE_VERSION, [str(f.relative_to(root)) for f in files])).encode())
-        cache_file = cache_dir() / "omniglot" / f"{split}-{key.hexdigest()[:16]}.npz"
-        if cache_file.is_file():
-            try:
-                with np.load(cache_file) as data:
-                    images = np.unpackbits(data["bits"], count=len(files) * IMAGE_SIZE * IMAGE_SIZE)
-                return OmniglotSet(images.reshape(len(files), IMAGE_SIZE, IMAGE_SIZE), labels, characters,
-                                   char_alphabet, alpha_names)
-            except (OSError, ValueError, KeyError):
-                log.warning("Omniglot cache %s unreadable; rebuilding", cache_file)
+        cache_file = cache_path("omniglot", (CACHE_VERSION, split, [str(f.relative_to(root)) for f in files]))
+        cached = load_arrays(cache_file, ["bits"])
+        if cached is not None:
+            images = np.unpackbits(cached["bits"], count=len(files) * IMAGE_SIZE * IMAGE_SIZE)
+            return OmniglotSet(images.reshape(len(files), IMAGE_SIZE, IMAGE_SIZE), labels, characters,
+                               char_alphabet, alpha_names)
     images = np.stack([_read_ink(f) for f in tqdm(files, desc=f"omniglot {split}", unit="img", leave=False,
                                                    disable=len(files) < 2000)])
     if cache_file is not None:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.stem + ".tmp.npz")
-        np.savez_compressed(tmp, bits=np.packbits(images.reshape(-1)))
-        tmp.replace(cache_file)
+        save_arrays(cache_file, compressed=True, bits=np.packbits(images.reshape(-1)))
     return OmniglotSet(images, labels, characters, char_alphabet, alpha_names)
 
 
@@ -585,10 +579,9 @@ def encoder_channels(width: float) -> list[int]:
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    private_dir(path.parent)
+    with atomic_writer(path) as handle:
+        torch.save(state, handle)
 
 
 def _clone_state(model: SiameseNet) -> dict:

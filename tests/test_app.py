@@ -384,19 +384,6 @@ def test_damaged_settings_keep_the_kiosk_running_with_admin_closed(qtbot, make_w
     assert verify(qtbot, window, "X").reason == REASON_UNKNOWN_ID
 
 
-def test_pyside_build_keeps_reference_counts(qapp):
-    """PySide6 6.12.0 on Python 3.11 drops a reference to None on every void Qt call; a kiosk on it dies with
-    'deallocating None' after a few minutes of video. Fix: PySide6 < 6.12, or Python >= 3.12."""
-    import sys
-
-    import PySide6
-
-    from kiosk.qt.app import pyside_loses_references
-
-    assert not pyside_loses_references(), (f"PySide6 {PySide6.__version__} on Python {sys.version_info.major}."
-                                           f"{sys.version_info.minor} corrupts reference counts")
-
-
 def test_enrol_from_live_camera_after_quality_checks_and_re_enrol_replaces(qtbot, make_window, untrained_weights,
                                                                           good_photos, tmp_path):
     """Mechanics: the 'camera' is a folder of good photos; Take photo is only enabled on a good face."""

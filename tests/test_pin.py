@@ -19,7 +19,7 @@ import pytest
 from kiosk import cli
 from kiosk.paths import config_dir, data_dir
 from kiosk.storage import PinError, PinManager, SettingsStore
-from kiosk.storage.pin import GUARD_NAME, MISMATCH, MISSING, DAMAGED, OK, UNSET, PinRecordError, hash_pin
+from kiosk.storage.pin import DAMAGED, GUARD_NAME, MISMATCH, MISSING, OK, UNSET, PinRecordError, hash_pin
 
 pytestmark = pytest.mark.reliability
 

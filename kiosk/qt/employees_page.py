@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..errors import KioskError
-from ..imageio import read_image
+from ..imageio import IMAGE_FILE_FILTER, read_image
 from ..storage import Employee, Storage, StorageError, clean_employee_id, clean_name
 from .background import Background
 from .imaging import thumbnail
@@ -39,7 +39,6 @@ from .worker import FrameResult
 log = logging.getLogger(__name__)
 
 FRESH_S = 1.0  # a camera photo must come from an analysis at most this old
-IMAGE_FILTER = "Images (*.jpg *.jpeg *.png *.bmp *.webp *.tif *.tiff)"
 
 
 class EmployeesPage(QWidget):
@@ -125,7 +124,7 @@ class EmployeesPage(QWidget):
 
     # -- hooks (tests replace these instead of driving modal dialogs) -------------------------------------
     def choose_files(self) -> list[str]:
-        files, _ = QFileDialog.getOpenFileNames(self, "Reference photos", "", IMAGE_FILTER)
+        files, _ = QFileDialog.getOpenFileNames(self, "Reference photos", "", IMAGE_FILE_FILTER)
         return files
 
     def confirm(self, title: str, text: str) -> bool:

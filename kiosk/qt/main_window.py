@@ -16,6 +16,7 @@ from ..sources import IMAGE_EXTENSIONS, FrameSource, is_camera_spec, open_source
 from ..storage import IntegrityReport, PinManager, Settings, SettingsStore, Storage, StorageError
 from .admin_tab import AdminTab
 from .audit_page import AuditPage
+from .background import wait_for_background
 from .capture import ENDED, FAILED, LIVE, LOST, FrameCapture
 from .employees_page import EmployeesPage
 from .kiosk_tab import KioskTab
@@ -229,9 +230,11 @@ class MainWindow(QMainWindow):
         self.admin.lock()
         capture_ok = self.capture.stop()
         inference_ok = self.inference.stop()
-        if not (capture_ok and inference_ok):
-            log.error("a worker thread did not stop in time (capture %s, inference %s)", capture_ok, inference_ok)
-        if self._own_storage and capture_ok and inference_ok:
+        background_ok = wait_for_background()  # database and PIN work still running uses the store
+        if not (capture_ok and inference_ok and background_ok):
+            log.error("a thread did not stop in time (capture %s, inference %s, background work %s)", capture_ok,
+                      inference_ok, background_ok)
+        if self._own_storage and capture_ok and inference_ok and background_ok:
             self.storage.close()
         log.info("kiosk closed")
 

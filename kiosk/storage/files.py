@@ -35,10 +35,11 @@ def fsync_path(path: Path) -> None:
 
 
 @contextmanager
-def atomic_writer(path: str | Path, mode: int = PRIVATE_FILE) -> Iterator[BinaryIO]:
+def atomic_writer(path: str | Path, mode: int = PRIVATE_FILE, replace: bool = True) -> Iterator[BinaryIO]:
     """``with atomic_writer(path) as handle: ...`` writes a binary file that readers see whole or not at
     all (a temp file in the same folder, fsync, rename), owner-only by default; for writers that stream
-    (np.savez), so the data is not held twice in memory."""
+    (np.savez), so the data is not held twice in memory. ``replace=False`` never writes over an existing
+    file: FileExistsError then, and the file there is kept (a data key, say)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)  # mkstemp: 0600
     try:
@@ -47,10 +48,12 @@ def atomic_writer(path: str | Path, mode: int = PRIVATE_FILE) -> Iterator[Binary
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # atomic, and fails if the file appeared meanwhile
+    finally:
         Path(tmp).unlink(missing_ok=True)
-        raise
     fsync_path(path.parent)
 
 

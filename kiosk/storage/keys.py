@@ -18,7 +18,7 @@ from pathlib import Path
 from ..paths import config_dir
 from .crypto import KEY_BYTES, Sealer
 from .db import Database, StorageError
-from .files import PRIVATE_FILE, private_dir
+from .files import PRIVATE_FILE, atomic_writer, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -62,18 +62,11 @@ def create_key(path: Path) -> bytes:
     """A new random key, written complete or not at all, never over an existing file."""
     private_dir(path.parent)
     key = os.urandom(KEY_BYTES)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
     try:
-        with os.fdopen(fd, "w", encoding="ascii") as handle:
-            handle.write(_HEADER + base64.b64encode(key).decode("ascii") + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.link(tmp, path)  # fails if a key appeared meanwhile: that one is kept
+        with atomic_writer(path, PRIVATE_FILE, replace=False) as handle:
+            handle.write((_HEADER + base64.b64encode(key).decode("ascii") + "\n").encode("ascii"))
     except FileExistsError:
         return read_key(path)
-    finally:
-        tmp.unlink(missing_ok=True)
     log.info("created the data key %s (keep a copy of it apart from the data folder)", path)
     return key
 
