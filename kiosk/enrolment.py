@@ -14,9 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .detection import Box, HaarFaceDetector
 from .engine import FaceEngine
 from .errors import FaceNotUsableError, KioskError
 from .imageio import read_image
+from .quality import NO_FACE, SEVERAL_FACES, QualityReport, assess_quality
 from .storage import Employee, EmployeeStore, NewPhoto
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,29 @@ def model_id(engine: FaceEngine) -> str:
 def features_for_enrolment(engine: FaceEngine, image: np.ndarray, label: str = "photo") -> np.ndarray:
     """Features of the one good face in ``image``; FaceNotUsableError naming ``label`` and the problems."""
     return engine.embed_image(image, label, check_quality=True)
+
+
+# Problems that refuse a photo as soon as it is added (the operator must choose another photo); the others
+# (small, blurred, dark, bright) are shown with it and refuse it at saving.
+REFUSED_AT_ADDING = (SEVERAL_FACES, NO_FACE)
+
+
+@dataclass
+class PhotoCheck:
+    """What the enrolment checks see in a photo before it is added: the face that would be used and why not."""
+
+    box: Box | None
+    quality: QualityReport
+
+    @property
+    def refusal(self) -> list[str]:
+        return [r for r in self.quality.reasons if r in REFUSED_AT_ADDING]
+
+
+def check_photo(image: np.ndarray, detector: HaarFaceDetector | None = None) -> PhotoCheck:
+    """The same detection and quality checks as enrolment (the engine's default detector and limits)."""
+    detection = (detector or HaarFaceDetector()).detect(image)
+    return PhotoCheck(detection.primary, assess_quality(image, detection))
 
 
 def enrol_images(engine: FaceEngine, store: EmployeeStore, employee_id: str, name: str,

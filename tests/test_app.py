@@ -408,7 +408,10 @@ def test_enrol_from_live_camera_after_quality_checks_and_re_enrol_replaces(qtbot
     qtbot.waitUntil(lambda: not page._saving, timeout=15000)
     assert window.storage.employees.get("TB").photo_count == 2 and not asked
     first_files = window.storage.employees.photo_files("TB")
-    # re-enrol with one photo: asks first, then replaces both old photos
+    # re-enrol with one photo: asks first, then replaces both old photos (the form was cleared by the save)
+    assert page.id_field.text() == "" and not page.pending
+    page.id_field.setText("TB")
+    page.name_field.setText("Tony Blair")
     qtbot.waitUntil(page.take_button.isEnabled, timeout=5000)
     qtbot.mouseClick(page.take_button, Qt.MouseButton.LeftButton)
     qtbot.mouseClick(page.save_button, Qt.MouseButton.LeftButton)

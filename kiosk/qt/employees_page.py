@@ -7,7 +7,8 @@ import logging
 import time
 from pathlib import Path
 
-from PySide6.QtCore import QSize, Signal
+import cv2
+from PySide6.QtCore import QSize, QStandardPaths, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -28,6 +29,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..detection import Box, HaarFaceDetector
+from ..enrolment import check_photo
 from ..errors import KioskError
 from ..imageio import IMAGE_FILE_FILTER, read_image
 from ..storage import Employee, Storage, StorageError, clean_employee_id, clean_name
@@ -52,6 +55,8 @@ class EmployeesPage(QWidget):
         self._engine_ok = False
         self._camera_ok = False
         self._saving = False
+        self._enrolling: tuple[str, bool] | None = None  # (employee ID, re-enrolment) while saving
+        self._detector: HaarFaceDetector | None = None
         self.ops = Background(self)
 
         # left: the list
@@ -89,7 +94,9 @@ class EmployeesPage(QWidget):
         self.photos = QListWidget()
         self.photos.setViewMode(QListWidget.ViewMode.IconMode)
         self.photos.setIconSize(QSize(96, 96))
-        self.photos.setFixedHeight(140)
+        self.photos.setGridSize(QSize(150, 150))
+        self.photos.setWordWrap(True)
+        self.photos.setFixedHeight(170)
         self.remove_button = QPushButton("Remove photo")
         self.remove_button.clicked.connect(self.remove_photo)
         self.save_button = QPushButton("Save enrolment")
@@ -123,8 +130,10 @@ class EmployeesPage(QWidget):
         self._update_buttons()
 
     # -- hooks (tests replace these instead of driving modal dialogs) -------------------------------------
+    file_dialog = staticmethod(QFileDialog.getOpenFileNames)  # (parent, caption, directory, filter)
+
     def choose_files(self) -> list[str]:
-        files, _ = QFileDialog.getOpenFileNames(self, "Reference photos", "", IMAGE_FILE_FILTER)
+        files, _ = self.file_dialog(self, "Reference photos", start_folder(), IMAGE_FILE_FILTER)
         return files
 
     def confirm(self, title: str, text: str) -> bool:
@@ -160,14 +169,15 @@ class EmployeesPage(QWidget):
 
     def on_enrolled(self, employee) -> None:
         self._saving = False
+        self._enrolling = None
         self._say(f"Enrolled {employee.id} ({employee.name}) with {employee.photo_count} photo(s).")
-        self.pending.clear()
-        self.photos.clear()
+        self.clear_form()
         self.refresh()
         self._update_buttons()
 
     def on_enrol_failed(self, message: str) -> None:
         self._saving = False
+        self._enrolling = None
         self._say(message, error=True)
         self._update_buttons()
 
@@ -203,14 +213,37 @@ class EmployeesPage(QWidget):
         if result is None or time.monotonic() - result.captured_at > FRESH_S:
             self._say("No good face in view: look at the camera and try again.", error=True)
             return
-        self._add_pending(result.frame, f"camera photo {len(self.pending) + 1}")
+        self._add_pending(result.frame, f"camera photo {len(self.pending) + 1}", result.box, [])
 
     def add_files(self) -> None:
+        """Each photo is checked as enrolment will check it: one with several faces, or none, is refused at
+        once with the reason; the others are listed with the face that will be used and their problems."""
+        refused = []
         for name in self.choose_files():
+            label = Path(name).name
             try:
-                self._add_pending(read_image(name), Path(name).name)
+                image = read_image(name)
             except KioskError as exc:
-                self._say(str(exc), error=True)
+                refused.append(str(exc))
+                continue
+            if self._detector is None:
+                self._detector = HaarFaceDetector()
+            check = check_photo(image, self._detector)
+            if check.refusal:
+                refused.append(f"{label} refused: {', '.join(check.refusal)} (use a photo of the employee alone)")
+                continue
+            self._add_pending(image, label, check.box, check.quality.reasons)
+        if refused:
+            self._say("; ".join(refused), error=True)
+
+    def clear_form(self) -> None:
+        """Empty the ID, the name and the photos waiting to be saved."""
+        self.table.clearSelection()
+        self.id_field.clear()
+        self.name_field.clear()
+        self.pending.clear()
+        self.photos.clear()
+        self._update_buttons()
 
     def remove_photo(self) -> None:
         row = self.photos.currentRow()
@@ -242,6 +275,7 @@ class EmployeesPage(QWidget):
                 self._update_buttons()
                 return
             self._say(f"Enrolling {employee_id}...")
+            self._enrolling = (employee_id, existing is not None)
             self.enrol_requested.emit(employee_id, name, photos, True)
 
         def failed(exc: BaseException) -> None:
@@ -270,9 +304,12 @@ class EmployeesPage(QWidget):
                      busy=[self.delete_button, self.table])
 
     # -- helpers ------------------------------------------------------------------------------------------
-    def _add_pending(self, image, label: str) -> None:
+    def _add_pending(self, image, label: str, box: Box | None, reasons: list[str]) -> None:
         self.pending.append((image, label))
-        self.photos.addItem(QListWidgetItem(QIcon(thumbnail(image, 128)), label))
+        problems = ", ".join(reasons) if reasons else "ok"
+        item = QListWidgetItem(QIcon(thumbnail(face_view(image, box, not reasons), 128)), f"{label}\n{problems}")
+        item.setToolTip(f"{label}: {problems}" + ("" if not reasons else " (it will be refused at saving)"))
+        self.photos.addItem(item)
         self._say(f"{len(self.pending)} photo(s) ready; add more or save.")
         self._update_buttons()
 
@@ -290,3 +327,28 @@ class EmployeesPage(QWidget):
         self.save_button.setEnabled(idle and self._engine_ok and bool(self.pending)
                                     and bool(self.id_field.text().strip()) and bool(self.name_field.text().strip()))
         self.take_button.setToolTip("" if fresh else "Enabled when a face passes the quality checks")
+
+
+def start_folder() -> str:
+    """Where file dialogs open: the user's Pictures folder, else home."""
+    pictures = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.PicturesLocation)
+    if pictures and Path(pictures).is_dir():
+        return pictures
+    return QStandardPaths.writableLocation(QStandardPaths.StandardLocation.HomeLocation) or str(Path.home())
+
+
+def face_view(image, box: Box | None, ok: bool = True):
+    """The face enrolment will use, outlined (green when it passes the checks, red otherwise), with some of
+    its surroundings; the whole photo when no face was found."""
+    if box is None:
+        return image
+    x, y, w, h = box
+    height, width = image.shape[:2]
+    margin = max(w, h) // 2
+    x0, y0 = max(0, x - margin), max(0, y - margin)
+    view = image[y0:min(height, y + h + margin), x0:min(width, x + w + margin)].copy()
+    if view.ndim == 2:
+        view = cv2.cvtColor(view, cv2.COLOR_GRAY2BGR)
+    thickness = max(2, round(max(view.shape[:2]) / 80))
+    cv2.rectangle(view, (x - x0, y - y0), (x - x0 + w, y - y0 + h), (60, 160, 60) if ok else (40, 40, 200), thickness)
+    return view

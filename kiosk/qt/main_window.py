@@ -71,7 +71,7 @@ class MainWindow(QMainWindow):
 
         self.kiosk = KioskTab(mirror, config.verdict_display_s or settings.verdict_display_s)
         self.employees = EmployeesPage(self.storage, mirror)
-        self.threshold_page = ThresholdPage(self.settings_store, settings.threshold)
+        self.threshold_page = ThresholdPage(self.settings_store, settings.threshold, self.storage.audit)
         self.audit_page = AuditPage(self.storage.audit)
         panel = QTabWidget()
         panel.addTab(self.employees, "Employees")

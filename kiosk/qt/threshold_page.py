@@ -1,109 +1,243 @@
-"""Admin page: the decision threshold, saved in the settings, with the model's estimated error rates. What
-it shows is what the kiosk uses: both ask kiosk.decision.ThresholdPolicy."""
+"""Admin page: the decision threshold, saved in the settings, with the model's estimated error rates and its
+DET curve. What it shows is what the kiosk uses: both ask kiosk.decision.ThresholdPolicy.
+
+Moving the slider only previews a threshold (the rates, the marker on the curve); Apply asks for confirmation,
+then saves it, tells the worker (``threshold_changed``) and records the change in the audit log.
+
+The plot is Qt's own QtCharts (PySide6's Addons, already installed with PySide6): no new dependency, and it
+draws log axes and a moving marker, which is all this page needs.
+"""
 
 from __future__ import annotations
 
 import logging
 
-from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
+from PySide6.QtCharts import QChart, QChartView, QLineSeries, QLogValueAxis, QScatterSeries
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QColor, QPainter
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QSlider, QVBoxLayout, QWidget
 
 from ..decision import THRESHOLD_RANGE, ThresholdPolicy, estimate_rates
 from ..storage import SettingsStore, StorageError
+from .background import Background
 from .worker import EngineInfo
 
 log = logging.getLogger(__name__)
 
 STEPS = 1000  # slider resolution: 0.001
+RATE_FLOOR = 0.001  # the plot's log axes start at 0.1 %; rates of 0 are drawn there
+_SOURCES = ("model default", "saved", "not applied")
+
+
+def _plotted(rate: float) -> float:
+    """A rate (0..1) as drawn: percent, at least the axes' floor."""
+    return 100.0 * max(RATE_FLOOR, min(1.0, rate))
+
+
+def _roc_points(roc: list | None) -> list[tuple[float, float, float]]:
+    try:
+        return sorted((float(p["threshold"]), float(p["far"]), float(p["frr"])) for p in roc or [])
+    except (KeyError, TypeError, ValueError):
+        return []
 
 
 class ThresholdPage(QWidget):
     threshold_changed = Signal(object)  # float, or None for the model's own threshold
 
-    def __init__(self, settings: SettingsStore, saved: float | None, parent=None):
+    def __init__(self, settings: SettingsStore, saved: float | None, audit=None, parent=None):
         super().__init__(parent)
         self.settings = settings
-        self.policy = ThresholdPolicy(saved)  # the settings' threshold; None: follow the model's default
+        self.audit = audit  # kiosk.storage.AuditLog, or None (no audit entries)
+        self.ops = Background(self)
+        self.policy = ThresholdPolicy(saved)  # applied: the settings' threshold; None: follow the model's default
+        self.preview_policy = self.policy     # what the slider shows; applied only by Apply
         self.model: EngineInfo | None = None
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(round(THRESHOLD_RANGE[0] * STEPS), round(THRESHOLD_RANGE[1] * STEPS))
         self.slider.setPageStep(10)
         self.slider.valueChanged.connect(self._on_slider)
         self.value_label = QLabel()
+        metrics = self.value_label.fontMetrics()  # fixed width: the slider's length never jumps
+        self.value_label.setFixedWidth(max(metrics.horizontalAdvance(f"0.000 ({s})") for s in _SOURCES) + 8)
+        self.value_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.rates_label = QLabel()
         self.rates_label.setWordWrap(True)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.apply_button = QPushButton("Apply...")
+        self.apply_button.clicked.connect(self.apply)
         self.reset_button = QPushButton("Use the model's threshold")
-        self.reset_button.clicked.connect(self.use_model_default)
+        self.reset_button.clicked.connect(self.preview_model_default)
         explain = QLabel("Higher: fewer impostors accepted, more employees asked to try again. "
-                         "Lower: the opposite. Changes apply to the next person.")
+                         "Lower: the opposite. Moving the slider shows the trade-off; Apply makes it the kiosk's "
+                         "threshold for the next person.")
         explain.setWordWrap(True)
+
+        self.chart = QChart()
+        self.chart.setTitle("Trade-off on the model's validation pairs (DET curve)")
+        self.chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
+        self.curve = QLineSeries()
+        self.curve.setName("all thresholds")
+        self.marker = QScatterSeries()
+        self.marker.setName("this threshold")
+        self.marker.setMarkerSize(12.0)
+        self.marker.setColor(QColor("#c62828"))
+        self.chart.addSeries(self.curve)
+        self.chart.addSeries(self.marker)
+        self.far_axis, self.frr_axis = QLogValueAxis(), QLogValueAxis()
+        for axis, title, side in ((self.far_axis, "false accepts (%)", Qt.AlignmentFlag.AlignBottom),
+                                  (self.frr_axis, "false rejects (%)", Qt.AlignmentFlag.AlignLeft)):
+            axis.setTitleText(title)
+            axis.setBase(10.0)
+            axis.setRange(100.0 * RATE_FLOOR, 100.0)
+            axis.setLabelFormat("%g")
+            axis.setMinorTickCount(-1)
+            self.chart.addAxis(axis, side)
+            for series in (self.curve, self.marker):
+                series.attachAxis(axis)
+        self.plot = QChartView(self.chart)
+        self.plot.setRenderHint(QPainter.RenderHint.Antialiasing)
+        self.plot.setMinimumHeight(260)
+
         row = QHBoxLayout()
         row.addWidget(QLabel("Strictness"))
         row.addWidget(self.slider, 1)
         row.addWidget(self.value_label)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.apply_button)
+        buttons.addWidget(self.reset_button)
+        buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(explain)
         layout.addLayout(row)
         layout.addWidget(self.rates_label)
-        layout.addWidget(self.reset_button)
-        layout.addStretch(1)
-        self._save_timer = QTimer(self)  # debounce: save when the slider rests
-        self._save_timer.setSingleShot(True)
-        self._save_timer.setInterval(400)
-        self._save_timer.timeout.connect(self._save)
+        layout.addLayout(buttons)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot, 1)
         self._syncing = False
+        self._plot_curve()
         self._sync()
+
+    # -- hooks (tests replace these instead of driving modal dialogs) -------------------------------------
+    def confirm(self, title: str, text: str) -> bool:
+        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
+
+    # -- state --------------------------------------------------------------------------------------------
+    @property
+    def model_default(self) -> float | None:
+        return self.model.default_threshold if self.model is not None else None
 
     @property
     def threshold(self) -> float:
-        return self.policy.threshold(self.model.default_threshold if self.model is not None else None)
+        """The applied threshold (what the kiosk decides with)."""
+        return self.policy.threshold(self.model_default)
+
+    @property
+    def preview_threshold(self) -> float:
+        """The threshold the slider shows (applied or not)."""
+        return self.preview_policy.threshold(self.model_default)
+
+    @property
+    def pending(self) -> bool:
+        """The slider shows something other than the applied threshold."""
+        return (self.preview_policy.follows_model() != self.policy.follows_model()
+                or self.preview_threshold != self.threshold)
 
     def set_model(self, info: EngineInfo | None) -> None:
         self.model = info
+        self._plot_curve()
         self._sync()
 
+    # -- actions ------------------------------------------------------------------------------------------
     def set_threshold(self, value: float) -> None:
-        """Set (as the admin would with the slider) and save at once."""
+        """Preview ``value`` and apply it at once, without asking (as an admin who confirmed)."""
         self.slider.setValue(round(value * STEPS))
-        self.flush()
-
-    def flush(self) -> None:
-        if self._save_timer.isActive():
-            self._save_timer.stop()
-            self._save()
+        self._commit()
 
     def use_model_default(self) -> None:
-        self.policy = ThresholdPolicy(None)
+        """Follow the model's own threshold and apply that at once, without asking."""
+        self.preview_model_default()
+        self._commit()
+
+    def preview_model_default(self) -> None:
+        self.preview_policy = ThresholdPolicy(None)
         self._sync()
-        self.threshold_changed.emit(None)
-        self._save()
+
+    def flush(self) -> None:
+        """Nothing to save: the slider alone never saves (kept for the window's shutdown)."""
+
+    def apply(self) -> None:
+        """Apply: asks for confirmation, then saves, tells the worker and records the change."""
+        if not self.pending:
+            self._say("Nothing to apply: the slider shows the threshold in use.")
+            return
+        old, new = self._describe(self.policy), self._describe(self.preview_policy)
+        if not self.confirm("Apply the threshold",
+                            f"Change the decision threshold from {old} to {new}? It applies to the next person."):
+            self._say(f"Not applied; the kiosk still uses {old}.")
+            return
+        self._commit()
+
+    def _commit(self) -> None:
+        old, new = self._describe(self.policy), self._describe(self.preview_policy)
+        changed = self.pending
+        try:
+            self.settings.update(threshold=self.preview_policy.saved)
+        except StorageError as exc:
+            self._say(f"Cannot save the threshold: {exc}", error=True)
+            log.error("cannot save the threshold: %s", exc)
+            return
+        self.policy = self.preview_policy
+        self._show()
+        self.threshold_changed.emit(self.policy.saved)
+        self._say(f"Applied: threshold {new}" + (f" (was {old})." if changed else "."))
+        log.info("admin: threshold %s -> %s", old, new)
+        if changed:
+            self._record(old, new)
+
+    def _record(self, old: str, new: str) -> None:
+        """The audit entry, written off the GUI thread."""
+        audit = self.audit
+        if audit is None:
+            return
+        # TODO(#13 item 2): AuditLog.record_event(EVENT_THRESHOLD, ...) once it lands in kiosk/storage/audit.py
+        del old, new
+
+    # -- display ------------------------------------------------------------------------------------------
+    def _describe(self, policy: ThresholdPolicy) -> str:
+        value = policy.threshold(self.model_default)
+        return f"{value:.3f} (model default)" if policy.follows_model() else f"{value:.3f}"
 
     def _on_slider(self, value: int) -> None:
         if self._syncing:
             return
-        self.policy = ThresholdPolicy(value / STEPS)
+        self.preview_policy = ThresholdPolicy(value / STEPS)
         self._show()
-        self.threshold_changed.emit(self.policy.saved)
-        self._save_timer.start()
-
-    def _save(self) -> None:
-        try:
-            self.settings.update(threshold=self.policy.saved)
-        except StorageError as exc:
-            self.rates_label.setText(f"Cannot save the threshold: {exc}")
-            log.error("cannot save the threshold: %s", exc)
 
     def _sync(self) -> None:
         self._syncing = True
-        self.slider.setValue(round(self.threshold * STEPS))
+        self.slider.setValue(round(self.preview_threshold * STEPS))
         self._syncing = False
         self._show()
 
+    def _plot_curve(self) -> None:
+        points = _roc_points(self.model.roc if self.model else None)
+        self.curve.replace([QPointF(_plotted(far), _plotted(frr)) for _, far, frr in points])
+        self.plot.setVisible(bool(points))
+
+    def marker_rates(self) -> tuple[float, float] | None:
+        """(FAR, FRR) where the marker stands, or None when it is not drawn."""
+        points = self.marker.points()
+        return (points[0].x(), points[0].y()) if points else None
+
     def _show(self) -> None:
-        value = self.threshold
-        source = "model default" if self.policy.follows_model() else "saved"
+        value = self.preview_threshold
+        source = ("not applied" if self.pending else
+                  "model default" if self.preview_policy.follows_model() else "saved")
         self.value_label.setText(f"{value:.3f} ({source})")
+        self.apply_button.setEnabled(self.pending)
         rates = estimate_rates(self.model.roc if self.model else None, value)
+        self.marker.replace([] if rates is None else [QPointF(_plotted(rates[0]), _plotted(rates[1]))])
         if self.model is None:
             self.rates_label.setText("Estimated error rates: unknown (no model loaded).")
         elif rates is None:
@@ -114,3 +248,7 @@ class ThresholdPage(QWidget):
                 f"Estimated on the model's validation pairs at {value:.3f}: false accepts {far:.2%} "
                 f"(impostors let in), false rejects {frr:.2%} (employees asked to try again). "
                 f"Real conditions differ.")
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("color:#c62828;" if error else "")
