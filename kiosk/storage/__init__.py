@@ -8,25 +8,57 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..paths import data_dir
-from .audit import AuditEntry, AuditLog
+from .audit import (
+    EVENT_DELETE,
+    EVENT_ENROL,
+    EVENT_EXPORT,
+    EVENT_KINDS,
+    EVENT_LABELS,
+    EVENT_LOCKOUT,
+    EVENT_MODEL,
+    EVENT_PIN_CHANGED,
+    EVENT_PIN_SET,
+    EVENT_PIN_WRONG,
+    EVENT_RE_ENROL,
+    EVENT_START,
+    EVENT_STOP,
+    EVENT_THRESHOLD,
+    EVENT_UNLOCK,
+    KIND_DECISION,
+    AuditEntry,
+    AuditLog,
+    ChainBreak,
+)
 from .backup import finish_restore
-from .crypto import DamagedDataError
+from .crypto import DamagedDataError, key_id
 from .db import DB_NAME, RESTORE_ADVICE, SCHEMA_VERSION, Database, StorageError, StoreDamagedError
 from .employees import Employee, EmployeeStore, NewPhoto, ReferencePhoto, clean_employee_id, clean_name
 from .files import private_dir
 from .integrity import IntegrityReport, ReferenceDamage
-from .keys import KeyMissingError, unlock
+from .keys import KeyMissingError, key_path, read_key, unlock
 from .lock import StoreInUseError, WriterLock, acquire_writer_lock
 from .pin import PinError, PinManager, PinResult
 from .sealing import seal_plain_rows
 from .settings import Settings, SettingsStore
 
-__all__ = ["AuditEntry", "AuditLog", "DamagedDataError", "Database", "Employee", "EmployeeStore",
-           "IntegrityReport", "KeyMissingError", "NewPhoto", "PinError", "PinManager", "PinResult",
+__all__ = ["EVENT_DELETE", "EVENT_ENROL", "EVENT_EXPORT", "EVENT_KINDS", "EVENT_LABELS", "EVENT_LOCKOUT",
+           "EVENT_MODEL", "EVENT_PIN_CHANGED", "EVENT_PIN_SET", "EVENT_PIN_WRONG", "EVENT_RE_ENROL", "EVENT_START",
+           "EVENT_STOP", "EVENT_THRESHOLD", "EVENT_UNLOCK", "KIND_DECISION", "AuditEntry", "AuditLog", "ChainBreak",
+           "DamagedDataError", "Database", "Employee", "EmployeeStore", "IntegrityReport", "KeyMissingError", "NewPhoto", "PinError", "PinManager", "PinResult",
            "ReferenceDamage", "ReferencePhoto", "Settings", "SettingsStore", "Storage", "StorageError",
            "StoreDamagedError", "StoreInUseError", "clean_employee_id", "clean_name"]
 
 log = logging.getLogger(__name__)
+
+
+def _data_key(sealer) -> bytes | None:
+    """The data key's bytes for the audit chain (the key the sealer was made from), or None without one."""
+    if sealer is None:
+        return None
+    key = read_key(key_path())
+    if key is None or key_id(key) != sealer.key_id:
+        raise KeyMissingError(f"the data key {key_path()} changed while the store was being opened; start again")
+    return key
 
 
 @dataclass
@@ -68,8 +100,11 @@ class Storage:
                                        f"once with the kiosk (which upgrades it) first")
             else:
                 db.migrate()
-            employees = EmployeeStore(db, folder / "photos", unlock(db, create=not readonly), lock)
+            sealer = unlock(db, create=not readonly)
+            employees = EmployeeStore(db, folder / "photos", sealer, lock)
+            audit = AuditLog(db, _data_key(sealer))
             if not readonly:
+                audit.start_chain()
                 seal_plain_rows(employees)
                 employees.cleanup_orphans()
             health = employees.check()
@@ -83,7 +118,7 @@ class Storage:
             log.error("%s", health.summary)
             for line in health.lines():
                 log.error("store check: %s", line)
-        return cls(db, employees, AuditLog(db), lock, health, folder)
+        return cls(db, employees, audit, lock, health, folder)
 
     def close(self) -> None:
         self.db.close()

@@ -1,16 +1,80 @@
-"""The audit log: one row per verification attempt (time, claimed ID, score, verdict, reason); no images."""
+"""The audit log, in the kiosk's database: one row per verification decision (time, claimed ID, score,
+verdict, reason) and one per admin event (time, kind, detail, reason). No images, no features: an event
+names an employee by ID only.
+
+Admin events are written with ONE call, from wherever the action happens::
+
+    storage.audit.record_event(EVENT_THRESHOLD, "0.624 -> 0.700", reason="fewer false accepts")
+
+Tamper evidence: every row (decisions and events) stores ``hash = MAC(previous row's hash + the row's
+canonical content)``, so changing, inserting or removing a row breaks the chain at that row;
+``verify_chain()`` names the first broken entry and ``kiosk audit verify`` checks it from a terminal.
+
+The MAC is HMAC-SHA-256 under a key derived from the data key (kiosk/storage/keys.py), which lives apart
+from the data folder: whoever can write the database but not read the key cannot recompute the chain after
+an edit (with a plain SHA-256 chain they could, and the chain would prove nothing). Without a key
+(``AuditLog(db)`` alone, as in some tests) the chain is plain SHA-256. Limits: the newest entries can be
+removed from the end without a break (a chain has no end marker); rows that existed before the chain was
+introduced (schema 3) are chained as found, at the first start after the upgrade.
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import io
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .db import Database
+from .db import Database, StorageError
 from .employees import now_iso
 from .files import atomic_write_text
 from .sql import LIKE_ESCAPE, like_contains
+
+log = logging.getLogger(__name__)
+
+KIND_DECISION = "decision"  # a verification attempt's verdict (ACCEPT / REJECT)
+
+EVENT_PIN_SET = "pin_set"
+EVENT_PIN_CHANGED = "pin_changed"
+EVENT_PIN_WRONG = "pin_wrong"
+EVENT_LOCKOUT = "lockout"
+EVENT_UNLOCK = "unlock"
+EVENT_ENROL = "enrol"
+EVENT_RE_ENROL = "re_enrol"
+EVENT_DELETE = "delete"
+EVENT_THRESHOLD = "threshold"
+EVENT_EXPORT = "export"
+EVENT_MODEL = "model"
+EVENT_START = "start"
+EVENT_STOP = "stop"
+
+# every admin event kind with the words the audit page shows for it, in the order it lists them
+EVENT_LABELS: dict[str, str] = {
+    EVENT_PIN_SET: "PIN set",
+    EVENT_PIN_CHANGED: "PIN changed",
+    EVENT_PIN_WRONG: "Wrong PIN",
+    EVENT_LOCKOUT: "Lockout",
+    EVENT_UNLOCK: "Unlock",
+    EVENT_ENROL: "Enrolment",
+    EVENT_RE_ENROL: "Re-enrolment",
+    EVENT_DELETE: "Deletion",
+    EVENT_THRESHOLD: "Threshold change",
+    EVENT_EXPORT: "Export",
+    EVENT_MODEL: "Model change / re-embedding",
+    EVENT_START: "Start",
+    EVENT_STOP: "Stop",
+}
+EVENT_KINDS = tuple(EVENT_LABELS)
+
+_TEXT_LIMIT = 500  # characters kept of a detail or reason (a claimed ID: 200)
+_GENESIS = "0" * 64  # the "previous hash" of the first row
+_CHAIN_LABEL = b"siamese-kiosk audit chain/1"
+CSV_HEADER = ["time", "kind", "detail", "claimed_id", "score", "verdict", "reason"]
+_COLUMNS = "id, time, claimed_id, score, verdict, reason, kind, detail"
 
 
 @dataclass(frozen=True)
@@ -19,8 +83,47 @@ class AuditEntry:
     time: str
     claimed_id: str
     score: float | None
-    verdict: str
+    verdict: str            # ACCEPT / REJECT for decisions, "" for events
     reason: str
+    kind: str = KIND_DECISION
+    detail: str = ""
+
+    @property
+    def is_event(self) -> bool:
+        return self.kind != KIND_DECISION
+
+    @property
+    def label(self) -> str:
+        """The verdict of a decision, or the name of an admin event."""
+        return EVENT_LABELS.get(self.kind, self.kind) if self.is_event else self.verdict
+
+
+@dataclass(frozen=True)
+class ChainBreak:
+    """The first entry whose stored hash does not check out."""
+
+    id: int
+    time: str
+    kind: str
+    problem: str
+
+    def describe(self) -> str:
+        return f"entry {self.id} ({self.time}, {self.kind}): {self.problem}"
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def chain_key(data_key: bytes) -> bytes:
+    """The audit chain's own key, derived from the data key (never the AES key itself)."""
+    return hmac.new(data_key, _CHAIN_LABEL, hashlib.sha256).digest()
+
+
+def _canonical(row: tuple) -> bytes:
+    """A row's content, one way only: (id, time, claimed_id, score, verdict, reason, kind, detail)."""
+    rid, time, claimed_id, score, verdict, reason, kind, detail = row
+    return json.dumps([int(rid), time, claimed_id, None if score is None else float(score), verdict, reason, kind,
+                       detail], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _csv_safe(value) -> str:
@@ -30,37 +133,130 @@ def _csv_safe(value) -> str:
 
 
 class AuditLog:
-    def __init__(self, db: Database):
+    """``key``: the data key; the chain is HMAC-SHA-256 under a key derived from it (plain SHA-256 without)."""
+
+    def __init__(self, db: Database, key: bytes | None = None):
         self.db = db
+        self._mac_key = chain_key(key) if key is not None else None
+
+    @property
+    def keyed(self) -> bool:
+        return self._mac_key is not None
+
+    def _digest(self, previous: str, row: tuple) -> str:
+        data = previous.encode("ascii") + b"\n" + _canonical(row)
+        if self._mac_key is not None:
+            return hmac.new(self._mac_key, data, hashlib.sha256).hexdigest()
+        return hashlib.sha256(data).hexdigest()
+
+    def _append(self, kind: str, claimed_id: str, score: float | None, verdict: str, detail: str, reason: str,
+                time: str | None) -> None:
+        with self.db.transaction() as conn:
+            cursor = conn.execute("INSERT INTO audit_log (time, kind, claimed_id, score, verdict, detail, reason) "
+                                  "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                  (time or now_iso(), kind, claimed_id, None if score is None else float(score),
+                                   verdict, detail, reason))
+            rid = cursor.lastrowid
+            row = conn.execute(f"SELECT {_COLUMNS} FROM audit_log WHERE id = ?", (rid,)).fetchone()
+            prev = conn.execute("SELECT hash FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT 1", (rid,)).fetchone()
+            previous = _GENESIS if prev is None or prev[0] is None else prev[0]
+            conn.execute("UPDATE audit_log SET hash = ? WHERE id = ?", (self._digest(previous, row), rid))
 
     def record(self, claimed_id: str, verdict: str, reason: str, score: float | None = None,
                time: str | None = None) -> None:
-        with self.db.transaction() as conn:
-            conn.execute("INSERT INTO audit_log (time, claimed_id, score, verdict, reason) VALUES (?, ?, ?, ?, ?)",
-                         (time or now_iso(), claimed_id[:200], None if score is None else float(score),
-                          verdict, reason))
+        """A verification decision (ACCEPT / REJECT)."""
+        self._append(KIND_DECISION, claimed_id[:200], score, verdict, "", reason, time)
 
-    def entries(self, text: str = "", verdict: str | None = None, limit: int = 5000) -> list[AuditEntry]:
-        """Newest first; ``text`` filters on claimed ID or reason, ``verdict`` on ACCEPT/REJECT."""
+    def record_event(self, kind: str, detail: str = "", reason: str = "") -> None:
+        """An admin event: ``kind`` one of the EVENT_* constants, ``detail`` what changed (an employee ID, never
+        biometric data; "old -> new" for a threshold), ``reason`` why. Written at once, in its own transaction,
+        into the chain. ValueError for an unknown kind; StorageError if the database cannot be written."""
+        if kind not in EVENT_LABELS:
+            raise ValueError(f"unknown audit event kind {kind!r} (one of {', '.join(EVENT_KINDS)})")
+        self._append(kind, "", None, "", str(detail)[:_TEXT_LIMIT], str(reason)[:_TEXT_LIMIT], None)
+        log.info("audit: %s %s%s", kind, detail, f" ({reason})" if reason else "")
+
+    def entries(self, text: str = "", verdict: str | None = None, limit: int = 5000,
+                kind: str | None = None) -> list[AuditEntry]:
+        """Newest first; ``text`` filters on claimed ID, detail or reason, ``verdict`` on ACCEPT/REJECT (decisions
+        only), ``kind`` on KIND_DECISION or one EVENT_* kind (None: everything)."""
         pattern = like_contains(text)
-        sql = ("SELECT id, time, claimed_id, score, verdict, reason FROM audit_log "
-               f"WHERE (claimed_id LIKE ? {LIKE_ESCAPE} OR reason LIKE ? {LIKE_ESCAPE})")
-        params: list = [pattern, pattern]
+        sql = (f"SELECT {_COLUMNS} FROM audit_log WHERE (claimed_id LIKE ? {LIKE_ESCAPE} OR reason LIKE ? "
+               f"{LIKE_ESCAPE} OR detail LIKE ? {LIKE_ESCAPE})")
+        params: list = [pattern, pattern, pattern]
         if verdict:
             sql += " AND verdict = ?"
             params.append(verdict)
+        if kind:
+            sql += " AND kind = ?"
+            params.append(kind)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
         return [AuditEntry(*row) for row in self.db.query(sql, tuple(params))]
 
+    def count(self) -> int:
+        return int(self.db.query_one("SELECT COUNT(*) FROM audit_log")[0])
+
     def export_csv(self, path: str | Path, entries: list[AuditEntry] | None = None) -> int:
-        """Write entries (default: all) to a CSV file; returns the number of rows."""
+        """Write entries (default: all, decisions and events) to a CSV file; returns the number of rows. The
+        export itself is recorded as an EVENT_EXPORT."""
         entries = self.entries(limit=10_000_000) if entries is None else entries
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["time", "claimed_id", "score", "verdict", "reason"])
+        writer.writerow(CSV_HEADER)
         for e in entries:
-            writer.writerow([e.time, _csv_safe(e.claimed_id), "" if e.score is None else f"{e.score:.4f}",
-                             e.verdict, _csv_safe(e.reason)])
+            writer.writerow([e.time, e.kind, _csv_safe(e.detail), _csv_safe(e.claimed_id),
+                             "" if e.score is None else f"{e.score:.4f}", e.verdict, _csv_safe(e.reason)])
         atomic_write_text(path, buffer.getvalue())
+        self.record_event(EVENT_EXPORT, f"{len(entries)} entries to {path}")
         return len(entries)
+
+    # -- the hash chain ------------------------------------------------------------------------------------
+
+    def verify_chain(self, batch: int = 5000) -> ChainBreak | None:
+        """None when every entry's hash checks out, else the first broken entry. StorageError when the chain is
+        keyed and this log has no key to check it with."""
+        mode = self.db.meta("audit_chain") or ""
+        if mode.startswith("hmac") and self._mac_key is None:
+            raise StorageError("the audit log's chain is keyed with the data key, which is not available here: "
+                               "put the key file back (KIOSK_KEY_FILE if it lives elsewhere) to check it")
+        previous, last_id = _GENESIS, 0
+        while True:
+            rows = self.db.query(f"SELECT {_COLUMNS}, hash FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
+                                 (last_id, batch))
+            for row in rows:
+                content, stored = row[:-1], row[-1]
+                if stored is None:
+                    return ChainBreak(row[0], row[1], row[6], "it has no chain hash (written outside the kiosk)")
+                if not hmac.compare_digest(str(stored), self._digest(previous, content)):
+                    problem = ("its content or its place was changed, or an entry before it was removed"
+                               if row[0] == last_id + 1 or last_id == 0 else
+                               f"the entries between {last_id} and {row[0]} were removed, or it was changed")
+                    return ChainBreak(row[0], row[1], row[6], problem)
+                previous, last_id = str(stored), row[0]
+            if len(rows) < batch:
+                return None
+
+    def start_chain(self) -> int:
+        """At a writable open: chain the rows that predate the chain (the schema-3 migration notes how many),
+        once, and record how the chain is made. Returns how many rows were chained."""
+        upto = self.db.meta("audit_unchained_upto")
+        chained = 0
+        if upto is not None:
+            with self.db.transaction() as conn:
+                rows = conn.execute(f"SELECT {_COLUMNS} FROM audit_log WHERE id <= ? ORDER BY id",
+                                    (int(upto),)).fetchall()
+                previous, updates = _GENESIS, []
+                for row in rows:
+                    previous = self._digest(previous, row)
+                    updates.append((previous, row[0]))
+                conn.executemany("UPDATE audit_log SET hash = ? WHERE id = ?", updates)
+                conn.execute("DELETE FROM meta WHERE key = 'audit_unchained_upto'")
+                chained = len(updates)
+            if chained:
+                log.warning("audit log: %d entries written before the hash chain existed are now chained as found",
+                            chained)
+        mode = "hmac-sha256" if self.keyed else "sha256"
+        if self.db.meta("audit_chain") != mode:
+            self.db.set_meta("audit_chain", mode)
+        return chained

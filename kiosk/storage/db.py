@@ -74,6 +74,28 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE reference_photos ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",  # key_id: the data key's ID
     ],
+    3: [  # admin events in the audit log, and its hash chain (kiosk.storage.audit); the table is rebuilt because
+        # a decision's verdict CHECK cannot be relaxed in place; existing rows are chained at the next open
+        """CREATE TABLE audit_log_v3 (
+               id         INTEGER PRIMARY KEY AUTOINCREMENT,
+               time       TEXT NOT NULL,                 -- ISO 8601, UTC
+               kind       TEXT NOT NULL DEFAULT 'decision',  -- 'decision' or an admin event kind
+               claimed_id TEXT NOT NULL DEFAULT '',
+               score      REAL,                          -- NULL when no face was compared
+               verdict    TEXT NOT NULL DEFAULT '',      -- ACCEPT / REJECT for decisions, '' for events
+               detail     TEXT NOT NULL DEFAULT '',      -- what an event changed (employee ID only)
+               reason     TEXT NOT NULL DEFAULT '',
+               hash       TEXT,                          -- the chain: MAC(previous hash + this row)
+               CHECK ((kind = 'decision') = (verdict IN ('ACCEPT', 'REJECT'))))""",
+        "INSERT INTO audit_log_v3 (id, time, kind, claimed_id, score, verdict, reason) "
+        "SELECT id, time, 'decision', claimed_id, score, verdict, reason FROM audit_log ORDER BY id",
+        "DROP TABLE audit_log",
+        "ALTER TABLE audit_log_v3 RENAME TO audit_log",
+        "CREATE INDEX audit_log_time ON audit_log(time)",
+        "CREATE INDEX audit_log_kind ON audit_log(kind)",
+        "INSERT INTO meta (key, value) SELECT 'audit_unchained_upto', MAX(id) FROM audit_log WHERE id IS NOT NULL "
+        "HAVING COUNT(*) > 0",
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 
