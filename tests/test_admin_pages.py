@@ -20,6 +20,14 @@ from kiosk.qt.threshold_page import ThresholdPage, _plotted
 from kiosk.qt.worker import EngineInfo
 from kiosk.quality import SEVERAL_FACES
 from kiosk.storage import SettingsStore, Storage
+from kiosk.storage.audit import EVENT_DELETE, EVENT_ENROL, EVENT_RE_ENROL, EVENT_THRESHOLD
+
+
+def events(storage):
+    """Admin events in the audit log, oldest first, as (kind, detail)."""
+    wait_for_background()  # written off the GUI thread
+    return [(e.kind, e.detail) for e in reversed(storage.audit.entries()) if e.is_event]
+
 
 ROC = [{"threshold": t / 100, "far": max(0.0, 1 - t / 60) ** 2, "frr": (t / 100) ** 3} for t in range(101)]
 
@@ -44,7 +52,7 @@ def threshold_page(qtbot, storage):
     return page, told
 
 
-def test_threshold_apply_asks_first_and_declined_changes_nothing(qtbot, threshold_page):
+def test_threshold_apply_asks_first_and_declined_changes_nothing(qtbot, threshold_page, storage):
     page, told = threshold_page
     asked = []
     page.confirm = lambda title, text: asked.append(text) or False
@@ -54,10 +62,10 @@ def test_threshold_apply_asks_first_and_declined_changes_nothing(qtbot, threshol
     qtbot.mouseClick(page.apply_button, Qt.MouseButton.LeftButton)
     assert asked and "0.600 (model default) to 0.700" in asked[0]
     assert SettingsStore().load().threshold is None and not told and page.threshold == 0.6
-    assert "Not applied" in page.status.text()
+    assert "Not applied" in page.status.text() and events(storage) == []
 
 
-def test_threshold_apply_confirmed_saves_tells_the_worker_and_says_so(qtbot, threshold_page):
+def test_threshold_apply_confirmed_saves_tells_the_worker_says_so_and_is_audited(qtbot, threshold_page, storage):
     page, told = threshold_page
     page.confirm = lambda title, text: True
     page.slider.setValue(700)
@@ -65,11 +73,14 @@ def test_threshold_apply_confirmed_saves_tells_the_worker_and_says_so(qtbot, thr
     assert SettingsStore().load().threshold == 0.7 and told == [0.7] and page.threshold == 0.7
     assert "Applied: threshold 0.700 (was 0.600 (model default))" in page.status.text()
     assert "(saved)" in page.value_label.text() and not page.apply_button.isEnabled()
+    assert events(storage) == [(EVENT_THRESHOLD, "0.600 (model default) -> 0.700")]
+    qtbot.mouseClick(page.apply_button, Qt.MouseButton.LeftButton)  # nothing new to apply: no entry
     # back to the model's own threshold: also previewed, then applied
     qtbot.mouseClick(page.reset_button, Qt.MouseButton.LeftButton)
     assert SettingsStore().load().threshold == 0.7 and told == [0.7]
     qtbot.mouseClick(page.apply_button, Qt.MouseButton.LeftButton)
     assert SettingsStore().load().threshold is None and told == [0.7, None] and page.threshold == 0.6
+    assert events(storage)[1:] == [(EVENT_THRESHOLD, "0.700 -> 0.600 (model default)")]
 
 
 def test_the_plot_marker_follows_the_slider(threshold_page):
@@ -164,6 +175,21 @@ def test_the_form_clears_after_a_successful_save(qtbot, employees_page, untraine
     assert storage.employees.get("E-17").photo_count == 2
     assert page.id_field.text() == "" and page.name_field.text() == ""
     assert not page.pending and page.photos.count() == 0 and not page.save_button.isEnabled()
+    assert events(storage) == [(EVENT_ENROL, "E-17")]
+    # re-enrolment, then deletion: each audited by ID
+    page.choose_files = lambda: [str(good_photos("Colin_Powell", 1)[0])]
+    qtbot.mouseClick(page.files_button, Qt.MouseButton.LeftButton)
+    page.id_field.setText("E-17")
+    page.name_field.setText("Colin Powell")
+    qtbot.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: storage.employees.get("E-17").photo_count == 1, timeout=20000)
+    assert events(storage)[1:] == [(EVENT_RE_ENROL, "E-17")]
+    qtbot.waitUntil(lambda: page.table.rowCount() == 1, timeout=5000)
+    page.table.selectRow(0)
+    page.delete_selected()
+    qtbot.waitUntil(lambda: storage.employees.get("E-17") is None, timeout=5000)
+    assert events(storage)[2:] == [(EVENT_DELETE, "E-17")]
+    assert all("photo" not in detail for _, detail in events(storage))  # the ID only
 
 
 def test_file_dialogs_start_in_pictures_or_home(qtbot, employees_page, tmp_path, monkeypatch):

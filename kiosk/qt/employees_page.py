@@ -34,6 +34,7 @@ from ..enrolment import check_photo
 from ..errors import KioskError
 from ..imageio import IMAGE_FILE_FILTER, read_image
 from ..storage import Employee, Storage, StorageError, clean_employee_id, clean_name
+from ..storage.audit import EVENT_DELETE, EVENT_ENROL, EVENT_RE_ENROL
 from .background import Background
 from .imaging import thumbnail
 from .video_view import VideoView
@@ -169,8 +170,11 @@ class EmployeesPage(QWidget):
 
     def on_enrolled(self, employee) -> None:
         self._saving = False
+        re_enrolled = self._enrolling is not None and self._enrolling == (employee.id, True)
         self._enrolling = None
         self._say(f"Enrolled {employee.id} ({employee.name}) with {employee.photo_count} photo(s).")
+        self._audit(EVENT_RE_ENROL if re_enrolled else EVENT_ENROL, employee.id,
+                    f"{employee.photo_count} photo(s), by the admin")
         self.clear_form()
         self.refresh()
         self._update_buttons()
@@ -292,7 +296,13 @@ class EmployeesPage(QWidget):
         if not self.confirm("Delete", f"Delete {employee_id} with all their reference photos and features? "
                                       f"This cannot be undone."):
             return
-        employees = self.storage.employees
+        employees, audit = self.storage.employees, self.storage.audit
+
+        def delete() -> bool:
+            found = employees.delete(employee_id)
+            if found:
+                audit.record_event(EVENT_DELETE, employee_id, reason="deleted by the admin, confirmed")
+            return found
 
         def deleted(_found: bool) -> None:
             self._say(f"Deleted {employee_id} and their photos.")
@@ -300,10 +310,20 @@ class EmployeesPage(QWidget):
             self.name_field.clear()
             self.refresh()
 
-        self.ops.run(lambda: employees.delete(employee_id), deleted, self._on_db_error,
+        self.ops.run(delete, deleted, self._on_db_error,
                      busy=[self.delete_button, self.table])
 
     # -- helpers ------------------------------------------------------------------------------------------
+    def _audit(self, kind: str, employee_id: str, reason: str) -> None:
+        """An admin event (the employee's ID only), written off the GUI thread."""
+        audit = self.storage.audit
+
+        def failed(exc: BaseException) -> None:
+            log.error("cannot write the audit entry %s %s: %s", kind, employee_id, exc)
+            self._say(f"{self.status.text()} The audit log could not record it: {exc}", error=True)
+
+        self.ops.run(lambda: audit.record_event(kind, employee_id, reason=reason), on_failure=failed)
+
     def _add_pending(self, image, label: str, box: Box | None, reasons: list[str]) -> None:
         self.pending.append((image, label))
         problems = ", ".join(reasons) if reasons else "ok"

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QSl
 
 from ..decision import THRESHOLD_RANGE, ThresholdPolicy, estimate_rates
 from ..storage import SettingsStore, StorageError
+from ..storage.audit import EVENT_THRESHOLD
 from .background import Background
 from .worker import EngineInfo
 
@@ -196,12 +197,18 @@ class ThresholdPage(QWidget):
             self._record(old, new)
 
     def _record(self, old: str, new: str) -> None:
-        """The audit entry, written off the GUI thread."""
+        """The audit entry ("old -> new"), written off the GUI thread."""
         audit = self.audit
         if audit is None:
             return
-        # TODO(#13 item 2): AuditLog.record_event(EVENT_THRESHOLD, ...) once it lands in kiosk/storage/audit.py
-        del old, new
+        detail = f"{old} -> {new}"
+
+        def failed(exc: BaseException) -> None:
+            log.error("cannot write the audit entry for the threshold change %s: %s", detail, exc)
+            self._say(f"Applied: threshold {new}, but the audit log could not record it: {exc}", error=True)
+
+        self.ops.run(lambda: audit.record_event(EVENT_THRESHOLD, detail, reason="applied by the admin, confirmed"),
+                     on_failure=failed)
 
     # -- display ------------------------------------------------------------------------------------------
     def _describe(self, policy: ThresholdPolicy) -> str:
