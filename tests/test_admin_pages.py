@@ -71,7 +71,7 @@ def test_threshold_apply_confirmed_saves_tells_the_worker_says_so_and_is_audited
     page.slider.setValue(700)
     qtbot.mouseClick(page.apply_button, Qt.MouseButton.LeftButton)
     assert SettingsStore().load().threshold == 0.7 and told == [0.7] and page.threshold == 0.7
-    assert "Applied: threshold 0.700 (was 0.600 (model default))" in page.status.text()
+    assert "Applied: threshold 0.700; it was 0.600 (model default)." in page.status.text()
     assert "(saved)" in page.value_label.text() and not page.apply_button.isEnabled()
     assert events(storage) == [(EVENT_THRESHOLD, "0.600 (model default) -> 0.700")]
     qtbot.mouseClick(page.apply_button, Qt.MouseButton.LeftButton)  # nothing new to apply: no entry
@@ -90,6 +90,11 @@ def test_the_plot_marker_follows_the_slider(threshold_page):
         page.slider.setValue(value)
         far, frr = estimate_rates(ROC, value / 1000)
         assert page.marker_rates() == pytest.approx((_plotted(far), _plotted(frr)))
+        applied = [(p.x(), p.y()) for p in page.applied_marker.points()]  # the threshold in use stays
+        in_use = estimate_rates(ROC, 0.6)
+        assert applied == [pytest.approx((_plotted(in_use[0]), _plotted(in_use[1])))]
+    page.preview_model_default()  # the slider on the threshold in use: one marker
+    assert page.applied_marker.points() == [] and page.marker_rates() is not None
     page.set_model(EngineInfo("model.pt", 0.6, None, "no ROC"))
     assert page.marker_rates() is None and page.plot.isHidden() and "not available" in page.rates_label.text()
 

@@ -26,7 +26,7 @@ from .worker import EngineInfo
 log = logging.getLogger(__name__)
 
 STEPS = 1000  # slider resolution: 0.001
-RATE_FLOOR = 0.001  # the plot's log axes start at 0.1 %; rates of 0 are drawn there
+RATE_FLOOR = 0.0001  # the plot's log axes start at 0.01 %; rates of 0 are drawn there
 _SOURCES = ("model default", "saved", "not applied")
 
 
@@ -80,11 +80,15 @@ class ThresholdPage(QWidget):
         self.curve = QLineSeries()
         self.curve.setName("all thresholds")
         self.marker = QScatterSeries()
-        self.marker.setName("this threshold")
+        self.marker.setName("slider")
         self.marker.setMarkerSize(12.0)
         self.marker.setColor(QColor("#c62828"))
-        self.chart.addSeries(self.curve)
-        self.chart.addSeries(self.marker)
+        self.applied_marker = QScatterSeries()  # the threshold in use, while the slider previews another
+        self.applied_marker.setName("in use")
+        self.applied_marker.setMarkerSize(10.0)
+        self.applied_marker.setColor(QColor("#616161"))
+        for series in (self.curve, self.applied_marker, self.marker):
+            self.chart.addSeries(series)
         self.far_axis, self.frr_axis = QLogValueAxis(), QLogValueAxis()
         for axis, title, side in ((self.far_axis, "false accepts (%)", Qt.AlignmentFlag.AlignBottom),
                                   (self.frr_axis, "false rejects (%)", Qt.AlignmentFlag.AlignLeft)):
@@ -94,7 +98,7 @@ class ThresholdPage(QWidget):
             axis.setLabelFormat("%g")
             axis.setMinorTickCount(-1)
             self.chart.addAxis(axis, side)
-            for series in (self.curve, self.marker):
+            for series in (self.curve, self.applied_marker, self.marker):
                 series.attachAxis(axis)
         self.plot = QChartView(self.chart)
         self.plot.setRenderHint(QPainter.RenderHint.Antialiasing)
@@ -191,7 +195,7 @@ class ThresholdPage(QWidget):
         self.policy = self.preview_policy
         self._show()
         self.threshold_changed.emit(self.policy.saved)
-        self._say(f"Applied: threshold {new}" + (f" (was {old})." if changed else "."))
+        self._say(f"Applied: threshold {new}" + (f"; it was {old}." if changed else "."))
         log.info("admin: threshold %s -> %s", old, new)
         if changed:
             self._record(old, new)
@@ -237,6 +241,10 @@ class ThresholdPage(QWidget):
         points = self.marker.points()
         return (points[0].x(), points[0].y()) if points else None
 
+    @staticmethod
+    def _point(rates: tuple[float, float] | None) -> list[QPointF]:
+        return [] if rates is None else [QPointF(_plotted(rates[0]), _plotted(rates[1]))]
+
     def _show(self) -> None:
         value = self.preview_threshold
         source = ("not applied" if self.pending else
@@ -244,7 +252,9 @@ class ThresholdPage(QWidget):
         self.value_label.setText(f"{value:.3f} ({source})")
         self.apply_button.setEnabled(self.pending)
         rates = estimate_rates(self.model.roc if self.model else None, value)
-        self.marker.replace([] if rates is None else [QPointF(_plotted(rates[0]), _plotted(rates[1]))])
+        self.marker.replace(self._point(rates))
+        applied = estimate_rates(self.model.roc if self.model else None, self.threshold) if self.pending else None
+        self.applied_marker.replace(self._point(applied))
         if self.model is None:
             self.rates_label.setText("Estimated error rates: unknown (no model loaded).")
         elif rates is None:
