@@ -1,7 +1,8 @@
 """The `kiosk` command line: verify two photos, evaluate on LFW or any pairs file, train, benchmark.
 
 Exit codes of `kiosk verify`: 0 = ACCEPT, 1 = REJECT, 2 = bad input (one-line reason on stderr),
-3 = no usable weights. Other commands: 0 = done, 2 = bad input, 3 = no usable weights.
+3 = no usable weights. Other commands: 0 = done, 2 = bad input, 3 = no usable weights; `kiosk audit verify`:
+1 = the audit log's hash chain is broken.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .paths import DEFAULT_WEIGHTS, LIVENESS_WEIGHTS, datasets_dir
 log = logging.getLogger("kiosk.cli")
 
 EXIT_ACCEPT, EXIT_REJECT, EXIT_BAD_INPUT, EXIT_NO_WEIGHTS = 0, 1, 2, 3
+EXIT_AUDIT_BROKEN = 1  # kiosk audit verify: the hash chain is broken
 
 
 def _engine(args):
@@ -206,6 +208,23 @@ def cmd_check(args) -> int:
     return 0 if health.ok else EXIT_BAD_INPUT
 
 
+def cmd_audit_verify(args) -> int:
+    """Check the audit log's hash chain, read-only (may run beside the kiosk): 0 intact, 1 broken (the first
+    broken entry named), 2 when it cannot be checked (no database, no data key)."""
+    from .storage import Storage  # noqa: PLC0415
+    storage = Storage.open(readonly=True)
+    try:
+        broken = storage.audit.verify_chain()
+        count = storage.audit.count()
+    finally:
+        storage.close()
+    if broken is not None:
+        print(f"kiosk: the audit log was altered: {broken.describe()}")
+        return EXIT_AUDIT_BROKEN
+    print(f"kiosk: the audit log is intact ({count} entries, hash chain verified)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     lfw = datasets_dir() / "lfw"
     parser = argparse.ArgumentParser(prog="kiosk", description="Siamese Kiosk: one-shot face verification")
@@ -288,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="verify the store (database, every feature vector and photo); read-only, "
                                      "exit 0 when sound, 2 when damaged")
     p.set_defaults(func=cmd_check)
+    p = sub.add_parser("audit", help="the audit log")
+    asub = p.add_subparsers(dest="audit_command", required=True)
+    a = asub.add_parser("verify", help="check the audit log's hash chain; read-only: exit 0 when intact, 1 with the "
+                                       "first broken entry named")
+    a.set_defaults(func=cmd_audit_verify)
     return parser
 
 

@@ -1,4 +1,6 @@
-"""Admin page: the audit log, filtered, exported to CSV; the queries and the export run off the GUI thread."""
+"""Admin page: the audit log (verification decisions and admin events), filtered by text, verdict and kind,
+exported to CSV; its hash chain is checked and a break shown in a red banner naming the first broken entry.
+The queries, the check and the export run off the GUI thread."""
 
 from __future__ import annotations
 
@@ -21,12 +23,14 @@ from PySide6.QtWidgets import (
 )
 
 from ..errors import KioskError
-from ..storage import AuditEntry, AuditLog
+from ..storage import EVENT_LABELS, KIND_DECISION, AuditEntry, AuditLog, ChainBreak
 from .background import Background
 
 log = logging.getLogger(__name__)
 
 SHOWN = 2000  # rows in the table (the export has them all)
+ALL_KINDS = "All kinds"
+BANNER_STYLE = ("background: #b00020; color: white; font-weight: bold; padding: 6px; border-radius: 3px")
 
 
 class AuditPage(QWidget):
@@ -41,19 +45,34 @@ class AuditPage(QWidget):
         self.verdict = QComboBox()
         self.verdict.addItems(["All", "ACCEPT", "REJECT"])
         self.verdict.currentIndexChanged.connect(self.refresh)
+        self.kind = QComboBox()  # the data of each item: None (everything), "decision" or an event kind
+        self.kind.addItem(ALL_KINDS, None)
+        self.kind.addItem("Decisions", KIND_DECISION)
+        for kind, label in EVENT_LABELS.items():
+            self.kind.addItem(label, kind)
+        self.kind.currentIndexChanged.connect(self.refresh)
+        self.chain_break: ChainBreak | None = None
+        self._notice = ""  # shown instead of the row count by the next refresh (the export's outcome)
+        self.banner = QLabel("")
+        self.banner.setWordWrap(True)
+        self.banner.setStyleSheet(BANNER_STYLE)
+        self.banner.setVisible(False)
         self.export_button = QPushButton("Export CSV...")
         self.export_button.clicked.connect(self.export)
-        self.table = QTableWidget(0, 5)
-        self.table.setHorizontalHeaderLabels(["Time (UTC)", "Claimed ID", "Score", "Verdict", "Reason"])
+        self.table = QTableWidget(0, 6)
+        self.table.setHorizontalHeaderLabels(["Time (UTC)", "Claimed ID", "Score", "Verdict / event", "Reason",
+                                              "Detail"])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(4, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.status = QLabel("")
         row = QHBoxLayout()
         row.addWidget(self.filter, 1)
         row.addWidget(self.verdict)
+        row.addWidget(self.kind)
         row.addWidget(self.export_button)
         layout = QVBoxLayout(self)
+        layout.addWidget(self.banner)
         layout.addLayout(row)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.status)
@@ -63,8 +82,8 @@ class AuditPage(QWidget):
         return path
 
     def _query(self, limit: int) -> Callable[[], list[AuditEntry]]:
-        audit, text, verdict = self.audit, self.filter.text(), self.verdict.currentText()
-        return lambda: audit.entries(text, None if verdict == "All" else verdict, limit=limit)
+        audit, text, verdict, kind = self.audit, self.filter.text(), self.verdict.currentText(), self.kind.currentData()
+        return lambda: audit.entries(text, None if verdict == "All" else verdict, limit=limit, kind=kind)
 
     def refresh(self) -> None:
         self.ops.run(self._query(SHOWN), self._show_entries, self._on_read_failed, key="query")
@@ -81,12 +100,13 @@ class AuditPage(QWidget):
         self.table.setRowCount(len(self.entries))
         for r, e in enumerate(self.entries):
             values = (e.time.replace("T", " ")[:19], e.claimed_id, "" if e.score is None else f"{e.score:.3f}",
-                      e.verdict, e.reason)
+                      e.label, e.reason, e.detail)
             for c, value in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(value))
         self.table.resizeColumnToContents(0)
-        self.status.setText(f"{len(self.entries)} attempt(s) shown" + (" (newest first, limited)"
-                                                                      if len(self.entries) == SHOWN else ""))
+        notice, self._notice = self._notice, ""
+        self.status.setText(notice or f"{len(self.entries)} entries shown" + (" (newest first, limited)"
+                                                                               if len(self.entries) == SHOWN else ""))
 
     def export(self) -> None:
         path = self.choose_export_path()
@@ -96,8 +116,10 @@ class AuditPage(QWidget):
         self.status.setText("Exporting...")
 
         def exported(count: int) -> None:
-            self.status.setText(f"Exported {count} attempt(s) to {path}")
+            self._notice = f"Exported {count} entries to {path}"
+            self.status.setText(self._notice)
             log.info("audit log exported to %s (%d rows)", path, count)
+            self.refresh()  # the export is itself an audited event: show it
 
         def failed(exc: BaseException) -> None:
             if not isinstance(exc, (OSError, KioskError)):
@@ -106,6 +128,28 @@ class AuditPage(QWidget):
 
         self.ops.run(lambda: audit.export_csv(path, query()), exported, failed, busy=[self.export_button])
 
+    def check_chain(self) -> None:
+        """Verify the hash chain in the background; a break shows the red banner naming the first broken entry."""
+        self.ops.run(self.audit.verify_chain, self._show_chain, self._on_check_failed, key="verify")
+
+    def _show_chain(self, broken: ChainBreak | None) -> None:
+        self.chain_break = broken
+        if broken is None:
+            self.banner.setVisible(False)
+            self.banner.setText("")
+            return
+        log.error("the audit log's hash chain is broken at %s", broken.describe())
+        self.banner.setText(f"The audit log was altered: {broken.describe()}. Entries from there on cannot be "
+                            f"trusted; 'kiosk audit verify' checks it from a terminal.")
+        self.banner.setVisible(True)
+
+    def _on_check_failed(self, exc: BaseException) -> None:
+        log.error("cannot check the audit log's hash chain: %s", exc)
+        self.chain_break = None
+        self.banner.setText(f"The audit log's hash chain cannot be checked: {exc}")
+        self.banner.setVisible(True)
+
     def showEvent(self, event) -> None:
         super().showEvent(event)
         self.refresh()
+        self.check_chain()
