@@ -9,6 +9,7 @@ with backoff, and is never fatal. ``interrupt()`` (any thread) wakes a paced or 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -23,6 +24,20 @@ from .imageio import IMAGE_SUFFIXES, is_image_file, read_image
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = IMAGE_SUFFIXES  # kept for existing importers; the one list lives in kiosk.imageio
+
+
+def quiet_opencv() -> None:
+    """OpenCV's own logging goes to the terminal: a missing camera alone prints a dozen lines per try (63 in
+    10 s). Only fatal messages from now on, unless OPENCV_LOG_LEVEL asks for more; our log says what failed."""
+    if os.environ.get("OPENCV_LOG_LEVEL"):
+        return
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_FATAL)
+    except AttributeError:  # a build without cv2.utils.logging
+        pass
+
+
+quiet_opencv()
 
 
 class FrameSource:
@@ -166,7 +181,7 @@ class CameraSource(FrameSource):
         except SourceError:
             self._backoff = min(self._backoff * 2, self._backoff_max)
             self._retry_at = self._clock() + self._backoff
-            log.info("%s still unavailable; next try in %.1f s", self.description, self._backoff)
+            log.debug("%s still unavailable; next try in %.1f s", self.description, self._backoff)
             return None
         log.info("%s reconnected", self.description)
         self._backoff = self._backoff_min

@@ -23,7 +23,7 @@ from kiosk.enrolment import enrol_files
 from kiosk.errors import SourceError
 from kiosk.paths import config_dir, data_dir
 from kiosk.qt.capture import FAILED, LIVE
-from kiosk.qt.kiosk_tab import IDLE, UNAVAILABLE, VERDICT, VERIFYING
+from kiosk.qt.kiosk_tab import IDLE, OUT_OF_SERVICE, UNAVAILABLE, VERDICT, VERIFYING
 from kiosk.qt.main_window import AppConfig, MainWindow
 from kiosk.sources import CameraSource, FrameSource, open_source
 from kiosk.storage import PinManager, SettingsStore
@@ -63,7 +63,8 @@ def bush_folder(tmp_path, lfw_photos) -> Path:
 
 
 def wait_ready(qtbot, window, timeout=15000) -> None:
-    qtbot.waitUntil(lambda: window.kiosk.state in (IDLE, UNAVAILABLE), timeout=timeout)
+    """The model has loaded (or failed to); without frames the kiosk is then out of service."""
+    qtbot.waitUntil(lambda: window.kiosk.state in (IDLE, UNAVAILABLE, OUT_OF_SERVICE), timeout=timeout)
 
 
 def verify(qtbot, window, claimed_id: str, timeout=20000):
@@ -113,6 +114,18 @@ def enrol_via_admin(qtbot, window, employee_id, name, files):
 
 def no_camera():
     raise SourceError("no camera here")
+
+
+class GreySource(FrameSource):
+    """An empty grey picture, 20 frames a second: frames arrive, no face in them."""
+
+    description = "grey"
+
+    def __init__(self):
+        super().__init__(fps=20)
+
+    def _read(self):
+        return np.full((240, 320, 3), 128, np.uint8)
 
 
 def test_enrol_from_photo_files_mechanics(qtbot, make_window, untrained_weights, good_photos, tmp_path):
@@ -351,7 +364,6 @@ def test_no_camera_shows_a_message_and_admin_still_works(qtbot, make_window, unt
         def release(self):
             pass
 
-    SettingsStore().update(fusion_window_s=1.0)  # the attempt below times out: keep it short
     window = make_window(untrained_weights, opener=lambda: CameraSource(0, capture_factory=lambda i: NoCapture()))
     qtbot.waitUntil(lambda: "camera 0: not found" in window.kiosk.video.message, timeout=10000)
     wait_ready(qtbot, window)
@@ -359,7 +371,9 @@ def test_no_camera_shows_a_message_and_admin_still_works(qtbot, make_window, unt
     assert employee.photo_count == 1
     assert not window.employees.take_button.isEnabled()  # no camera: no live photo
     window.tabs.setCurrentWidget(window.kiosk)
-    assert verify(qtbot, window, "E5").reason == REASON_NO_FACE  # no frames: no usable face in time
+    assert window.kiosk.state == OUT_OF_SERVICE and not window.kiosk.id_field.isEnabled()  # no frames: no claims
+    assert window.kiosk.verdict.text() == "Out of service"
+    assert [e for e in window.storage.audit.entries() if e.verdict] == []  # no decision recorded
 
 
 def test_missing_weights_message_no_crash_admin_works(qtbot, make_window, tmp_path, bush_folder):
@@ -376,7 +390,7 @@ def test_missing_weights_message_no_crash_admin_works(qtbot, make_window, tmp_pa
 def test_damaged_settings_keep_the_kiosk_running_with_admin_closed(qtbot, make_window, untrained_weights):
     config_dir().mkdir(parents=True)
     (config_dir() / "settings.json").write_text("{ not json")
-    window = make_window(untrained_weights, opener=no_camera)
+    window = make_window(untrained_weights, opener=GreySource)
     wait_ready(qtbot, window)
     window.tabs.setCurrentWidget(window.admin)
     assert window.admin.stack.currentWidget() is window.admin.error_page

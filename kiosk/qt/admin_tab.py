@@ -12,10 +12,12 @@ import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QApplication,
+    QCheckBox,
     QFormLayout,
     QGroupBox,
     QLabel,
     QLineEdit,
+    QMessageBox,
     QPushButton,
     QStackedWidget,
     QTabWidget,
@@ -24,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..errors import KioskError
-from ..storage import PinManager
+from ..storage import PinManager, SettingsStore
 from ..storage.pin import MAX_PIN, MIN_PIN, PinResult, format_duration
 from .background import Background
 
@@ -56,11 +58,15 @@ def _page(title: str, *rows) -> tuple[QWidget, QFormLayout]:
 
 class AdminTab(QWidget):
     unlocked_changed = Signal(bool)
+    quit_requested = Signal()      # the admin chose "Quit kiosk" (only possible while unlocked)
+    sounds_changed = Signal(bool)  # the sounds setting was saved
 
     def __init__(self, pins: PinManager | None, panel: QTabWidget, idle_s: float = 60.0,
-                 unavailable_reason: str = "", parent=None):
+                 unavailable_reason: str = "", parent=None, settings_store: SettingsStore | None = None,
+                 sounds: bool = True):
         super().__init__(parent)
         self.pins = pins
+        self.settings_store = settings_store
         self.panel = panel
         self.unlocked = False
         self.ops = Background(self)
@@ -102,6 +108,18 @@ class AdminTab(QWidget):
                             ("Repeat", self.changed_pin_repeat), self.change_button, self.change_message, lock_button)
         self.panel.addTab(security, "Security")
 
+        # the kiosk itself: sounds on/off, and the only way out of a fullscreen kiosk
+        self.sounds_box = QCheckBox("Play accept and reject sounds")
+        self.sounds_box.setChecked(sounds)
+        self.sounds_box.setEnabled(settings_store is not None)
+        self.sounds_box.toggled.connect(self._save_sounds)
+        self.kiosk_message = QLabel("")
+        self.quit_button = QPushButton("Quit kiosk")
+        self.quit_button.clicked.connect(self.request_quit)
+        self.kiosk_page, _ = _page("Kiosk", self.sounds_box, self.kiosk_message, self.quit_button)
+        self.panel.addTab(self.kiosk_page, "Kiosk")
+        self.confirm = _confirm  # replaced in tests
+
         self.stack = QStackedWidget()
         for page in (self.setup_page, self.unlock_page, self.panel, self.error_page):
             self.stack.addWidget(page)
@@ -132,6 +150,45 @@ class AdminTab(QWidget):
             field.clear()
         self.unlocked_changed.emit(False)
         self._show_gate()
+        self.focus_pin()
+
+    def focus_pin(self) -> None:
+        """Keyboard focus to the field the gate asks for (the tab is showing, the field can take input)."""
+        page = self.stack.currentWidget()
+        field = {self.setup_page: self.new_pin, self.unlock_page: self.pin_field}.get(page)
+        if field is not None and field.isEnabled() and self.isVisible():
+            field.setFocus(Qt.FocusReason.OtherFocusReason)
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        if not self.unlocked:
+            self.focus_pin()
+
+    # -- the kiosk page ----------------------------------------------------------------------------------------
+    def request_quit(self) -> None:
+        if not self.unlocked:  # never without the PIN
+            return
+        if self.confirm("Quit kiosk", "Close the kiosk? The entrance is unattended until it is started again."):
+            log.info("admin quits the kiosk")
+            self.quit_requested.emit()
+
+    def _save_sounds(self, on: bool) -> None:
+        store = self.settings_store
+        if store is None:
+            return
+
+        def saved(_settings) -> None:
+            self.kiosk_message.setText("")
+            log.info("sounds %s", "on" if on else "off")
+            self.sounds_changed.emit(on)
+
+        def failed(exc: BaseException) -> None:
+            self.kiosk_message.setText(f"The setting could not be saved: {exc}")
+            self.sounds_box.blockSignals(True)
+            self.sounds_box.setChecked(not on)
+            self.sounds_box.blockSignals(False)
+
+        self.ops.run(lambda: store.update(sounds=on), saved, failed, busy=[self.sounds_box], key="sounds")
 
     def _show_gate(self) -> None:
         if self.pins is None:
@@ -175,7 +232,8 @@ class AdminTab(QWidget):
         else:
             if self._lock_ticker.isActive():
                 self.unlock_message.setText("")
-            self._lock_ticker.stop()
+                self._lock_ticker.stop()
+                self.focus_pin()  # the lockout is over: the PIN can be typed again
 
     @property
     def locked_out(self) -> bool:
@@ -222,6 +280,7 @@ class AdminTab(QWidget):
 
     def _on_first_pin_failed(self, exc: BaseException) -> None:
         self.setup_message.setText(_message(exc))
+        self.focus_pin()
 
     def try_unlock(self) -> None:
         pin = self.pin_field.text()
@@ -239,6 +298,7 @@ class AdminTab(QWidget):
         log.warning("wrong admin PIN (%s)", result.message)
         self.unlock_message.setText(result.message)
         self._show_lock_state()
+        self.focus_pin()
 
     def _on_check_failed(self, exc: BaseException) -> None:  # e.g. the PIN record was deleted meanwhile
         self.unlock_message.setText(_message(exc))
@@ -263,6 +323,12 @@ class AdminTab(QWidget):
         self.change_message.setText(_message(exc))
         if self.locked_out:  # too many wrong current PINs (or the record went missing)
             self.lock()
+
+
+def _confirm(title: str, text: str) -> bool:
+    answer = QMessageBox.question(None, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                  QMessageBox.StandardButton.No)
+    return answer == QMessageBox.StandardButton.Yes
 
 
 def _message(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from ..logging_setup import setup_logging
 from ..paths import DEFAULT_WEIGHTS
 from ..storage import StorageError
-from .main_window import AppConfig, MainWindow
+from .main_window import AppConfig, MainWindow, window_icon
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     prepare_qt_environment()
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Siamese Kiosk")
+    app.setWindowIcon(window_icon())
     config = AppConfig(source=args.source, weights=args.weights, fullscreen=args.fullscreen, fps=args.fps,
                        loop=not args.no_loop)
     if pyside_loses_references():
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         log.critical("%s", exc)
         QMessageBox.critical(None, "Siamese Kiosk", f"The kiosk cannot start:\n\n{exc}")
         return 2
-    signal.signal(signal.SIGINT, lambda *_: window.close())  # Ctrl+C in the terminal closes cleanly
+    signal.signal(signal.SIGINT, lambda *_: window.quit_kiosk())  # Ctrl+C in the terminal (the admin's) closes
     wake = QTimer()
     wake.start(300)  # lets Python see the signal while Qt's loop runs
     wake.timeout.connect(lambda: None)

@@ -60,18 +60,25 @@ class CaptureWorker(QObject):
             self._state, self._message = state, message
             self.state_changed.emit(state, message)
 
+    def _log_failure(self, text: str, exc: BaseException) -> None:
+        """One log message per failure: the retries of the same failure go to debug only."""
+        repeated = (FAILED, str(exc)) == (self._state, self._message)
+        log.log(logging.DEBUG if repeated else logging.WARNING, text, exc)
+
     def _open(self, delay: float) -> float:
         """Try to open the source; returns the next retry delay."""
         try:
             self._source = self._opener()
         except SourceError as exc:
-            log.warning("frame source: %s", exc)
+            self._log_failure("frame source: %s", exc)
             self._set_state(FAILED, str(exc))
             self._stop.wait(delay)
             return min(delay * 2, self._retry_max)
         except Exception as exc:  # never let the thread die
-            log.exception("opening the frame source failed")
-            self._set_state(FAILED, f"cannot open the video source ({type(exc).__name__}: {exc})")
+            message = f"cannot open the video source ({type(exc).__name__}: {exc})"
+            if (FAILED, message) != (self._state, self._message):  # once per failure, not once per retry
+                log.exception("opening the frame source failed")
+            self._set_state(FAILED, message)
             self._stop.wait(delay)
             return min(delay * 2, self._retry_max)
         self.description = self._source.description

@@ -13,13 +13,10 @@ from .video_view import VideoView
 from .worker import FrameResult
 
 IDLE, VERIFYING, VERDICT, UNAVAILABLE, STARTING = "idle", "verifying", "verdict", "unavailable", "starting"
+OUT_OF_SERVICE = "out_of_service"  # no frames from the source: no claims taken until they come back
 
-_VERDICT_STYLE = {
-    "ACCEPT": "background:#1e9e4a; color:white; border-radius:12px;",
-    "REJECT": "background:#c62828; color:white; border-radius:12px;",
-    "info": "background:#37474f; color:white; border-radius:12px;",
-    "none": "background:transparent; color:#cfd8dc;",
-}
+# The verdict label's look comes from assets/style.qss (QLabel#verdict[verdict="accept"] ...).
+_VERDICT_STYLE = {"ACCEPT": "accept", "REJECT": "reject", "info": "info", "none": "none"}
 
 
 def _font(points: int, bold: bool = False) -> QFont:
@@ -35,27 +32,36 @@ class KioskTab(QWidget):
     def __init__(self, mirror: bool = False, verdict_display_s: float = 4.0, parent=None):
         super().__init__(parent)
         self.verdict_display_s = verdict_display_s
+        self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)  # the style sheet paints the background
         self.state = STARTING
         self.last_decision: Decision | None = None
+        self.source_ok = True   # frames are arriving
+        self.source_message = ""
+        self._engine_ready = False
         self.video = VideoView(self, mirror=mirror)
 
         self.id_label = QLabel("Enter or scan your employee ID, then press Enter")
+        self.id_label.setObjectName("idLabel")
         self.id_label.setFont(_font(16))
         self.id_label.setWordWrap(True)
         self.id_field = QLineEdit()
+        self.id_field.setObjectName("idField")
         self.id_field.setFont(_font(24))
         self.id_field.setPlaceholderText("Employee ID")
         self.id_field.setMaxLength(64)
         self.id_field.returnPressed.connect(self._on_id_entered)
         self.prompt = QLabel("Starting...")
+        self.prompt.setObjectName("prompt")
         self.prompt.setFont(_font(20, bold=True))
         self.prompt.setWordWrap(True)
         self.prompt.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.verdict = QLabel("")
+        self.verdict.setObjectName("verdict")
         self.verdict.setFont(_font(44, bold=True))
         self.verdict.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.verdict.setMinimumHeight(110)
         self.reason = QLabel("")
+        self.reason.setObjectName("reason")
         self.reason.setFont(_font(18))
         self.reason.setWordWrap(True)
         self.reason.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -85,9 +91,42 @@ class KioskTab(QWidget):
 
     # -- states -------------------------------------------------------------------------------------------
     def set_ready(self) -> None:
-        """The model is loaded: accept IDs."""
+        """The model is loaded: accept IDs (once frames arrive)."""
+        self._engine_ready = True
+        if self.state == UNAVAILABLE:
+            return
+        if not self.source_ok:
+            self._show_out_of_service()
+            return
         self.state = IDLE
         self.reset()
+
+    def set_source_available(self, available: bool, message: str = "") -> None:
+        """Frames are (not) arriving. Without them the kiosk is out of service: the ID field is disabled and an
+        attempt under way is dropped (the worker cancels it; nothing is recorded). It resumes by itself."""
+        self.source_ok, self.source_message = available, message
+        if self.state == UNAVAILABLE or not self._engine_ready:
+            return  # the model's state decides (set_ready looks at the source)
+        if not available:
+            self._show_out_of_service()
+        elif self.state == OUT_OF_SERVICE:
+            self.state = IDLE
+            self.reset()
+
+    def _show_out_of_service(self) -> None:
+        self.state = OUT_OF_SERVICE
+        self._reset_timer.stop()
+        self.id_field.clear()
+        self.id_field.setEnabled(False)
+        self.prompt.setText("")
+        detail = f" ({self.source_message})" if self.source_message else ""
+        self._show_verdict("Out of service", f"No camera picture{detail}. Please use another entrance or ask "
+                           f"staff; the kiosk resumes by itself.", "info")
+
+    def on_cancelled(self, _claimed_id: str = "") -> None:
+        """The worker dropped the attempt (no frames): nothing was decided or recorded."""
+        if self.state == VERIFYING:
+            self._show_out_of_service() if not self.source_ok else self.reset()
 
     def set_unavailable(self, reason: str) -> None:
         self.state = UNAVAILABLE
@@ -99,7 +138,7 @@ class KioskTab(QWidget):
 
     def reset(self) -> None:
         """Ready for the next person."""
-        if self.state == UNAVAILABLE:
+        if self.state in (UNAVAILABLE, OUT_OF_SERVICE):
             return
         self.state = IDLE
         self.id_field.clear()
@@ -111,7 +150,9 @@ class KioskTab(QWidget):
 
     def _show_verdict(self, title: str, reason: str, style: str) -> None:
         self.verdict.setText(title)
-        self.verdict.setStyleSheet(_VERDICT_STYLE[style])
+        self.verdict.setProperty("verdict", _VERDICT_STYLE[style])
+        self.verdict.style().unpolish(self.verdict)  # a dynamic property: the style sheet is re-applied
+        self.verdict.style().polish(self.verdict)
         self.reason.setText(reason)
 
     # -- events ---------------------------------------------------------------------------------------------

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from ..decision import Decision
 from ..engine import FaceEngine
-from ..paths import DEFAULT_WEIGHTS
+from ..paths import ASSETS_DIR, DEFAULT_WEIGHTS
 from ..sources import IMAGE_EXTENSIONS, FrameSource, is_camera_spec, open_source
 from ..storage import IntegrityReport, PinManager, Settings, SettingsStore, Storage, StorageError
 from .admin_tab import AdminTab
@@ -20,12 +23,31 @@ from .background import wait_for_background
 from .capture import ENDED, FAILED, LIVE, LOST, FrameCapture
 from .employees_page import EmployeesPage
 from .kiosk_tab import KioskTab
+from .sounds import SoundPlayer
 from .threshold_page import ThresholdPage
 from .worker import EngineInfo, InferenceThread, VerificationWorker
 
 log = logging.getLogger(__name__)
 
 FOLDER_FPS = 5.0  # an image folder shows this many photos per second unless --fps says otherwise
+STALL_S = 5.0     # a source that is open but has sent no frame for this long counts as out of service
+
+
+def window_icon() -> QIcon:
+    icon = QIcon()
+    for name in ("icon.svg", "icon.png"):
+        if (ASSETS_DIR / name).is_file():
+            icon.addFile(str(ASSETS_DIR / name))
+    return icon
+
+
+def kiosk_style() -> str:
+    """assets/style.qss (the kiosk screen's look); empty, with one log line, if it cannot be read."""
+    try:
+        return (ASSETS_DIR / "style.qss").read_text(encoding="utf-8")
+    except OSError as exc:
+        log.warning("no style sheet: %s", exc)
+        return ""
 
 
 @dataclass
@@ -41,6 +63,7 @@ class AppConfig:
     verdict_display_s: float | None = None  # None: from the settings
     idle_rate_hz: float = 10.0              # face analysis rate while nobody is being verified
     source_retry: tuple[float, float] = (1.0, 10.0)
+    stall_s: float = STALL_S                # no frame for this long from an open source: out of service
 
     def open_source(self) -> FrameSource:
         if self.opener is not None:
@@ -57,7 +80,10 @@ class MainWindow(QMainWindow):
     def __init__(self, config: AppConfig, storage: Storage | None = None):
         super().__init__()
         self.setWindowTitle("Siamese Kiosk")
+        self.setWindowIcon(window_icon())
         self.config = config
+        self.kiosk_mode = config.fullscreen  # fullscreen at the entrance: only the admin (PIN) closes the window
+        self._quit_authorised = False
         self.settings_store = SettingsStore()
         settings_error = ""
         try:
@@ -70,6 +96,9 @@ class MainWindow(QMainWindow):
         mirror = config.opener is None and is_camera_spec(config.source)
 
         self.kiosk = KioskTab(mirror, config.verdict_display_s or settings.verdict_display_s)
+        self.kiosk.setStyleSheet(kiosk_style())
+        self.sounds = SoundPlayer()
+        self.sounds_on = settings.sounds
         self.employees = EmployeesPage(self.storage, mirror)
         self.threshold_page = ThresholdPage(self.settings_store, settings.threshold, self.storage.audit)
         self.audit_page = AuditPage(self.storage.audit)
@@ -78,7 +107,10 @@ class MainWindow(QMainWindow):
         panel.addTab(self.threshold_page, "Threshold")
         panel.addTab(self.audit_page, "Audit log")
         self.admin = AdminTab(None if settings_error else PinManager(self.settings_store), panel,
-                              config.admin_idle_s or settings.admin_idle_s, settings_error)
+                              config.admin_idle_s or settings.admin_idle_s, settings_error,
+                              settings_store=None if settings_error else self.settings_store, sounds=settings.sounds)
+        self.admin.quit_requested.connect(self.quit_kiosk)
+        self.admin.sounds_changed.connect(self._set_sounds)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.kiosk, "Kiosk")
         self.tabs.addTab(self.admin, "Admin")
@@ -108,6 +140,7 @@ class MainWindow(QMainWindow):
         w.error.connect(self._on_worker_error)
         w.refreshing.connect(self._on_refreshing)
         w.refreshed.connect(self._on_refreshed)
+        w.cancelled.connect(self.kiosk.on_cancelled)
         self.kiosk.verification_requested.connect(self._request_verification)
         self.employees.enrol_requested.connect(self._request_enrolment)
         self.threshold_page.threshold_changed.connect(self._threshold_changed)
@@ -117,6 +150,14 @@ class MainWindow(QMainWindow):
         self.capture.state_changed.connect(self._on_source_state)
         self.frames_received = 0
         self.source_state = ""
+        self.in_service = True  # frames are arriving (False: the kiosk says out of service)
+        self._last_frame_at = time.monotonic()
+        self._stall_timer = QTimer(self)
+        self._stall_timer.setInterval(500)
+        self._stall_timer.timeout.connect(self._check_stall)
+        self._stall_timer.start()
+        self._quit_shortcut = QShortcut(QKeySequence("Ctrl+Q"), self)
+        self._quit_shortcut.activated.connect(self._on_quit_keys)
         self._closed = False
         self.inference.start()
         self.capture.start()
@@ -128,6 +169,9 @@ class MainWindow(QMainWindow):
             return
         frame, captured_at = item
         self.frames_received += 1
+        self._last_frame_at = time.monotonic()
+        if not self.in_service and self.source_state == LIVE:
+            self._set_in_service(True, "")
         self.kiosk.video.set_frame(frame)
         self.employees.on_frame(frame)
         self.worker.offer_frame(frame, captured_at)
@@ -139,9 +183,31 @@ class MainWindow(QMainWindow):
         self.employees.set_camera_state(live)
         if state == FAILED:
             self.kiosk.video.clear_frame()
+        if live:
+            self._last_frame_at = time.monotonic()  # back in service with the first frame (_on_frame)
+        else:
+            self._set_in_service(False, message)
         description = self.capture.worker.description or self.config.source
         self.source_status.setText({LIVE: f"Source: {description}", LOST: message, FAILED: message,
                                     ENDED: message}.get(state, message))
+
+    def _check_stall(self) -> None:
+        """An open source that sends nothing (a frozen camera) is out of service too."""
+        if (self.in_service and self.source_state == LIVE
+                and time.monotonic() - self._last_frame_at > self.config.stall_s):
+            description = self.capture.worker.description or self.config.source
+            log.warning("%s: no frame for %.0f s", description, self.config.stall_s)
+            self._set_in_service(False, f"no picture from {description}")
+
+    def _set_in_service(self, available: bool, message: str) -> None:
+        if available == self.in_service:
+            if not available:
+                self.kiosk.set_source_available(False, message)  # a newer reason
+            return
+        self.in_service = available
+        log.info("kiosk %s", "back in service" if available else f"out of service: {message}")
+        self.worker.set_source_available(available)  # first: an attempt under way is cancelled, not rejected
+        self.kiosk.set_source_available(available, message)
 
     # -- worker results ---------------------------------------------------------------------------------
     def _show_store_health(self, health: IntegrityReport) -> None:
@@ -177,7 +243,10 @@ class MainWindow(QMainWindow):
         self.employees.set_engine_state(False, reason)
 
     def _on_decided(self, decision: Decision) -> None:
+        shown = self.kiosk.state
         self.kiosk.on_decided(decision, decision.name)  # the worker's decision carries the name: no lookup here
+        if self.sounds_on and shown != self.kiosk.state:  # the verdict is on screen now
+            self.sounds.play(decision.verdict)
         if self.audit_page.isVisible():
             self.audit_page.refresh()
 
@@ -212,11 +281,28 @@ class MainWindow(QMainWindow):
         self.model_status.setText(f"Model: {Path(self.engine_info.weights_path).name}, threshold "
                                   f"{self.threshold_page.threshold:.3f}")
 
+    def _set_sounds(self, on: bool) -> None:
+        self.sounds_on = on
+
     def _on_tab_changed(self, index: int) -> None:
         if self.tabs.widget(index) is not self.admin:
             self.admin.lock()
+        else:
+            self.admin.focus_pin()
         if self.tabs.widget(index) is self.kiosk and self.kiosk.id_field.isEnabled():
             self.kiosk.id_field.setFocus()
+
+    # -- quitting -------------------------------------------------------------------------------------------
+    def quit_kiosk(self) -> None:
+        """The authorised way out (the admin's Quit kiosk behind the PIN, Ctrl+C in the terminal)."""
+        self._quit_authorised = True
+        self.close()
+
+    def _on_quit_keys(self) -> None:
+        if self.kiosk_mode:  # a visitor at a fullscreen kiosk: nothing
+            log.info("Ctrl+Q ignored in kiosk mode (use Admin > Kiosk > Quit kiosk)")
+            return
+        self.close()
 
     # -- shutdown -----------------------------------------------------------------------------------------
     def shutdown(self) -> None:
@@ -224,6 +310,7 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         self._closed = True
+        self._stall_timer.stop()
         self.capture.frame_ready.disconnect(self._on_frame)
         self.capture.state_changed.disconnect(self._on_source_state)
         self.threshold_page.flush()
@@ -239,5 +326,9 @@ class MainWindow(QMainWindow):
         log.info("kiosk closed")
 
     def closeEvent(self, event) -> None:
+        if self.kiosk_mode and not self._quit_authorised:  # Alt+F4 and the like at the entrance
+            log.info("close request ignored in kiosk mode (use Admin > Kiosk > Quit kiosk)")
+            event.ignore()
+            return
         self.shutdown()
         super().closeEvent(event)

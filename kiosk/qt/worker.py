@@ -65,6 +65,7 @@ class VerificationWorker(QObject):
     error = Signal(str)               # unexpected trouble, shown but never fatal
     refreshing = Signal(int, int)     # stored photos re-embedded for a new model: done, total
     refreshed = Signal(object)        # enrolment.RefreshReport (employees to re-enrol, if any)
+    cancelled = Signal(str)           # an attempt ended without a verdict (the source died): claimed ID
 
     _wake = Signal()
     _verify = Signal(str, float)
@@ -72,6 +73,7 @@ class VerificationWorker(QObject):
     _threshold = Signal(object)
     _fusion = Signal(object)
     _cancel = Signal()
+    _source = Signal(bool)
 
     def __init__(self, weights_path: str | Path, storage: Storage, fusion: FusionParams | None = None,
                  threshold: float | None = None, engine_factory: Callable[[Path], FaceEngine] = FaceEngine,
@@ -91,12 +93,14 @@ class VerificationWorker(QObject):
         self._last_analysis = 0.0
         self._stopping = False
         self._last_error = ("", 0.0)
+        self._source_ok = True  # False while the frame source delivers nothing: no attempt runs or is recorded
         self._wake.connect(self._process_latest)
         self._verify.connect(self._begin_verification)
         self._enrol.connect(self._do_enrol)
         self._threshold.connect(self._set_threshold)
         self._fusion.connect(self._set_fusion)
         self._cancel.connect(self._cancel_session)
+        self._source.connect(self._set_source_ok)
 
     # -- thread-safe requests (any thread) ----------------------------------------------------------------
     def offer_frame(self, frame: np.ndarray, captured_at: float) -> None:
@@ -123,6 +127,12 @@ class VerificationWorker(QObject):
 
     def cancel(self) -> None:
         self._cancel.emit()
+
+    def set_source_available(self, available: bool) -> None:
+        """The frame source is (not) delivering. While it is not, an attempt under way is cancelled (no verdict,
+        nothing audited: the kiosk could not see anyone) and new ones are refused. Queued after any
+        verification request sent before it, so that request is cancelled too."""
+        self._source.emit(available)
 
     @property
     def threshold(self) -> float:
@@ -229,6 +239,10 @@ class VerificationWorker(QObject):
         if self.engine is None:
             self.error.emit("verification is unavailable (no model loaded)")
             return
+        if not self._source_ok:
+            log.info("verification of %r not started: no frames (out of service)", claimed_id)
+            self.cancelled.emit(claimed_id)
+            return
         self._deadline.stop()
         try:
             decision = self.service.begin(claimed_id, started_at)
@@ -253,6 +267,8 @@ class VerificationWorker(QObject):
 
     @Slot()
     def _on_deadline(self) -> None:
+        if not self._source_ok:
+            return
         decision = self.service.expire()
         if decision is not None:
             self._deliver(decision)
@@ -270,6 +286,16 @@ class VerificationWorker(QObject):
         self.service.cancel()
         if hasattr(self, "_deadline"):
             self._deadline.stop()
+
+    @Slot(bool)
+    def _set_source_ok(self, available: bool) -> None:
+        self._source_ok = available
+        if available or not self.service.active:
+            return
+        claimed = self.service.claimed_id or ""
+        self._cancel_session()
+        log.info("verification of %r cancelled: the frame source stopped delivering", claimed)
+        self.cancelled.emit(claimed)
 
     @Slot(object)
     def _set_threshold(self, threshold: float | None) -> None:

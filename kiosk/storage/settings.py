@@ -29,6 +29,7 @@ class Settings:
     fusion_aggregate: str = _FUSION.aggregate       # "mean" or "median" of the frame scores
     verdict_display_s: float = 4.0      # the verdict stays on screen this long
     admin_idle_s: float = 60.0          # the admin tab locks itself after this much idle time
+    sounds: bool = True                 # accept/reject sounds at the kiosk
     pin: object = None                  # scrypt record, kept as found: kiosk.storage.pin judges it
     extra: dict = field(default_factory=dict)  # unknown keys from newer versions, kept as they were
 
@@ -47,11 +48,13 @@ class Settings:
             "fusion_aggregate": lambda v: FusionParams.valid("aggregate", v),
             "verdict_display_s": lambda v: isinstance(v, (int, float)) and 0.5 <= v <= 60,
             "admin_idle_s": lambda v: isinstance(v, (int, float)) and 5 <= v <= 3600,
+            "sounds": lambda v: isinstance(v, bool),
         }
+        flags = {"sounds"}  # the only fields where a bool is the right type
         changes = {}
         for name, ok in checks.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not ok(value):
+            if (isinstance(value, bool) and name not in flags) or not ok(value):
                 log.warning("setting %s=%r is invalid; using %r", name, value, getattr(default, name))
                 changes[name] = getattr(default, name)
         return replace(self, **changes) if changes else self
