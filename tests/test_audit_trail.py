@@ -87,15 +87,18 @@ def test_events_are_recorded_with_time_kind_detail_and_reason_beside_decisions(s
     assert storage.db.meta("audit_chain") == "hmac-sha256"
 
 
-@pytest.mark.parametrize("change, broken_id", [
-    ("UPDATE audit_log SET detail = '0.624 -> 0.300' WHERE id = 5", 5),        # an event's detail
-    ("UPDATE audit_log SET verdict = 'ACCEPT', reason = 'face matches' WHERE id = 4", 4),  # a decision
-    ("UPDATE audit_log SET time = '2020-01-01T00:00:00+00:00' WHERE id = 2", 2),
-    ("DELETE FROM audit_log WHERE id = 3", 4),                                  # a removed entry: the next one
+@pytest.mark.parametrize("change, broken_id, problem", [
+    ("UPDATE audit_log SET detail = '0.624 -> 0.300' WHERE id = 5", 5, "changed"),   # an event's detail
+    ("UPDATE audit_log SET verdict = 'ACCEPT', reason = 'face matches' WHERE id = 4", 4, "changed"),  # a decision
+    ("UPDATE audit_log SET time = '2020-01-01T00:00:00+00:00' WHERE id = 2", 2, "changed"),
+    ("DELETE FROM audit_log WHERE id = 3", 4, "entry 3 before it was removed"),  # the next one is named
+    ("DELETE FROM audit_log WHERE id >= 5", 5, "entries 5 to 6, the newest, were removed"),
+    ("DELETE FROM audit_log WHERE id <= 2", 3, "entries 1 to 2 before it were removed"),
     ("INSERT INTO audit_log (time, claimed_id, score, verdict, reason) "
-     "VALUES ('2026-01-01T00:00:00+00:00', 'E9', 0.99, 'ACCEPT', 'face matches')", 7),  # an added one
+     "VALUES ('2026-01-01T00:00:00+00:00', 'E9', 0.99, 'ACCEPT', 'face matches')", 7, "no chain hash"),  # added
 ])
-def test_an_altered_row_is_detected_and_named_by_verify_chain_and_the_command(storage, capsys, change, broken_id):
+def test_an_altered_row_is_detected_and_named_by_verify_chain_and_the_command(storage, capsys, change, broken_id,
+                                                                            problem):
     fill(storage)
     assert storage.audit.verify_chain() is None
     code, out = run_verify(capsys)
@@ -103,7 +106,7 @@ def test_an_altered_row_is_detected_and_named_by_verify_chain_and_the_command(st
     tamper(storage, change)
     broken = storage.audit.verify_chain()
     assert broken is not None and broken.id == broken_id
-    assert f"entry {broken_id} (" in str(broken) and broken.kind in str(broken)
+    assert str(broken).startswith(f"entry {broken_id} (") and broken.kind in str(broken) and problem in str(broken)
     code, out = run_verify(capsys)
     assert code == 1 and f"entry {broken_id} (" in out and "altered" in out
 

@@ -14,7 +14,8 @@ The MAC is HMAC-SHA-256 under a key derived from the data key (kiosk/storage/key
 from the data folder: whoever can write the database but not read the key cannot recompute the chain after
 an edit (with a plain SHA-256 chain they could, and the chain would prove nothing). Without a key
 (``AuditLog(db)`` alone, as in some tests) the chain is plain SHA-256. Limits: the newest entries can be
-removed from the end without a break (a chain has no end marker); rows that existed before the chain was
+removed from the end without a break in the chain (it has no end marker; SQLite's AUTOINCREMENT counter
+catches a plain DELETE, not someone who also resets the counter); rows that existed before the chain was
 introduced (schema 3) are chained as found, at the first start after the upgrade.
 """
 
@@ -108,7 +109,7 @@ class ChainBreak:
     problem: str
 
     def describe(self) -> str:
-        return f"entry {self.id} ({self.time}, {self.kind}): {self.problem}"
+        return f"entry {self.id} ({', '.join(part for part in (self.time, self.kind) if part)}): {self.problem}"
 
     def __str__(self) -> str:
         return self.describe()
@@ -229,13 +230,20 @@ class AuditLog:
                 if stored is None:
                     return ChainBreak(row[0], row[1], row[6], "it has no chain hash (written outside the kiosk)")
                 if not hmac.compare_digest(str(stored), self._digest(previous, content)):
-                    problem = ("its content or its place was changed, or an entry before it was removed"
-                               if row[0] == last_id + 1 or last_id == 0 else
-                               f"the entries between {last_id} and {row[0]} were removed, or it was changed")
+                    gap = (f"entry {last_id + 1}" if row[0] == last_id + 2 else f"entries {last_id + 1} to {row[0] - 1}")
+                    problem = ("its content or its place was changed, or the entry before it was removed"
+                               if row[0] == last_id + 1 else f"{gap} before it {'was' if row[0] == last_id + 2 else 'were'} removed, or it was changed")
                     return ChainBreak(row[0], row[1], row[6], problem)
                 previous, last_id = str(stored), row[0]
             if len(rows) < batch:
-                return None
+                break
+        # the chain has no end marker, but SQLite remembers the highest ID it gave (AUTOINCREMENT): a plain
+        # DELETE of the newest entries leaves that behind
+        issued = self.db.query_one("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'")
+        if issued is not None and int(issued[0]) > last_id:
+            return ChainBreak(last_id + 1, "", "missing",
+                              f"entries {last_id + 1} to {int(issued[0])}, the newest, were removed")
+        return None
 
     def start_chain(self) -> int:
         """At a writable open: chain the rows that predate the chain (the schema-3 migration notes how many),
