@@ -33,6 +33,7 @@ from ..detection import Box, HaarFaceDetector
 from ..enrolment import check_photo
 from ..errors import KioskError
 from ..imageio import IMAGE_FILE_FILTER, read_image
+from ..quality import SEVERAL_FACES
 from ..storage import Employee, Storage, StorageError, clean_employee_id, clean_name
 from ..storage.audit import EVENT_DELETE, EVENT_ENROL, EVENT_RE_ENROL
 from .background import Background
@@ -234,7 +235,8 @@ class EmployeesPage(QWidget):
                 self._detector = HaarFaceDetector()
             check = check_photo(image, self._detector)
             if check.refusal:
-                refused.append(f"{label} refused: {', '.join(check.refusal)} (use a photo of the employee alone)")
+                hint = "a photo of the employee alone" if SEVERAL_FACES in check.refusal else "a clear frontal photo"
+                refused.append(f"{label} refused: {', '.join(check.refusal)} (use {hint})")
                 continue
             self._add_pending(image, label, check.box, check.quality.reasons)
         if refused:
