@@ -26,7 +26,7 @@ from kiosk.qt.capture import FAILED, LIVE
 from kiosk.qt.kiosk_tab import IDLE, OUT_OF_SERVICE, UNAVAILABLE, VERDICT, VERIFYING
 from kiosk.qt.main_window import AppConfig, MainWindow
 from kiosk.sources import CameraSource, FrameSource, open_source
-from kiosk.storage import PinManager, SettingsStore
+from kiosk.storage import KIND_DECISION, PinManager, SettingsStore
 
 PIN = "246810"
 
@@ -483,6 +483,7 @@ def test_audit_page_filters_and_exports_csv(qtbot, make_window, untrained_weight
     unlock_admin(qtbot, window)
     page = window.audit_page
     window.admin.panel.setCurrentWidget(page)
+    page.kind.setCurrentIndex(page.kind.findData(KIND_DECISION))  # decisions only: no start, PIN or unlock events
     shown = lambda: [page.table.item(r, 1).text() for r in range(page.table.rowCount())]  # noqa: E731
     qtbot.waitUntil(lambda: shown() == ["E3", "E2", "E1"], timeout=5000)  # the queries run in the background
     page.verdict.setCurrentText("REJECT")

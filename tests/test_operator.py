@@ -11,12 +11,24 @@ import numpy as np
 from PySide6.QtCore import Qt
 from test_app import PIN, make_window, no_camera, unlock_admin, wait_ready
 
+from kiosk.enrolment import RefreshReport
 from kiosk.errors import SourceError
+from kiosk.qt.background import wait_for_background
 from kiosk.qt.capture import CaptureWorker
 from kiosk.qt.kiosk_tab import IDLE, OUT_OF_SERVICE, VERDICT, VERIFYING
 from kiosk.qt.sounds import SoundPlayer
 from kiosk.sources import FrameSource
-from kiosk.storage import NewPhoto, Settings, SettingsStore
+from kiosk.storage import NewPhoto, Settings, SettingsStore, Storage
+from kiosk.storage.audit import (
+    EVENT_LOCKOUT,
+    EVENT_MODEL,
+    EVENT_PIN_CHANGED,
+    EVENT_PIN_SET,
+    EVENT_PIN_WRONG,
+    EVENT_START,
+    EVENT_STOP,
+    EVENT_UNLOCK,
+)
 
 FIXTURES = (make_window,)  # the kiosk windows of tests/test_app.py, used here by name
 
@@ -256,3 +268,49 @@ def test_window_icon_and_the_kiosk_style_sheet_come_from_assets(qtbot, make_wind
     assert "QLabel#verdict" in style and window.kiosk.verdict.objectName() == "verdict"
     wait_ready(qtbot, window)
     assert window.kiosk.verdict.property("verdict") == "info"  # "Out of service" (no model) in its style
+
+
+# -- the audit trail of the operator's actions ------------------------------------------------------------------
+def events(audit) -> list[str]:
+    """The admin events' kinds, oldest first."""
+    wait_for_background()  # written off the GUI thread
+    return [e.kind for e in reversed(audit.entries()) if e.is_event]
+
+
+def test_pin_actions_start_stop_and_model_changes_are_audited(qtbot, make_window, tmp_path):
+    window = make_window(tmp_path / "missing.pt", opener=no_camera)
+    admin, audit = window.admin, window.storage.audit
+    unlock_admin(qtbot, window)  # first start: PIN set, unlocked
+    admin.panel.setCurrentIndex(admin.panel.count() - 2)  # Security
+    qtbot.keyClicks(admin.current_pin, "999999")  # a wrong current PIN counts as a wrong PIN
+    qtbot.keyClicks(admin.changed_pin, "1357911")
+    qtbot.keyClicks(admin.changed_pin_repeat, "1357911")
+    qtbot.mouseClick(admin.change_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not admin.busy, timeout=5000)
+    qtbot.keyClicks(admin.current_pin, PIN)
+    qtbot.keyClicks(admin.changed_pin, "1357911")
+    qtbot.keyClicks(admin.changed_pin_repeat, "1357911")
+    qtbot.mouseClick(admin.change_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not admin.busy, timeout=5000)
+    assert admin.change_message.text() == "PIN changed."
+    assert events(audit) == [EVENT_START, EVENT_PIN_SET, EVENT_UNLOCK, EVENT_PIN_WRONG, EVENT_PIN_CHANGED]
+    admin.lock()
+    for _ in range(5):  # five wrong in a row: locked out
+        qtbot.keyClicks(admin.pin_field, "000000")
+        qtbot.keyClick(admin.pin_field, Qt.Key.Key_Return)
+        qtbot.waitUntil(lambda: not admin.busy, timeout=5000)
+    assert admin.locked_out
+    assert events(audit)[5:] == [EVENT_PIN_WRONG] * 5 + [EVENT_LOCKOUT]
+    lockout = audit.entries(kind=EVENT_LOCKOUT)[0]
+    assert lockout.detail.endswith("min") and "wrong PIN" in lockout.reason
+    assert all(PIN not in e.detail + e.reason for e in audit.entries())  # never the PIN itself
+
+    window._on_refreshed(RefreshReport(updated=2))  # the worker re-embedded stored photos for a new model
+    assert events(audit)[-1] == EVENT_MODEL and "2 reference photo(s) re-embedded" in audit.entries()[0].detail
+    window.shutdown()
+    storage = Storage.open()
+    try:
+        assert events(storage.audit)[-1] == EVENT_STOP
+        assert events(storage.audit)[0] == EVENT_START and storage.audit.entries(kind=EVENT_START)[0].detail
+    finally:
+        storage.close()

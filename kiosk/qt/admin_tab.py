@@ -27,6 +27,13 @@ from PySide6.QtWidgets import (
 
 from ..errors import KioskError
 from ..storage import PinManager, SettingsStore
+from ..storage.audit import (
+    EVENT_LOCKOUT,
+    EVENT_PIN_CHANGED,
+    EVENT_PIN_SET,
+    EVENT_PIN_WRONG,
+    EVENT_UNLOCK,
+)
 from ..storage.pin import MAX_PIN, MIN_PIN, PinResult, format_duration
 from .background import Background
 
@@ -63,10 +70,11 @@ class AdminTab(QWidget):
 
     def __init__(self, pins: PinManager | None, panel: QTabWidget, idle_s: float = 60.0,
                  unavailable_reason: str = "", parent=None, settings_store: SettingsStore | None = None,
-                 sounds: bool = True):
+                 sounds: bool = True, audit=None):
         super().__init__(parent)
         self.pins = pins
         self.settings_store = settings_store
+        self.audit = audit  # storage.AuditLog: PIN events go to the audit trail (None: not recorded)
         self.panel = panel
         self.unlocked = False
         self.ops = Background(self)
@@ -164,6 +172,14 @@ class AdminTab(QWidget):
         if not self.unlocked:
             self.focus_pin()
 
+    def _record(self, kind: str, detail: str = "", reason: str = "") -> None:
+        """An admin event into the audit trail, written off the GUI thread."""
+        audit = self.audit
+        if audit is None:
+            return
+        self.ops.run(lambda: audit.record_event(kind, detail, reason),
+                     on_failure=lambda exc: log.error("audit event %s not recorded: %s", kind, exc))
+
     # -- the kiosk page ----------------------------------------------------------------------------------------
     def request_quit(self) -> None:
         if not self.unlocked:  # never without the PIN
@@ -211,6 +227,7 @@ class AdminTab(QWidget):
         QApplication.instance().installEventFilter(self._activity)
         self.idle_timer.start()
         log.info("admin unlocked")
+        self._record(EVENT_UNLOCK, reason="admin tab opened with the PIN")
         self.unlocked_changed.emit(True)
 
     def _idle_timeout(self) -> None:
@@ -234,6 +251,15 @@ class AdminTab(QWidget):
                 self.unlock_message.setText("")
                 self._lock_ticker.stop()
                 self.focus_pin()  # the lockout is over: the PIN can be typed again
+
+    def _record_lockout(self) -> None:
+        """After a wrong PIN: a lockout that began with it goes to the audit trail."""
+        try:
+            locked = self.pins.locked_for() if self.pins is not None else 0
+        except KioskError:
+            return
+        if locked > 0:
+            self._record(EVENT_LOCKOUT, format_duration(locked), reason="too many wrong PINs")
 
     @property
     def locked_out(self) -> bool:
@@ -275,6 +301,7 @@ class AdminTab(QWidget):
 
     def _on_first_pin_set(self, _result: object) -> None:
         log.info("admin PIN set")
+        self._record(EVENT_PIN_SET, reason="first start")
         self.setup_message.setText("")
         self._unlock()
 
@@ -296,6 +323,8 @@ class AdminTab(QWidget):
             self._unlock()
             return
         log.warning("wrong admin PIN (%s)", result.message)
+        self._record(EVENT_PIN_WRONG, reason=result.message)
+        self._record_lockout()
         self.unlock_message.setText(result.message)
         self._show_lock_state()
         self.focus_pin()
@@ -318,9 +347,13 @@ class AdminTab(QWidget):
     def _on_pin_changed(self, _result: object) -> None:
         self.change_message.setText("PIN changed.")
         log.info("admin PIN changed")
+        self._record(EVENT_PIN_CHANGED, reason="changed by the admin")
 
     def _on_change_failed(self, exc: BaseException) -> None:
         self.change_message.setText(_message(exc))
+        if "current PIN is not right" in str(exc):
+            self._record(EVENT_PIN_WRONG, reason=f"changing the PIN: {exc}")
+            self._record_lockout()
         if self.locked_out:  # too many wrong current PINs (or the record went missing)
             self.lock()
 

@@ -17,9 +17,10 @@ from ..engine import FaceEngine
 from ..paths import ASSETS_DIR, DEFAULT_WEIGHTS
 from ..sources import IMAGE_EXTENSIONS, FrameSource, is_camera_spec, open_source
 from ..storage import IntegrityReport, PinManager, Settings, SettingsStore, Storage, StorageError
+from ..storage.audit import EVENT_MODEL, EVENT_START, EVENT_STOP
 from .admin_tab import AdminTab
 from .audit_page import AuditPage
-from .background import wait_for_background
+from .background import Background, wait_for_background
 from .capture import ENDED, FAILED, LIVE, LOST, FrameCapture
 from .employees_page import EmployeesPage
 from .kiosk_tab import KioskTab
@@ -108,7 +109,8 @@ class MainWindow(QMainWindow):
         panel.addTab(self.audit_page, "Audit log")
         self.admin = AdminTab(None if settings_error else PinManager(self.settings_store), panel,
                               config.admin_idle_s or settings.admin_idle_s, settings_error,
-                              settings_store=None if settings_error else self.settings_store, sounds=settings.sounds)
+                              settings_store=None if settings_error else self.settings_store, sounds=settings.sounds,
+                              audit=self.storage.audit)
         self.admin.quit_requested.connect(self.quit_kiosk)
         self.admin.sounds_changed.connect(self._set_sounds)
         self.tabs = QTabWidget()
@@ -159,6 +161,9 @@ class MainWindow(QMainWindow):
         self._quit_shortcut = QShortcut(QKeySequence("Ctrl+Q"), self)
         self._quit_shortcut.activated.connect(self._on_quit_keys)
         self._closed = False
+        self.ops = Background(self)
+        self._record(EVENT_START, f"source {config.source}, weights {Path(config.weights).name}",
+                     "fullscreen kiosk" if config.fullscreen else "windowed")
         self.inference.start()
         self.capture.start()
 
@@ -208,6 +213,12 @@ class MainWindow(QMainWindow):
         log.info("kiosk %s", "back in service" if available else f"out of service: {message}")
         self.worker.set_source_available(available)  # first: an attempt under way is cancelled, not rejected
         self.kiosk.set_source_available(available, message)
+
+    def _record(self, kind: str, detail: str = "", reason: str = "") -> None:
+        """An admin event into the audit trail, written off the GUI thread."""
+        audit = self.storage.audit
+        self.ops.run(lambda: audit.record_event(kind, detail, reason),
+                     on_failure=lambda exc: log.error("audit event %s not recorded: %s", kind, exc))
 
     # -- worker results ---------------------------------------------------------------------------------
     def _show_store_health(self, health: IntegrityReport) -> None:
@@ -259,6 +270,8 @@ class MainWindow(QMainWindow):
         self.employees.set_unusable_references(sorted({employee for employee, _ in report.unusable}))
         if report.updated or report.unusable:
             self.statusBar().showMessage(report.describe(), 15000)
+            self._record(EVENT_MODEL, f"{Path(self.config.weights).name}: {report.describe()}",
+                         "the model changed: stored photos re-embedded")
 
     def _on_worker_error(self, message: str) -> None:
         log.warning("worker: %s", message)
@@ -315,6 +328,7 @@ class MainWindow(QMainWindow):
         self.capture.state_changed.disconnect(self._on_source_state)
         self.threshold_page.flush()
         self.admin.lock()
+        self._record(EVENT_STOP, reason="quit by the admin" if self._quit_authorised else "window closed")
         capture_ok = self.capture.stop()
         inference_ok = self.inference.stop()
         background_ok = wait_for_background()  # database and PIN work still running uses the store
