@@ -246,7 +246,7 @@ def test_admin_pin_first_run_accept_lockout_and_relock(qtbot, make_window, untra
 
 
 def test_admin_relocks_after_idle_time(qtbot, make_window, untrained_weights):
-    window = make_window(untrained_weights, opener=no_camera, admin_idle_s=0.4)
+    window = make_window(untrained_weights, opener=no_camera, admin_idle_s=1.0)  # not less: a loaded machine
     unlock_admin(qtbot, window)
     qtbot.waitUntil(lambda: not window.admin.unlocked, timeout=3000)
     assert window.admin.stack.currentWidget() is window.admin.unlock_page

@@ -87,7 +87,7 @@ def test_windowed_ctrl_q_and_closing_the_window_work(qtbot, make_window, tmp_pat
 
 
 def test_the_pin_field_has_the_focus_whenever_the_admin_tab_asks_for_the_pin(qtbot, make_window, tmp_path):
-    window = make_window(tmp_path / "missing.pt", opener=no_camera, admin_idle_s=1.0)
+    window = make_window(tmp_path / "missing.pt", opener=no_camera, admin_idle_s=2.0)
     activate(qtbot, window)
     admin = window.admin
     window.tabs.setCurrentWidget(admin)
