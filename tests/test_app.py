@@ -495,7 +495,7 @@ def test_audit_page_filters_and_exports_csv(qtbot, make_window, untrained_weight
     qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.status.text().startswith("Exported"), timeout=5000)
     lines = out.read_text().splitlines()
-    assert lines[0] == "time,claimed_id,score,verdict,reason"
+    assert lines[0] == "time,kind,detail,claimed_id,score,verdict,reason"
     assert len(lines) == 2 and lines[1].endswith(",E3,,REJECT,unknown ID")
 
 

@@ -20,7 +20,7 @@ from ..storage import IntegrityReport, PinManager, Settings, SettingsStore, Stor
 from ..storage.audit import EVENT_MODEL, EVENT_START, EVENT_STOP
 from .admin_tab import AdminTab
 from .audit_page import AuditPage
-from .background import Background, wait_for_background
+from .background import wait_for_background
 from .capture import ENDED, FAILED, LIVE, LOST, FrameCapture
 from .employees_page import EmployeesPage
 from .kiosk_tab import KioskTab
@@ -161,7 +161,6 @@ class MainWindow(QMainWindow):
         self._quit_shortcut = QShortcut(QKeySequence("Ctrl+Q"), self)
         self._quit_shortcut.activated.connect(self._on_quit_keys)
         self._closed = False
-        self.ops = Background(self)
         self._record(EVENT_START, f"source {config.source}, weights {Path(config.weights).name}",
                      "fullscreen kiosk" if config.fullscreen else "windowed")
         self.inference.start()
@@ -215,10 +214,12 @@ class MainWindow(QMainWindow):
         self.kiosk.set_source_available(available, message)
 
     def _record(self, kind: str, detail: str = "", reason: str = "") -> None:
-        """An admin event into the audit trail, written off the GUI thread."""
-        audit = self.storage.audit
-        self.ops.run(lambda: audit.record_event(kind, detail, reason),
-                     on_failure=lambda exc: log.error("audit event %s not recorded: %s", kind, exc))
+        """An admin event into the audit trail. Start, stop and a model change are rare, one small insert
+        each, written at once: the stop entry must be in before the store closes."""
+        try:
+            self.storage.audit.record_event(kind, detail, reason)
+        except StorageError as exc:
+            log.error("audit event %s not recorded: %s", kind, exc)
 
     # -- worker results ---------------------------------------------------------------------------------
     def _show_store_health(self, health: IntegrityReport) -> None:

@@ -1,0 +1,97 @@
+"""Screenshots of the real kiosk window for the README, taken under a virtual X server.
+
+Starts the app's MainWindow on Qt's X11 platform (under Xvfb), with throw-away data folders, an image-folder
+source of LFW photos, the shipped model, one enrolled employee and a set PIN; shows the kiosk screen, a
+verdict, and the admin pages; and saves what the window draws (``QWidget.grab``) to docs/screenshots/.
+
+    xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python scripts/screenshots.py
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "docs" / "screenshots"
+PIN = "246810"
+
+
+def main() -> int:
+    if not os.environ.get("DISPLAY"):
+        print("needs an X server: xvfb-run -a -s '-screen 0 1280x800x24' .venv/bin/python scripts/screenshots.py")
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="kiosk-shots-"))
+    for var, name in (("KIOSK_DATA_DIR", "data"), ("KIOSK_CONFIG_DIR", "config"), ("KIOSK_LOG_DIR", "logs")):
+        os.environ[var] = str(work / name)
+    os.environ["QT_QPA_PLATFORM"] = "xcb"
+    sys.path.insert(0, str(ROOT))
+
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from kiosk.engine import FaceEngine
+    from kiosk.enrolment import enrol_files
+    from kiosk.paths import DEFAULT_WEIGHTS, datasets_dir
+    from kiosk.qt.app import prepare_qt_environment
+    from kiosk.qt.main_window import AppConfig, MainWindow
+    from kiosk.storage import PinManager, SettingsStore, Storage
+
+    prepare_qt_environment()
+    lfw = datasets_dir() / "lfw" / "lfw-deepfunneled"
+    camera = work / "camera"
+    camera.mkdir()
+    for path in sorted((lfw / "Tony_Blair").glob("*.jpg"))[20:26]:
+        shutil.copy(path, camera / path.name)
+    storage = Storage.open()
+    try:
+        enrol_files(FaceEngine(DEFAULT_WEIGHTS), storage.employees, "E1042", "Tony Blair",
+                    [lfw / "Tony_Blair" / "Tony_Blair_0001.jpg"])
+    finally:
+        storage.close()
+    PinManager(SettingsStore()).set_pin(PIN, PIN)
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    window = MainWindow(AppConfig(source=str(camera), weights=DEFAULT_WEIGHTS, fps=10, loop=True))
+    window.resize(1100, 700)
+    window.show()
+    OUT.mkdir(parents=True, exist_ok=True)
+    steps = []
+
+    def shot(name: str):
+        return lambda: window.grab().save(str(OUT / f"{name}.png"))
+
+    def claim():
+        window.tabs.setCurrentWidget(window.kiosk)
+        window.kiosk.id_field.setText("E1042")
+        window.kiosk.id_field.returnPressed.emit()
+
+    def admin(page):
+        def show():
+            window.tabs.setCurrentWidget(window.admin)
+            if not window.admin.unlocked:
+                window.admin.pin_field.setText(PIN)
+                window.admin.pin_field.returnPressed.emit()
+            window.admin.panel.setCurrentWidget(page)
+        return show
+
+    steps += [(4000, shot("kiosk")), (500, claim), (2500, shot("accept")),
+              (3000, admin(window.employees)), (1500, shot("admin_employees")),
+              (500, admin(window.threshold_page)), (800, shot("admin_threshold")),
+              (500, admin(window.audit_page)), (1200, shot("admin_audit")),
+              (500, lambda: (window.shutdown(), app.quit()))]
+    delay = 0
+    for wait, action in steps:
+        delay += wait
+        QTimer.singleShot(delay, action)
+    app.exec()
+    print(f"wrote {', '.join(sorted(p.name for p in OUT.glob('*.png')))} to {OUT}")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
