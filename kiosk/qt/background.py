@@ -10,11 +10,15 @@ runs on the GUI thread (a queued signal): an exception never escapes into Qt. Th
 disabled while it runs (and enabled again afterwards, unless another operation still uses them). With a
 ``key``, only the newest operation of that key reports (a search typed letter by letter shows the last
 query's rows, never an older one's). Once the owner widget is destroyed, nothing is called back.
+
+The helper holds its owner weakly: a strong reference made a cycle (window -> helper -> window) whose
+collection deleted a top-level window inside Python's garbage collector and crashed the Qt tests.
 """
 
 from __future__ import annotations
 
 import logging
+import weakref
 from typing import Any, Callable, Iterable, TypeVar
 
 import shiboken6
@@ -82,19 +86,22 @@ class Background:
     """Runs operations for one owner widget; see the module docstring."""
 
     def __init__(self, owner: QWidget):
-        self.owner = owner
+        self._owner = weakref.ref(owner)
         self._gone = False
         self._latest: dict[str, int] = {}
         self._serial = 0
         self._busy: dict[int, int] = {}  # id(widget) -> operations using it
         self.running = 0
-        owner.destroyed.connect(self._on_destroyed)
+        me = weakref.ref(self)
+        owner.destroyed.connect(lambda *_args: setattr(me(), "_gone", True) if me() is not None else None)
 
-    def _on_destroyed(self, *_args: object) -> None:
-        self._gone = True
+    @property
+    def owner(self) -> QWidget | None:
+        return self._owner()
 
     def _alive(self) -> bool:
-        return not self._gone and shiboken6.isValid(self.owner)
+        owner = self._owner()
+        return not self._gone and owner is not None and shiboken6.isValid(owner)
 
     def run(self, operation: Callable[[], T], on_success: Callable[[T], None] | None = None,
             on_failure: Callable[[BaseException], None] | None = None, busy: Iterable[QWidget] = (),
