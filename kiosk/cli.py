@@ -28,6 +28,13 @@ def _engine(args):
     return FaceEngine(args.weights)
 
 
+def refuse_shipped(out: Path, shipped: Path, replace_shipped: bool) -> None:
+    """Training and calibration write a new file; over a shipped one only when asked (--replace-shipped)."""
+    if Path(out).resolve() == Path(shipped).resolve() and not replace_shipped:
+        raise KioskError(f"{out} is shipped with the kiosk: give --out NEW{Path(shipped).suffix}, or --replace-shipped "
+                         "to overwrite it")
+
+
 def cmd_verify(args) -> int:
     engine = _engine(args)
     features = [engine.embed_file(path) for path in (args.image_a, args.image_b)]
@@ -114,8 +121,7 @@ def cmd_evaluate_liveness(args) -> int:
 def cmd_train_liveness(args) -> int:
     from .paths import LIVENESS_WEIGHTS  # noqa: PLC0415
     from .training.liveness import train_liveness  # noqa: PLC0415
-    if args.out.resolve() == LIVENESS_WEIGHTS.resolve() and not args.replace_shipped:
-        raise KioskError(f"{args.out} is the shipped detector: give --out NEW.npz, or --replace-shipped")
+    refuse_shipped(args.out, LIVENESS_WEIGHTS, args.replace_shipped)
     cv = train_liveness(args.csv, args.out, args.crop_scale, args.weight_decay)["cross_validation"]
     print(f"wrote {args.out}: leave-one-person-out on {cv['frames']} frames: APCER {cv['apcer']:.4f}, BPCER "
           f"{cv['bpcer']:.4f}, ACER {cv['acer']:.4f}, AUC {cv['auc']:.4f}; threshold {cv['threshold']:.4f}")
@@ -125,8 +131,7 @@ def cmd_train_liveness(args) -> int:
 def cmd_train(args) -> int:
     from .datasets import parse_folds  # noqa: PLC0415
     from .training.head import HeadConfig, train_head  # noqa: PLC0415
-    if args.out.resolve() == DEFAULT_WEIGHTS.resolve() and not args.replace_shipped:
-        raise KioskError(f"{args.out} is the shipped model: give --out NEW.pt, or --replace-shipped to overwrite it")
+    refuse_shipped(args.out, DEFAULT_WEIGHTS, args.replace_shipped)
     data = [str(Path(d)) for d in (args.data or [datasets_dir() / "lfw/lfw-deepfunneled", datasets_dir() / "celeba-subset"])]
     config = HeadConfig(dataset_dirs=data, lfw_root=str(args.lfw_root), pairs_file=str(args.pairs),
                         report_folds=parse_folds(args.exclude_folds), validation_folds=parse_folds(args.validation_folds),
@@ -140,8 +145,7 @@ def cmd_train(args) -> int:
 
 def cmd_calibrate(args) -> int:
     from .training.head import recalibrate  # noqa: PLC0415
-    if args.out.resolve() == DEFAULT_WEIGHTS.resolve() and not args.replace_shipped:
-        raise KioskError(f"{args.out} is the shipped model: give --out NEW.pt, or --replace-shipped to overwrite it")
+    refuse_shipped(args.out, DEFAULT_WEIGHTS, args.replace_shipped)
     meta = recalibrate(args.weights, args.out, args.target_far, args.lfw_root, args.pairs)
     v = meta["validation"]
     print(f"wrote {args.out}: threshold {meta['threshold']:.4f} for FAR <= {args.target_far:.4f} on {v['pairs']} "
@@ -264,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train-liveness", help="train the liveness detector, leave-one-person-out (NUAA by default)")
     p.add_argument("--csv", type=Path, default=datasets_dir() / "nuaa" / "labels.csv")
-    p.add_argument("--out", type=Path, default=LIVENESS_WEIGHTS)
+    p.add_argument("--out", type=Path, required=True)
     p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped detector")
     p.add_argument("--crop-scale", type=float, default=1.0, help="face crop size in Haar boxes (default 1.0)")
     p.add_argument("--weight-decay", type=float, default=0.1)
@@ -286,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-folds", default="1-5", help="LFW folds whose people are never trained on (reported)")
     p.add_argument("--validation-folds", default="6-10", help="LFW folds held out for the choice and the threshold")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    p.add_argument("--out", type=Path, required=True)
     p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped weights file")
     p.set_defaults(func=cmd_train)
 

@@ -10,6 +10,7 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -86,7 +87,7 @@ class FaceEngine:
         if threads:
             torch.set_num_threads(threads)
 
-    @property
+    @cached_property
     def model_id(self) -> str:
         """What made a feature vector: the encoder, its input, detection and alignment, flip averaging (not the
         head, which only compares features). Stored features carry it; features of another model_id are never compared."""

@@ -24,11 +24,6 @@ from .storage import Employee, EmployeeStore, NewPhoto
 log = logging.getLogger(__name__)
 
 
-def model_id(engine: FaceEngine) -> str:
-    """The identity of the features the engine makes (see ``FaceEngine.model_id``)."""
-    return str(engine.model_id)
-
-
 def features_for_enrolment(engine: FaceEngine, image: np.ndarray, label: str = "photo") -> np.ndarray:
     """Features of the one good face in ``image``; FaceNotUsableError naming ``label`` and the problems."""
     return engine.embed_image(image, label, check_quality=True)
@@ -68,7 +63,7 @@ def enrol_images(engine: FaceEngine, store: EmployeeStore, employee_id: str, nam
             problems.append(str(exc))
     if problems:
         raise FaceNotUsableError("not enrolled: " + "; ".join(problems))
-    return store.enrol(employee_id, name, photos, model_id(engine), replace=replace)
+    return store.enrol(employee_id, name, photos, engine.model_id, replace=replace)
 
 
 def enrol_files(engine: FaceEngine, store: EmployeeStore, employee_id: str, name: str,
@@ -94,7 +89,7 @@ def refresh_features(engine: FaceEngine, store: EmployeeStore,
     """Recompute features made by another model from the stored photos. ``progress(done, total)`` is called
     after each photo. A photo that is missing or no longer yields a face keeps its old features, which are
     never compared (they belong to the other model), and is reported so the employee can be re-enrolled."""
-    current = model_id(engine)
+    current = engine.model_id
     stale = store.stale_references(current)
     report = RefreshReport()
     for done, ref in enumerate(stale, start=1):
@@ -116,9 +111,9 @@ def refresh_features(engine: FaceEngine, store: EmployeeStore,
 
 def unusable_references(engine: FaceEngine, store: EmployeeStore) -> list[str]:
     """Employees with a photo whose features belong to another model (it gave no usable face)."""
-    return sorted({ref.employee_id for ref in store.stale_references(model_id(engine))})
+    return sorted({ref.employee_id for ref in store.stale_references(engine.model_id)})
 
 
 def current_references(engine: FaceEngine, store: EmployeeStore, employee_id: str) -> np.ndarray:
     """(N, D) features of the employee's photos that match the engine's weights (empty if none)."""
-    return store.reference_features(employee_id, model_id(engine))
+    return store.reference_features(employee_id, engine.model_id)

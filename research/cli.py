@@ -17,6 +17,7 @@ import os
 import sys
 from pathlib import Path
 
+from kiosk.cli import refuse_shipped
 from kiosk.errors import KioskError, WeightsError
 from kiosk.paths import cache_dir
 from research import OMNIGLOT_WEIGHTS
@@ -28,8 +29,7 @@ _DELEGATED = {("choose-detector",): "research.choose_detector", ("evaluate", "pr
 
 
 def cmd_train_omniglot(args) -> int:
-    if args.out.resolve() == OMNIGLOT_WEIGHTS.resolve() and not args.replace_shipped:
-        raise KioskError(f"{args.out} holds the shipped Omniglot weights: give --out NEW.pt, or --replace-shipped")
+    refuse_shipped(args.out, OMNIGLOT_WEIGHTS, args.replace_shipped)
     from research.omniglot import PRESET, train_omniglot  # noqa: PLC0415 (torch only when needed)
     checkpoints = Path(args.checkpoint_dir or cache_dir() / "checkpoints" / "omniglot")
     result = train_omniglot(args.out, steps=args.steps or PRESET.steps, batch_size=PRESET.batch_size,
