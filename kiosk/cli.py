@@ -153,6 +153,78 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+def _identify_protocols(args):
+    from .datasets import parse_folds  # noqa: PLC0415
+    from .open_set import build_protocol  # noqa: PLC0415
+    return build_protocol(args.root, args.pairs, parse_folds(args.folds))
+
+
+def cmd_evaluate_identify(args) -> int:
+    """Open-set identification (1:N) on LFW (kiosk/open_set.py): rank-1, DIR at FPIR 1 % and 0.1 % with the
+    calibrated gap, and what the calibrated threshold (chosen on other folds) gives here."""
+    from .identification import IDENTIFY_CALIBRATION, IdentifyCalibration  # noqa: PLC0415
+    from .open_set import measure, predicted_vs_measured, score_ours, score_peer  # noqa: PLC0415
+    args.calibration = args.calibration or IDENTIFY_CALIBRATION
+    calibration = IdentifyCalibration.load(args.calibration)
+    protocol = _identify_protocols(args)
+    tuned_on = set(calibration.body.get("calibration", {}).get("folds", []))
+    if tuned_on & set(protocol.folds):
+        raise KioskError(f"{args.calibration} was calibrated on folds {sorted(tuned_on)}: evaluate on other folds")
+    engine = _engine(args)
+    if not calibration.matches(engine):
+        raise KioskError(f"{args.calibration} was calibrated for another model; run kiosk calibrate-identify")
+    rule = calibration.rule
+    scores = score_ours(engine, protocol)
+    result = dict(measure(scores, rule.gap, rule.threshold), threshold=rule.threshold, **protocol.describe(),
+                  missed_faces=scores.missed_faces, unreadable=scores.unreadable, model=str(args.weights))
+    result["calibration"] = {k: v for k, v in calibration.body["calibration"].items() if k != "gaps_tried"}
+    result["impostor_model"] = predicted_vs_measured(calibration, scores, sorted({rule.threshold, 0.5, 0.7, 0.8, 0.9}))
+    rows = {"siamese": result}
+    if args.peer:
+        from .peer import FaceRecognitionPeer  # noqa: PLC0415
+        peer_scores = score_peer(FaceRecognitionPeer(), protocol)
+        for gap in (0.0, 0.05):  # nearest gallery photo with a plain distance threshold; the issue's gap of 0.05
+            rows[f"face_recognition gap {gap:g}"] = dict(measure(peer_scores, gap), missed_faces=peer_scores.missed_faces)
+        result["peer"] = {name: row for name, row in rows.items() if name != "siamese"}
+    keys = ["rank1", "dir_at_fpir_1e-2", "dir_at_fpir_1e-3", "gap", "fpir_at_threshold", "dir_at_threshold",
+            "missed_faces"]
+    print(f"{'metric':<20}" + "".join(f"{n:>26}" for n in rows))
+    for key in keys:
+        cells = [rows[n].get(key) for n in rows]
+        print(f"{key:<20}" + "".join(f"{v:>26.4f}" if isinstance(v, float) else f"{'-' if v is None else v!s:>26}"
+                                     for v in cells))
+    print(f"folds {protocol.folds}: gallery {result['gallery']} people (one photo each), probes {result['probes']} "
+          f"({result['mated_probes']} mated, {result['non_mated_probes']} non-mated); threshold {rule.threshold:.4f} "
+          f"and gap {rule.gap:g} calibrated on folds {sorted(tuned_on)}; DIR at FPIR x: threshold set on these "
+          "non-mated probes, the gap kept")
+    for row in result["impostor_model"]:
+        print(f"  threshold {row['threshold']:.4f}: FPIR predicted for {row['gallery']} people "
+              f"{row['predicted_fpir']:.4f}, measured {row['measured_fpir_with_gap']:.4f} with the gap, "
+              f"{row['measured_fpir_without_gap']:.4f} without")
+    _write_json(args.json, result)
+    return 0
+
+
+def _write_json(path: Path | None, result: dict) -> None:
+    if path:
+        Path(path).write_text(json.dumps(result, indent=2))
+        print(f"wrote {path}")
+
+
+def cmd_calibrate_identify(args) -> int:
+    from .identification import IDENTIFY_CALIBRATION  # noqa: PLC0415
+    from .open_set import calibrate  # noqa: PLC0415
+    from .storage.files import atomic_write_text  # noqa: PLC0415
+    refuse_shipped(args.out, IDENTIFY_CALIBRATION, args.replace_shipped)
+    body = calibrate(_engine(args), _identify_protocols(args), args.target_fpir)
+    atomic_write_text(args.out, json.dumps(body, indent=1) + "\n", mode=0o644)
+    c = body["calibration"]
+    print(f"wrote {args.out}: gap {body['rule']['gap']:g}, threshold {body['rule']['threshold']:.4f} for FPIR <= "
+          f"{args.target_fpir:g} on folds {c['folds']} (gallery {c['gallery']}): FPIR {c['fpir']:.4f}, "
+          f"DIR {c['dir']:.4f}, rank-1 {c['rank1']:.4f}")
+    return 0
+
+
 def _read_new_pin() -> tuple[str, str | None]:
     """From the terminal (hidden, twice), or, scripted, the first line of stdin (a second line must repeat it)."""
     if sys.stdin.isatty():
@@ -260,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--peer-only", action="store_true", help="evaluate only face_recognition")
         e.set_defaults(func=func)
 
+    e = esub.add_parser("identify", help="open-set identification (1:N) on LFW folds (gallery, mated and "
+                                         "non-mated probes; kiosk/open_set.py)")
+    e.add_argument("--root", type=Path, default=lfw / "lfw-deepfunneled")
+    e.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
+    e.add_argument("--folds", default="1-5", help="folds whose people make the protocol (default 1-5)")
+    e.add_argument("--calibration", type=Path, help="the 1:N rule (default: the shipped weights/identify.json)")
+    e.add_argument("--json", type=Path, help="write the metrics to this JSON file")
+    e.add_argument("--peer", action="store_true", help="also evaluate face_recognition on the same gallery and probes")
+    e.set_defaults(func=cmd_evaluate_identify)
+
     e = esub.add_parser("liveness", help="presentation-attack detection on a CSV path,label[,attempt] (1 = live)")
     e.add_argument("--csv", type=Path, required=True)
     e.add_argument("--json", type=Path, help="write the figures to this JSON file")
@@ -282,6 +364,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped weights file")
     p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("calibrate-identify", help="choose the 1:N rule (gap, threshold) on LFW folds 6-10 and store "
+                                                  "it with the impostor statistics")
+    p.add_argument("--root", type=Path, default=lfw / "lfw-deepfunneled")
+    p.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
+    p.add_argument("--folds", default="6-10", help="folds whose people calibrate (never the reported 1-5)")
+    p.add_argument("--target-fpir", type=float, default=1e-3, help="non-mated walk-ups accepted at most")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped calibration")
+    p.set_defaults(func=cmd_calibrate_identify)
 
     p = sub.add_parser("train", help="train the Siamese head on the pretrained twin encoder")
     p.add_argument("--data", type=Path, action="append", help="identity folder root (repeatable; default: LFW + CelebA subset)")
