@@ -2,7 +2,8 @@
 
 Prints the encoder's time per face (batch 1, on the same aligned 150x150 chips: our torch port of dlib's
 ResNet against dlib's own) and the whole per-frame pipeline on 640x480 frames built from real LFW photos
-(detect, landmarks, warp, embed, compare with a stored reference), with ratios against the peer.
+(detect, landmarks, warp, liveness, embed, compare with a stored reference), with ratios against the peer.
+The liveness check (kiosk.liveness, part of our pipeline; the peer has none) is also timed on its own.
 
     python benchmarks/speed.py [--frames 60] [--threads 2] [--json OUT]
 """
@@ -93,6 +94,10 @@ def main() -> None:
         if boxes:
             peer.similarity(peer.fr.face_encodings(rgb, boxes[:1])[0], peer_reference)
 
+    # Liveness alone: P(live) from the frame and the face box the pipeline already has (inside ours_frame too).
+    boxed = [(f, a.box) for f, a in zip(frames, analyses) if a.box is not None]
+    liveness = timed(lambda item: engine.liveness.p_live(*item), boxed, repeats=3) if engine.liveness else []
+
     timed(ours_frame, frames[:5])
     ours_pipeline = timed(ours_frame, frames, repeats=2)
     peer_pipeline = timed(peer_frame, rgb_frames)
@@ -109,11 +114,18 @@ def main() -> None:
     print(f"{'':36}{'siamese':>10}{'face_recognition':>18}{'speed-up':>10}")
     for name, ours, theirs in rows:
         print(f"{name:36}{ours:>10.2f}{theirs:>18.2f}{theirs / ours:>9.1f}x")
+    if liveness:
+        print(f"{'liveness per face (ms), in the pipeline':36}{med(liveness):>10.2f}{'(none)':>18}"
+              f"   90th pct {np.percentile(liveness, 90):.2f} ms")
+    else:
+        print(f"liveness: not measured ({engine.liveness_problem})")
     fps = 1000 / med(ours_pipeline)
     print(f"siamese pipeline: {fps:.0f} frames/s (camera rate needs 30: {'yes' if fps >= 30 else 'NO'})")
     if args.json:
-        args.json.write_text(json.dumps({name: {"siamese_ms": o, "face_recognition_ms": t, "speedup": t / o}
-                                         for name, o, t in rows}, indent=2))
+        figures = {name: {"siamese_ms": o, "face_recognition_ms": t, "speedup": t / o} for name, o, t in rows}
+        if liveness:
+            figures["liveness per face (ms)"] = {"siamese_ms": med(liveness), "face_recognition_ms": None}
+        args.json.write_text(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

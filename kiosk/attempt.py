@@ -1,7 +1,8 @@
 """One verification attempt from the claimed ID to the audited verdict. Qt-free, clock injected.
 
 ``VerificationService`` holds every rule of an attempt: the claimed ID is checked against the store, the
-employee's current references are fetched, good frames are scored and fused (kiosk.decision), the deadline
+employee's current references are fetched, good frames are scored and their P(live) kept, both are fused
+(kiosk.decision: the face must match AND, with liveness on, the face must look live), the deadline
 is kept, the verdict gets the employee's name when accepted, and every verdict is written to the audit log.
 The caller (the Qt worker, a command, a test) only moves frames in and decisions out; with a fake clock a
 test runs a whole attempt in microseconds.
@@ -18,10 +19,12 @@ import numpy as np
 
 from .decision import (
     REASON_ERROR,
+    REASON_NO_LIVENESS,
     REASON_NO_REFERENCE,
     REASON_UNKNOWN_ID,
     Decision,
     FusionParams,
+    LivenessPolicy,
     ThresholdPolicy,
     VerificationSession,
     frame_score,
@@ -49,11 +52,12 @@ class VerificationService:
 
     def __init__(self, storage: Storage, engine: FaceEngine | None = None, fusion: FusionParams = FusionParams(),
                  policy: ThresholdPolicy = ThresholdPolicy(), clock: Clock = time.monotonic,
-                 report: Callable[[str], None] | None = None):
+                 report: Callable[[str], None] | None = None, liveness: LivenessPolicy = LivenessPolicy()):
         self.storage = storage
         self.engine = engine  # None: no model loaded, no attempt can start
         self.fusion = fusion
         self.policy = policy
+        self.liveness = liveness
         self.clock = clock
         self.report = report
         self._attempt: _Attempt | None = None
@@ -68,6 +72,15 @@ class VerificationService:
 
     def set_fusion(self, fusion: FusionParams) -> None:
         self.fusion = fusion
+
+    @property
+    def liveness_threshold(self) -> float | None:
+        """The P(live) the next attempt needs; None when liveness is off (or no liveness model is loaded)."""
+        model = self.engine.liveness if self.engine is not None else None
+        return self.liveness.threshold(model.threshold if model is not None else None)
+
+    def set_liveness(self, policy: LivenessPolicy) -> None:
+        self.liveness = policy
 
     # -- the attempt ------------------------------------------------------------------------------------------
     @property
@@ -100,8 +113,12 @@ class VerificationService:
         references = current_references(self.engine, self.storage.employees, claimed_id)
         if references.size == 0:
             return self._finish(refused(claimed_id, REASON_NO_REFERENCE, threshold))
+        if self.liveness.enabled and self.engine.liveness is None:  # fail closed: no check, nobody in
+            if self.report is not None:
+                self.report(f"liveness is on but unavailable: {self.engine.liveness_problem}")
+            return self._finish(refused(claimed_id, REASON_NO_LIVENESS, threshold))
         start = self.clock() if started_at is None else started_at
-        session = VerificationSession(claimed_id, threshold, self.fusion, start)
+        session = VerificationSession(claimed_id, threshold, self.fusion, start, self.liveness_threshold)
         self._attempt = _Attempt(session, references, employee.name)
         return None
 
@@ -109,23 +126,28 @@ class VerificationService:
         """Whether a frame captured then would count (an attempt is under way and it lies in its window)."""
         return self._attempt is not None and self._attempt.session.wants(captured_at)
 
-    def add_frame(self, face: np.ndarray | None, captured_at: float) -> Decision | None:
+    def add_frame(self, face: np.ndarray | None, captured_at: float, liveness: float | None = None) -> Decision | None:
         """An analysed frame: ``face`` is its aligned face crop (FaceAnalysis.crop) when it passed the quality
-        checks, else None. A frame that does not count still lets the deadline pass."""
+        checks, else None; ``liveness`` its P(live) (FaceAnalysis.liveness). A frame that does not count still
+        lets the deadline pass."""
         if face is not None and self.wants(captured_at):
             assert self.engine is not None
-            return self.add_features(self.engine.embed_crops(face[None])[0], captured_at)
+            return self.add_features(self.engine.embed_crops(face[None])[0], captured_at, liveness)
         return self.expire()
 
-    def add_features(self, features: np.ndarray, captured_at: float) -> Decision | None:
-        """A good frame's features: scored against all references; decides at ``fusion.frames`` frames."""
+    def add_features(self, features: np.ndarray, captured_at: float, liveness: float | None = None) -> Decision | None:
+        """A good frame's features (and P(live)): scored against all references; decides at ``fusion.frames``
+        frames. With liveness on, a frame without a P(live) does not count."""
         attempt = self._attempt
         if attempt is None:
             return None
         if attempt.session.wants(captured_at):
             assert self.engine is not None
+            if attempt.session.liveness_threshold is not None and liveness is None:
+                log.warning("a frame without a liveness score was left out")
+                return self.expire()
             score = frame_score(self.engine.similarity, features, attempt.references)
-            decision = attempt.session.add_score(score, captured_at)
+            decision = attempt.session.add_score(score, captured_at, liveness)
             if decision is not None:
                 return self._finish(decision)
         return self.expire()
@@ -157,10 +179,13 @@ class VerificationService:
         self._attempt = None
         if decision.accepted:
             decision = replace(decision, name=name)
-        log.info("verification of %r: %s (%s), score %s, threshold %.3f", decision.claimed_id, decision.verdict,
-                 decision.reason, "-" if decision.score is None else f"{decision.score:.3f}", decision.threshold)
+        log.info("verification of %r (%s): %s (%s), score %s, threshold %.3f, liveness %s", decision.claimed_id,
+                 decision.mode, decision.verdict, decision.reason,
+                 "-" if decision.score is None else f"{decision.score:.3f}", decision.threshold,
+                 "-" if decision.liveness is None else f"{decision.liveness:.3f}")
         try:
-            self.storage.audit.record(decision.claimed_id, decision.verdict, decision.reason, decision.score)
+            self.storage.audit.record(decision.claimed_id, decision.verdict, decision.reason, decision.score,
+                                      liveness=decision.liveness, mode=decision.mode)
         except Exception as exc:  # the person still gets the verdict
             log.exception("writing the audit log failed")
             if self.report is not None:

@@ -99,7 +99,7 @@ def cmd_evaluate_pairs(args) -> int:
 
 def cmd_evaluate_liveness(args) -> int:
     """APCER / BPCER / ACER of the liveness detector on labelled frames, per frame and, where the CSV has an
-    ``attempt`` column, per attempt (the mean P(live) of its frames against the same threshold)."""
+    ``attempt`` column, per attempt (its least live frame, as the kiosk fuses them, against the same threshold)."""
     from .liveness import LivenessModel  # noqa: PLC0415
     from .training.liveness import evaluate_frames, measure, read_labels  # noqa: PLC0415
     model = LivenessModel.load(args.liveness_weights)
@@ -125,6 +125,12 @@ def cmd_train_liveness(args) -> int:
     cv = train_liveness(args.csv, args.out, args.crop_scale, args.weight_decay)["cross_validation"]
     print(f"wrote {args.out}: leave-one-person-out on {cv['frames']} frames: APCER {cv['apcer']:.4f}, BPCER "
           f"{cv['bpcer']:.4f}, ACER {cv['acer']:.4f}, AUC {cv['auc']:.4f}; threshold {cv['threshold']:.4f}")
+    a = cv.get("attempts")
+    if a:
+        print(f"  attempts of {a['frames_per_attempt']} consecutive frames, fused as the kiosk does: {a['attempts']} "
+              f"from {a['recordings']} recordings; attacks accepted {a['attacks_accepted']}/{a['attack_attempts']} "
+              f"(APCER {a['apcer']:.4f}), live refused {a['live_refused']}/{a['live_attempts']} (BPCER "
+              f"{a['bpcer']:.4f}), ACER {a['acer']:.4f}")
     return 0
 
 

@@ -6,9 +6,13 @@ mean (or median) of the frame scores against the threshold. Pure Python, no Qt, 
 computes the scores (e.g. with :func:`frame_score` and FaceEngine.similarity); kiosk.attempt runs a whole
 attempt around it.
 
+Liveness (kiosk.liveness) is fused too: each good frame also carries P(live), and an attempt is refused as a
+suspected presentation attack, whatever the face score (a printed photo of the right person matches the
+face), unless EVERY one of its frames looks live (:func:`fuse_liveness`, the lowest P(live)).
+
 The one home of the decision rules' constants: the threshold's allowed range and policy
-(:class:`ThresholdPolicy`), and the fusion defaults and limits (:class:`FusionParams`), which the settings
-use too.
+(:class:`ThresholdPolicy`), the liveness switch and threshold (:class:`LivenessPolicy`), the kiosk modes,
+and the fusion defaults and limits (:class:`FusionParams`), which the settings use too.
 """
 
 from __future__ import annotations
@@ -32,6 +36,14 @@ REASON_UNKNOWN_ID = "unknown ID"
 REASON_NO_FACE = "no usable face in time"
 REASON_NO_REFERENCE = "no reference photo for this ID (re-enrolment needed)"
 REASON_ERROR = "technical problem, please try again"
+REASON_ATTACK = "presentation attack suspected"  # the audit's words; the person is told LOOK_AT_CAMERA
+REASON_NO_LIVENESS = "liveness check unavailable"
+LOOK_AT_CAMERA = "Please look at the camera yourself"
+
+# How the person states who they are; every decision is audited with the mode that made it.
+MODE_ID = "id"          # an ID or badge is typed, then one face comparison (1:1)
+MODE_WALK_UP = "walk-up"  # no ID: the face is searched among everyone enrolled (1:N)
+KIOSK_MODES = {"id": "ID + face", "walk-up": "Face only (walk-up)", "both": "Both"}  # setting -> label
 
 
 def _is_number(value: object) -> bool:
@@ -56,6 +68,31 @@ class ThresholdPolicy:
 
     def follows_model(self) -> bool:
         return self.saved is None or not valid_threshold(self.saved)
+
+
+# P(live) thresholds the liveness model file and the admin may set (kiosk.liveness checks its file with it)
+LIVENESS_THRESHOLD_RANGE = (0.01, 0.99)
+
+
+def valid_liveness_threshold(value: object) -> bool:
+    return _is_number(value) and LIVENESS_THRESHOLD_RANGE[0] <= value <= LIVENESS_THRESHOLD_RANGE[1]  # type: ignore[operator]
+
+
+@dataclass(frozen=True)
+class LivenessPolicy:
+    """THE liveness rule: on unless the admin switched it off; the admin's saved P(live) threshold when set
+    and in range, else the liveness model's own (fitted on held-out people)."""
+
+    enabled: bool = True
+    saved: float | None = None  # Settings.liveness_threshold; None: follow the model
+
+    def threshold(self, model_default: float | None) -> float | None:
+        """The P(live) an attempt needs; None when liveness is off."""
+        if not self.enabled:
+            return None
+        if self.saved is not None and valid_liveness_threshold(self.saved):
+            return float(self.saved)
+        return float(model_default) if model_default is not None else None
 
 
 AGGREGATES = ("mean", "median")
@@ -96,6 +133,18 @@ class Decision:
     threshold: float
     frame_scores: tuple[float, ...] = ()
     name: str | None = None     # the employee's name, on accepted decisions (kiosk.attempt fills it in)
+    liveness: float | None = None            # fused P(live) (the least live frame); None: off or nothing seen
+    liveness_threshold: float | None = None  # None: liveness off
+    mode: str = MODE_ID
+
+    @property
+    def attack_suspected(self) -> bool:
+        return self.reason == REASON_ATTACK
+
+    @property
+    def message(self) -> str:
+        """What the person at the kiosk is told (the audit keeps ``reason``)."""
+        return LOOK_AT_CAMERA if self.attack_suspected else self.reason[:1].upper() + self.reason[1:]
 
     @property
     def verdict(self) -> str:
@@ -105,7 +154,8 @@ class Decision:
         """The same evidence judged against another threshold."""
         if self.score is None:
             return replace(self, threshold=threshold)
-        judged = decide(self.claimed_id, self.frame_scores, threshold, aggregate=None, fused=self.score)
+        judged = decide(self.claimed_id, self.frame_scores, threshold, aggregate=None, fused=self.score,
+                        liveness=self.liveness, liveness_threshold=self.liveness_threshold, mode=self.mode)
         return replace(judged, name=self.name if judged.accepted else None)
 
 
@@ -118,6 +168,15 @@ def frame_score(similarity: Callable[[np.ndarray, np.ndarray], np.ndarray], fram
     return float(np.max(similarity(frame_features, refs)))
 
 
+def fuse_liveness(p_live: Sequence[float]) -> float:
+    """An attempt's liveness: its least live frame. An attacker must pass every frame; in leave-one-person-out
+    cross-validation on NUAA (3 frames an attempt) this let 0.1 % of attack attempts through against 1.6 % for
+    the mean, and refused 1.2 % of live ones against 0 % (weights/LIVENESS_CARD.md)."""
+    if not p_live:
+        raise ValueError("no liveness scores to fuse")
+    return float(min(p_live))
+
+
 def fuse(scores: Sequence[float], aggregate: str = "mean") -> float:
     if not scores:
         raise ValueError("no scores to fuse")
@@ -125,19 +184,28 @@ def fuse(scores: Sequence[float], aggregate: str = "mean") -> float:
 
 
 def decide(claimed_id: str, frame_scores: Sequence[float], threshold: float, aggregate: str | None = "mean",
-           fused: float | None = None) -> Decision:
-    """ACCEPT iff the fused score >= threshold; no frames -> REJECT 'no usable face in time'."""
+           fused: float | None = None, liveness: float | None = None, liveness_threshold: float | None = None,
+           mode: str = MODE_ID) -> Decision:
+    """ACCEPT iff the fused score >= threshold AND (liveness off, or the fused P(live) ``liveness`` >=
+    ``liveness_threshold``). Liveness below its threshold -> REJECT 'presentation attack suspected', whatever
+    the face score; no frames -> REJECT 'no usable face in time'."""
     scores = tuple(float(s) for s in frame_scores)
     if not scores:
-        return Decision(claimed_id, False, REASON_NO_FACE, None, threshold)
+        return Decision(claimed_id, False, REASON_NO_FACE, None, threshold, liveness_threshold=liveness_threshold,
+                        mode=mode)
     score = fused if fused is not None else fuse(scores, aggregate or "mean")
-    accepted = score >= threshold
-    return Decision(claimed_id, accepted, REASON_MATCH if accepted else REASON_NO_MATCH, score, threshold, scores)
+    if liveness_threshold is not None and (liveness is None or liveness < liveness_threshold):
+        reason, accepted = REASON_ATTACK, False
+    else:
+        accepted = score >= threshold
+        reason = REASON_MATCH if accepted else REASON_NO_MATCH
+    return Decision(claimed_id, accepted, reason, score, threshold, scores, liveness=liveness,
+                    liveness_threshold=liveness_threshold, mode=mode)
 
 
-def refused(claimed_id: str, reason: str, threshold: float) -> Decision:
+def refused(claimed_id: str, reason: str, threshold: float, mode: str = MODE_ID) -> Decision:
     """A REJECT before (or instead of) any comparison: unknown ID, no reference, technical problem."""
-    return Decision(claimed_id, False, reason, None, threshold)
+    return Decision(claimed_id, False, reason, None, threshold, mode=mode)
 
 
 def unknown_id(claimed_id: str, threshold: float) -> Decision:
@@ -149,13 +217,16 @@ class VerificationSession:
     capture time) and the clock; it decides once, at ``frames`` scores or at the deadline."""
 
     def __init__(self, claimed_id: str, threshold: float, params: FusionParams = FusionParams(),
-                 started_at: float = 0.0):
+                 started_at: float = 0.0, liveness_threshold: float | None = None, mode: str = MODE_ID):
         self.claimed_id = claimed_id
         self.threshold = threshold
         self.params = params
         self.started_at = started_at
         self.deadline = started_at + params.window_s
+        self.liveness_threshold = liveness_threshold  # None: liveness off
+        self.mode = mode
         self.scores: list[float] = []
+        self.liveness: list[float] = []  # P(live) of the same frames
         self.decision: Decision | None = None
 
     @property
@@ -166,29 +237,42 @@ class VerificationSession:
         """Only frames captured after the ID was entered and before the deadline count."""
         return not self.done and self.started_at <= captured_at <= self.deadline
 
-    def add_score(self, score: float, captured_at: float) -> Decision | None:
+    def add_score(self, score: float, captured_at: float, liveness: float | None = None) -> Decision | None:
+        """A good frame's face score and, with liveness on, its P(live) (a frame without one cannot count)."""
         if not self.wants(captured_at):
             return self.decision
+        if self.liveness_threshold is not None:
+            if liveness is None:
+                raise ValueError("liveness is on: every frame needs its P(live)")
+            self.liveness.append(float(liveness))
         self.scores.append(float(score))
         if len(self.scores) >= self.params.frames:
-            self.decision = decide(self.claimed_id, self.scores, self.threshold, self.params.aggregate)
+            self._decide()
         return self.decision
 
     def expire(self, now: float) -> Decision | None:
         """At the deadline: decide on the frames collected so far (none -> no usable face in time)."""
         if not self.done and now >= self.deadline:
-            self.decision = decide(self.claimed_id, self.scores, self.threshold, self.params.aggregate)
+            self._decide()
         return self.decision
+
+    def _decide(self) -> None:
+        liveness = fuse_liveness(self.liveness) if self.liveness else None
+        self.decision = decide(self.claimed_id, self.scores, self.threshold, self.params.aggregate,
+                               liveness=liveness, liveness_threshold=self.liveness_threshold, mode=self.mode)
 
     def remaining(self, now: float) -> float:
         return max(0.0, self.deadline - now)
 
 
-def estimate_rates(roc: list[dict] | None, threshold: float) -> tuple[float, float] | None:
+def estimate_rates(roc: list[dict] | None, threshold: float, keys: tuple[str, str] = ("far", "frr")
+                   ) -> tuple[float, float] | None:
     """(false-accept rate, false-reject rate) at ``threshold``, interpolated linearly between the model's
-    ROC points ({"threshold", "far", "frr"} sorted by threshold); None without usable points."""
+    ROC points ({"threshold", "far", "frr"} sorted by threshold); None without usable points. The liveness
+    model's points use ``keys=("apcer", "bpcer")`` (attacks accepted, live people refused)."""
+    accept, reject = keys
     try:
-        points = sorted((float(p["threshold"]), float(p["far"]), float(p["frr"])) for p in roc or [])
+        points = sorted((float(p["threshold"]), float(p[accept]), float(p[reject])) for p in roc or [])
     except (KeyError, TypeError, ValueError):
         return None
     if not points:

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from .detection import Box, Detection, HaarFaceDetector
-from .errors import FaceNotUsableError
+from .errors import FaceNotUsableError, WeightsError
 from .imageio import read_image
-from .paths import DEFAULT_WEIGHTS
+from .liveness import LivenessModel
+from .paths import DEFAULT_WEIGHTS, LIVENESS_WEIGHTS
 from .preprocess import FacePreprocessor, to_network_input
 from .quality import QualityLimits, QualityReport, assess_quality
 from .weights import load_weights
@@ -52,6 +53,7 @@ class FaceAnalysis:
     quality: QualityReport
     box: Box | None
     crop: np.ndarray | None  # the aligned chip, uint8 HxWx3 RGB; None without a face
+    liveness: float | None = None  # P(live) of the face (kiosk.liveness); None without a face or a liveness model
 
 
 @dataclass(frozen=True)
@@ -73,8 +75,10 @@ class FaceEngine:
 
     def __init__(self, weights_path: str | Path = DEFAULT_WEIGHTS, detector: HaarFaceDetector | None = None,
                  limits: QualityLimits = QualityLimits(), threads: int | None = None,
-                 loaded: tuple | None = None):
-        """``loaded``: a (model, input spec, metadata) already in memory, e.g. while training the head."""
+                 loaded: tuple | None = None, liveness_weights: str | Path | None = LIVENESS_WEIGHTS):
+        """``loaded``: a (model, input spec, metadata) already in memory, e.g. while training the head.
+        ``liveness_weights``: the presentation-attack detector; a missing or damaged file leaves ``liveness``
+        None and says why in ``liveness_problem`` (attempts that need liveness are then refused)."""
         self.weights_path = Path(weights_path)
         self.model, self.spec, self.metadata = loaded or load_weights(self.weights_path)
         self.model.to(memory_format=torch.channels_last)
@@ -83,6 +87,14 @@ class FaceEngine:
         self.limits = limits
         self.default_threshold = float(self.metadata.get("threshold", 0.5))
         self.flip_average = bool(self.metadata.get("flip_average", False))
+        self.liveness: LivenessModel | None = None
+        self.liveness_problem = "no liveness model configured"
+        if liveness_weights is not None:
+            try:
+                self.liveness = LivenessModel.load(liveness_weights)
+            except WeightsError as exc:
+                log.error("liveness unavailable: %s", exc)
+                self.liveness_problem = str(exc)
         self._lock = threading.Lock()
         if threads:
             torch.set_num_threads(threads)
@@ -103,8 +115,10 @@ class FaceEngine:
     def analyse(self, image_bgr: np.ndarray) -> FaceAnalysis:
         detection = self.detector.detect(image_bgr)
         quality = assess_quality(image_bgr, detection, self.limits)
-        crop = self.preprocessor.chip(image_bgr, detection.primary) if detection.primary is not None else None
-        return FaceAnalysis(detection, quality, detection.primary, crop)
+        box = detection.primary
+        crop = self.preprocessor.chip(image_bgr, box) if box is not None else None
+        liveness = self.liveness.p_live(image_bgr, box) if box is not None and self.liveness is not None else None
+        return FaceAnalysis(detection, quality, box, crop, liveness)
 
     def embed_crops(self, crops: np.ndarray, batch_size: int = 64) -> np.ndarray:
         """uint8 aligned chips (N,H,W,C) -> float32 features (N,D)."""

@@ -18,6 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .decision import valid_liveness_threshold
 from .detection import Box
 from .errors import WeightsError
 
@@ -132,7 +133,7 @@ class LivenessModel:
         threshold = header.get("threshold")
         if len(dims) != 1 or dims.pop() != (354,) or header.get("crop_px") != CROP_PX:
             raise WeightsError(f"{path}: the liveness model does not match this code's features")
-        if not isinstance(threshold, float) or not 0.01 <= threshold <= 0.99 or not np.all(arrays["scale"] > 0):
+        if not isinstance(threshold, float) or not valid_liveness_threshold(threshold) or not np.all(arrays["scale"] > 0):
             raise WeightsError(f"{path}: liveness threshold or scales out of range")
         return cls(arrays["mean"], arrays["scale"], arrays["weights"], float(header["bias"]), threshold,
                    float(header.get("crop_scale", 1.0)), header.get("metadata"))

@@ -1,6 +1,7 @@
 """The verification service (kiosk.attempt) without Qt, in fake time: real LFW faces through the pretrained
 encoder with dlib's 0.6 distance rule as the head (conftest's ``untrained_engine``), a real store, the audit
-log, the deadline and the one threshold policy."""
+log, the deadline and the one threshold policy. LFW's pictures are photographs, so the matching tests run
+with liveness off; liveness in the attempt is tested with NUAA webcam frames (tests/test_liveness_kiosk.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from kiosk.decision import (
     REASON_UNKNOWN_ID,
     THRESHOLD_RANGE,
     FusionParams,
+    LivenessPolicy,
     ThresholdPolicy,
 )
 from kiosk.enrolment import enrol_files
@@ -28,6 +30,7 @@ from kiosk.imageio import read_image
 from kiosk.storage import NewPhoto, Settings, SettingsStore, Storage
 
 T0 = 1000.0
+NO_LIVENESS = LivenessPolicy(enabled=False)  # LFW photos: see the module's docstring
 
 
 class FakeClock:
@@ -65,7 +68,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def service(storage, untrained_engine, clock) -> VerificationService:
-    return VerificationService(storage, untrained_engine, FusionParams(frames=3, window_s=4.0), clock=clock)
+    return VerificationService(storage, untrained_engine, FusionParams(frames=3, window_s=4.0), clock=clock,
+                               liveness=NO_LIVENESS)
 
 
 def feed(service: VerificationService, clock: FakeClock, faces, step: float = 0.1):
@@ -159,7 +163,8 @@ def test_a_technical_failure_mid_attempt_is_a_logged_reject_and_cancel_logs_noth
 
 def test_a_failing_audit_log_is_reported_and_the_verdict_still_given(storage, untrained_engine, clock, monkeypatch):
     problems: list[str] = []
-    service = VerificationService(storage, untrained_engine, clock=clock, report=problems.append)
+    service = VerificationService(storage, untrained_engine, clock=clock, report=problems.append,
+                                  liveness=NO_LIVENESS)
 
     def broken(*args, **kwargs):
         raise OSError("disk full")

@@ -118,7 +118,7 @@ def test_the_chain_is_keyed_a_recomputed_plain_chain_is_still_detected(storage):
     forger = AuditLog(storage.db)  # no key: plain SHA-256, all an attacker without the key can compute
     conn = sqlite3.connect(db_file(storage))
     previous = "0" * 64
-    for row in conn.execute("SELECT id, time, claimed_id, score, verdict, reason, kind, detail FROM audit_log "
+    for row in conn.execute("SELECT id, time, claimed_id, score, verdict, reason, kind, detail, liveness, mode FROM audit_log "
                             "ORDER BY id").fetchall():
         previous = forger._digest(previous, row)
         conn.execute("UPDATE audit_log SET hash = ? WHERE id = ?", (previous, row[0]))
@@ -127,7 +127,8 @@ def test_the_chain_is_keyed_a_recomputed_plain_chain_is_still_detected(storage):
     assert storage.audit.verify_chain().id == 1  # not under the key
     with pytest.raises(StorageError, match="keyed with the data key"):  # and never checked as a plain chain
         forger.verify_chain()
-    assert _canonical((1, "t", "", None, "", "", "start", "")) != _canonical((1, "t", "", None, "", "", "stop", ""))
+    assert _canonical((1, "t", "", None, "", "", "start", "", None, "")) != _canonical(
+        (1, "t", "", None, "", "", "stop", "", None, ""))
 
 
 def test_migration_from_schema_2_keeps_and_chains_existing_rows(monkeypatch, capsys):
@@ -140,10 +141,10 @@ def test_migration_from_schema_2_keeps_and_chains_existing_rows(monkeypatch, cap
     columns = [row[1] for row in old.db.query("PRAGMA table_info(audit_log)")]
     assert "hash" not in columns and old.db.schema_version == 2
     old.close()
-    monkeypatch.setattr(db_module, "SCHEMA_VERSION", 3)
+    monkeypatch.setattr(db_module, "SCHEMA_VERSION", max(db_module.MIGRATIONS))
     storage = Storage.open()
     try:
-        assert storage.db.schema_version == 3
+        assert storage.db.schema_version == max(db_module.MIGRATIONS)
         entries = storage.audit.entries()
         assert [(e.id, e.claimed_id, e.kind, e.verdict) for e in entries] == [
             (4, "E3", KIND_DECISION, "ACCEPT"), (3, "E2", KIND_DECISION, "REJECT"),
@@ -161,6 +162,35 @@ def test_migration_from_schema_2_keeps_and_chains_existing_rows(monkeypatch, cap
         assert reopened.audit.start_chain() == 0 and reopened.audit.verify_chain() is None
     finally:
         reopened.close()
+
+
+def test_schema_4_keeps_the_older_chain_and_chains_liveness_and_mode(monkeypatch):
+    """Rows chained under schema 3 still verify after the liveness and mode columns arrive; a decision's
+    liveness score and mode are then part of its hash."""
+    monkeypatch.setattr(db_module, "SCHEMA_VERSION", 3)
+    old = Storage.open()
+    with old.db.transaction() as conn:  # rows as schema 3 wrote them: 8 columns, chained over those 8
+        previous = "0" * 64
+        for i, (kind, verdict) in enumerate([("decision", "ACCEPT"), ("enrol", ""), ("decision", "REJECT")], 1):
+            row = (i, f"2026-01-01T00:00:0{i}+00:00", "E1" if verdict else "", 0.5 if verdict else None, verdict,
+                   "why", kind, "" if verdict else "E1")
+            previous = old.audit._digest(previous, row + (None, ""))
+            conn.execute("INSERT INTO audit_log (id, time, claimed_id, score, verdict, reason, kind, detail, hash) "
+                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row + (previous,))
+    old.close()
+    monkeypatch.setattr(db_module, "SCHEMA_VERSION", 4)
+    storage = Storage.open()
+    try:
+        assert storage.db.schema_version == 4 and storage.audit.verify_chain() is None
+        storage.audit.record("E7", "REJECT", "presentation attack suspected", 0.97, liveness=0.12, mode="id")
+        newest = storage.audit.entries()[0]
+        assert (newest.liveness, newest.mode, newest.reason) == (pytest.approx(0.12), "id",
+                                                                 "presentation attack suspected")
+        assert storage.audit.verify_chain() is None
+        tamper(storage, "UPDATE audit_log SET liveness = 0.93 WHERE id = 4")  # make the attack look live
+        assert storage.audit.verify_chain().id == 4
+    finally:
+        storage.close()
 
 
 def test_a_row_written_outside_the_kiosk_after_the_migration_is_not_chained_silently(storage):

@@ -232,6 +232,6 @@ def test_audit_log_filter_and_csv_export_neutralises_formulas(storage, tmp_path)
     out = tmp_path / "audit.csv"
     assert storage.audit.export_csv(out) == 3
     rows = list(csv.reader(out.open()))
-    assert rows[0] == ["time", "kind", "detail", "claimed_id", "score", "verdict", "reason"]
+    assert rows[0] == ["time", "kind", "detail", "claimed_id", "score", "verdict", "reason", "liveness", "mode"]
     assert rows[2][3].startswith("'=") and rows[3][4] == "0.9100" and rows[1][4] == ""
     assert _mode(out) == 0o600

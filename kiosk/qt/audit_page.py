@@ -59,9 +59,9 @@ class AuditPage(QWidget):
         self.banner.setVisible(False)
         self.export_button = QPushButton("Export CSV...")
         self.export_button.clicked.connect(self.export)
-        self.table = QTableWidget(0, 6)
+        self.table = QTableWidget(0, 8)
         self.table.setHorizontalHeaderLabels(["Time (UTC)", "Claimed ID", "Score", "Verdict / event", "Reason",
-                                              "Detail"])
+                                              "Detail", "Liveness", "Mode"])
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
@@ -100,7 +100,7 @@ class AuditPage(QWidget):
         self.table.setRowCount(len(self.entries))
         for r, e in enumerate(self.entries):
             values = (e.time.replace("T", " ")[:19], e.claimed_id, "" if e.score is None else f"{e.score:.3f}",
-                      e.label, e.reason, e.detail)
+                      e.label, e.reason, e.detail, "" if e.liveness is None else f"{e.liveness:.3f}", e.mode)
             for c, value in enumerate(values):
                 self.table.setItem(r, c, QTableWidgetItem(value))
         self.table.resizeColumnToContents(0)

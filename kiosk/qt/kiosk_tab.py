@@ -183,7 +183,7 @@ class KioskTab(QWidget):
         self.last_decision = decision
         self.state = VERDICT
         self.prompt.setText("")
-        reason = decision.reason[:1].upper() + decision.reason[1:]
+        reason = decision.message
         if decision.accepted and name:
             reason = f"Welcome, {name}"
         self._show_verdict(decision.verdict, reason, decision.verdict)

@@ -24,6 +24,7 @@ from .background import wait_for_background
 from .capture import ENDED, FAILED, LIVE, LOST, FrameCapture
 from .employees_page import EmployeesPage
 from .kiosk_tab import KioskTab
+from .liveness_page import LivenessPage
 from .sounds import SoundPlayer
 from .threshold_page import ThresholdPage
 from .worker import EngineInfo, InferenceThread, VerificationWorker
@@ -102,10 +103,12 @@ class MainWindow(QMainWindow):
         self.sounds_on = settings.sounds
         self.employees = EmployeesPage(self.storage, mirror)
         self.threshold_page = ThresholdPage(self.settings_store, settings.threshold, self.storage.audit)
+        self.liveness_page = LivenessPage(self.settings_store, settings.liveness_policy, self.storage.audit)
         self.audit_page = AuditPage(self.storage.audit)
         panel = QTabWidget()
         panel.addTab(self.employees, "Employees")
         panel.addTab(self.threshold_page, "Threshold")
+        panel.addTab(self.liveness_page, "Liveness")
         panel.addTab(self.audit_page, "Audit log")
         self.admin = AdminTab(None if settings_error else PinManager(self.settings_store), panel,
                               config.admin_idle_s or settings.admin_idle_s, settings_error,
@@ -128,7 +131,7 @@ class MainWindow(QMainWindow):
         self._show_store_health(self.storage.health)
 
         self.worker = VerificationWorker(config.weights, self.storage, settings.fusion, settings.threshold,
-                                         config.engine_factory, config.idle_rate_hz)
+                                         config.engine_factory, config.idle_rate_hz, settings.liveness_policy)
         self.inference = InferenceThread(self.worker)
         w = self.worker
         w.engine_ready.connect(self._on_engine_ready)
@@ -146,6 +149,7 @@ class MainWindow(QMainWindow):
         self.kiosk.verification_requested.connect(self._request_verification)
         self.employees.enrol_requested.connect(self._request_enrolment)
         self.threshold_page.threshold_changed.connect(self._threshold_changed)
+        self.liveness_page.liveness_changed.connect(self.worker.set_liveness)
 
         self.capture = FrameCapture(config.open_source, config.source_retry)
         self.capture.frame_ready.connect(self._on_frame)
@@ -244,6 +248,7 @@ class MainWindow(QMainWindow):
         self.engine_info = info
         self._recheck_store_health()
         self.threshold_page.set_model(info)  # first: the shown threshold may be the model's
+        self.liveness_page.set_model(info)
         self._show_model_status()
         self.employees.set_engine_state(True)
         self.kiosk.set_ready()

@@ -15,12 +15,12 @@ import logging
 from PySide6.QtCharts import QChart, QChartView, QLineSeries, QLogValueAxis, QScatterSeries
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QSlider, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QLabel, QPushButton, QSlider, QVBoxLayout
 
 from ..decision import THRESHOLD_RANGE, ThresholdPolicy, estimate_rates
-from ..storage import SettingsStore, StorageError
+from ..storage import SettingsStore
 from ..storage.audit import EVENT_THRESHOLD
-from .background import Background
+from .setting_page import SettingPage, button_row, slider_row
 from .worker import EngineInfo
 
 log = logging.getLogger(__name__)
@@ -42,16 +42,15 @@ def _roc_points(roc: list | None) -> list[tuple[float, float, float]]:
         return []
 
 
-class ThresholdPage(QWidget):
+class ThresholdPage(SettingPage):
     threshold_changed = Signal(object)  # float, or None for the model's own threshold
 
+    SETTING = "threshold"
+    EVENT = EVENT_THRESHOLD
+
     def __init__(self, settings: SettingsStore, saved: float | None, audit=None, parent=None):
-        super().__init__(parent)
-        self.settings = settings
-        self.audit = audit  # kiosk.storage.AuditLog, or None (no audit entries)
-        self.ops = Background(self)
-        self.policy = ThresholdPolicy(saved)  # applied: the settings' threshold; None: follow the model's default
-        self.preview_policy = self.policy     # what the slider shows; applied only by Apply
+        # the applied policy: the settings' threshold; None: follow the model's default
+        super().__init__(settings, ThresholdPolicy(saved), audit, parent)
         self.model: EngineInfo | None = None
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(round(THRESHOLD_RANGE[0] * STEPS), round(THRESHOLD_RANGE[1] * STEPS))
@@ -63,8 +62,6 @@ class ThresholdPage(QWidget):
         self.value_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.rates_label = QLabel()
         self.rates_label.setWordWrap(True)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
         self.apply_button = QPushButton("Apply...")
         self.apply_button.clicked.connect(self.apply)
         self.reset_button = QPushButton("Use the model's threshold")
@@ -104,28 +101,16 @@ class ThresholdPage(QWidget):
         self.plot.setRenderHint(QPainter.RenderHint.Antialiasing)
         self.plot.setMinimumHeight(260)
 
-        row = QHBoxLayout()
-        row.addWidget(QLabel("Strictness"))
-        row.addWidget(self.slider, 1)
-        row.addWidget(self.value_label)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.apply_button)
-        buttons.addWidget(self.reset_button)
-        buttons.addStretch(1)
         layout = QVBoxLayout(self)
         layout.addWidget(explain)
-        layout.addLayout(row)
+        layout.addLayout(slider_row(self.slider, self.value_label))
         layout.addWidget(self.rates_label)
-        layout.addLayout(buttons)
+        layout.addLayout(button_row(self.apply_button, self.reset_button))
         layout.addWidget(self.status)
         layout.addWidget(self.plot, 1)
         self._syncing = False
         self._plot_curve()
         self._sync()
-
-    # -- hooks (tests replace these instead of driving modal dialogs) -------------------------------------
-    def confirm(self, title: str, text: str) -> bool:
-        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
 
     # -- state --------------------------------------------------------------------------------------------
     @property
@@ -171,48 +156,11 @@ class ThresholdPage(QWidget):
     def flush(self) -> None:
         """Nothing to save: the slider alone never saves (kept for the window's shutdown)."""
 
-    def apply(self) -> None:
-        """Apply: asks for confirmation, then saves, tells the worker and records the change."""
-        if not self.pending:
-            self._say("Nothing to apply: the slider shows the threshold in use.")
-            return
-        old, new = self._describe(self.policy), self._describe(self.preview_policy)
-        if not self.confirm("Apply the threshold",
-                            f"Change the decision threshold from {old} to {new}? It applies to the next person."):
-            self._say(f"Not applied; the kiosk still uses {old}.")
-            return
-        self._commit()
+    def _save(self, policy: ThresholdPolicy) -> None:
+        self.settings.update(threshold=policy.saved)
 
-    def _commit(self) -> None:
-        old, new = self._describe(self.policy), self._describe(self.preview_policy)
-        changed = self.pending
-        try:
-            self.settings.update(threshold=self.preview_policy.saved)
-        except StorageError as exc:
-            self._say(f"Cannot save the threshold: {exc}", error=True)
-            log.error("cannot save the threshold: %s", exc)
-            return
-        self.policy = self.preview_policy
-        self._show()
-        self.threshold_changed.emit(self.policy.saved)
-        self._say(f"Applied: threshold {new}" + (f"; it was {old}." if changed else "."))
-        log.info("admin: threshold %s -> %s", old, new)
-        if changed:
-            self._record(old, new)
-
-    def _record(self, old: str, new: str) -> None:
-        """The audit entry ("old -> new"), written off the GUI thread."""
-        audit = self.audit
-        if audit is None:
-            return
-        detail = f"{old} -> {new}"
-
-        def failed(exc: BaseException) -> None:
-            log.error("cannot write the audit entry for the threshold change %s: %s", detail, exc)
-            self._say(f"Applied: threshold {new}, but the audit log could not record it: {exc}", error=True)
-
-        self.ops.run(lambda: audit.record_event(EVENT_THRESHOLD, detail, reason="applied by the admin, confirmed"),
-                     on_failure=failed)
+    def _announce(self, policy: ThresholdPolicy) -> None:
+        self.threshold_changed.emit(policy.saved)
 
     # -- display ------------------------------------------------------------------------------------------
     def _describe(self, policy: ThresholdPolicy) -> str:
@@ -265,7 +213,3 @@ class ThresholdPage(QWidget):
                 f"Estimated on the model's validation pairs at {value:.3f}: false accepts {far:.2%} "
                 f"(impostors let in), false rejects {frr:.2%} (employees asked to try again). "
                 f"Real conditions differ.")
-
-    def _say(self, text: str, error: bool = False) -> None:
-        self.status.setText(text)
-        self.status.setStyleSheet("color:#c62828;" if error else "")

@@ -20,7 +20,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
 from ..attempt import VerificationService
-from ..decision import Decision, FusionParams, ThresholdPolicy
+from ..decision import Decision, FusionParams, LivenessPolicy, ThresholdPolicy
 from ..detection import Box, HaarFaceDetector
 from ..engine import FaceEngine
 from ..enrolment import enrol_images, refresh_features
@@ -52,6 +52,9 @@ class EngineInfo:
     default_threshold: float
     roc: list | None
     description: str
+    liveness_threshold: float | None = None  # the liveness model's own threshold; None: no liveness model
+    liveness_roc: list | None = None         # its held-out {"threshold", "apcer", "bpcer"} points
+    liveness_problem: str = ""               # why there is no liveness model
 
 
 class VerificationWorker(QObject):
@@ -72,18 +75,19 @@ class VerificationWorker(QObject):
     _enrol = Signal(str, str, object, bool)
     _threshold = Signal(object)
     _fusion = Signal(object)
+    _liveness = Signal(object)
     _cancel = Signal()
     _source = Signal(bool)
 
     def __init__(self, weights_path: str | Path, storage: Storage, fusion: FusionParams | None = None,
                  threshold: float | None = None, engine_factory: Callable[[Path], FaceEngine] = FaceEngine,
-                 idle_rate_hz: float = 10.0):
+                 idle_rate_hz: float = 10.0, liveness: LivenessPolicy | None = None):
         super().__init__()
         self.weights_path = Path(weights_path)
         self.storage = storage
         self.engine: FaceEngine | None = None
         self.service = VerificationService(storage, None, fusion or FusionParams(), ThresholdPolicy(threshold),
-                                           report=self.error.emit)
+                                           report=self.error.emit, liveness=liveness or LivenessPolicy())
         self._engine_factory = engine_factory
         self._detector: HaarFaceDetector | None = None
         self._idle_interval = 1.0 / idle_rate_hz if idle_rate_hz > 0 else 0.0
@@ -99,6 +103,7 @@ class VerificationWorker(QObject):
         self._enrol.connect(self._do_enrol)
         self._threshold.connect(self._set_threshold)
         self._fusion.connect(self._set_fusion)
+        self._liveness.connect(self._set_liveness)
         self._cancel.connect(self._cancel_session)
         self._source.connect(self._set_source_ok)
 
@@ -124,6 +129,9 @@ class VerificationWorker(QObject):
 
     def set_fusion(self, fusion: FusionParams) -> None:
         self._fusion.emit(fusion)
+
+    def set_liveness(self, policy: LivenessPolicy) -> None:
+        self._liveness.emit(policy)
 
     def cancel(self) -> None:
         self._cancel.emit()
@@ -166,8 +174,12 @@ class VerificationWorker(QObject):
             self.error.emit(f"could not update stored features for the new model: {exc}")
         metadata = getattr(self.engine, "metadata", {}) or {}
         log.info("model %s loaded (threshold %.3f)", self.weights_path, self.engine.default_threshold)
-        self.engine_ready.emit(EngineInfo(str(self.weights_path), float(self.engine.default_threshold),
-                                          metadata.get("roc"), str(metadata.get("description", ""))))
+        liveness = getattr(self.engine, "liveness", None)
+        self.engine_ready.emit(EngineInfo(
+            str(self.weights_path), float(self.engine.default_threshold), metadata.get("roc"),
+            str(metadata.get("description", "")), liveness.threshold if liveness is not None else None,
+            (liveness.metadata or {}).get("roc") if liveness is not None else None,
+            getattr(self.engine, "liveness_problem", "") if liveness is None else ""))
 
     def _engine_unavailable(self, reason: str) -> None:
         log.error("verification unavailable: %s", reason)
@@ -218,17 +230,17 @@ class VerificationWorker(QObject):
     def _analyse(self, frame: np.ndarray, captured_at: float) -> None:
         if self.engine is not None:
             analysis = self.engine.analyse(frame)
-            box, quality, crop = analysis.box, analysis.quality, analysis.crop
+            box, quality, crop, liveness = analysis.box, analysis.quality, analysis.crop, analysis.liveness
         elif self._detector is not None:
             detection = self._detector.detect(frame)
-            box, quality, crop = detection.primary, assess_quality(frame, detection), None
+            box, quality, crop, liveness = detection.primary, assess_quality(frame, detection), None, None
         else:
             return
         self.analysed.emit(FrameResult(frame, captured_at, box, quality.ok, list(quality.reasons)))
         if not self.service.active or self.engine is None:
             return
         before = self.service.progress[0]
-        decision = self.service.add_frame(crop if quality.ok else None, captured_at)
+        decision = self.service.add_frame(crop if quality.ok else None, captured_at, liveness)
         if decision is not None:
             self._deliver(decision)
         elif self.service.progress[0] != before:
@@ -304,6 +316,10 @@ class VerificationWorker(QObject):
     @Slot(object)
     def _set_fusion(self, fusion: FusionParams) -> None:
         self.service.set_fusion(fusion)
+
+    @Slot(object)
+    def _set_liveness(self, policy: LivenessPolicy) -> None:
+        self.service.set_liveness(policy)
 
     @Slot(str, str, object, bool)
     def _do_enrol(self, employee_id: str, name: str, images: list, replace: bool) -> None:

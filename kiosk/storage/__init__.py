@@ -14,7 +14,9 @@ from .audit import (
     EVENT_EXPORT,
     EVENT_KINDS,
     EVENT_LABELS,
+    EVENT_LIVENESS,
     EVENT_LOCKOUT,
+    EVENT_MODE,
     EVENT_MODEL,
     EVENT_PIN_CHANGED,
     EVENT_PIN_SET,
@@ -43,7 +45,7 @@ from .settings import Settings, SettingsStore
 
 __all__ = ["EVENT_DELETE", "EVENT_ENROL", "EVENT_EXPORT", "EVENT_KINDS", "EVENT_LABELS", "EVENT_LOCKOUT",
            "EVENT_MODEL", "EVENT_PIN_CHANGED", "EVENT_PIN_SET", "EVENT_PIN_WRONG", "EVENT_RE_ENROL", "EVENT_START",
-           "EVENT_STOP", "EVENT_THRESHOLD", "EVENT_UNLOCK", "KIND_DECISION", "AuditEntry", "AuditLog", "ChainBreak",
+           "EVENT_STOP", "EVENT_THRESHOLD", "EVENT_LIVENESS", "EVENT_MODE", "EVENT_UNLOCK", "KIND_DECISION", "AuditEntry", "AuditLog", "ChainBreak",
            "DamagedDataError", "Database", "Employee", "EmployeeStore", "IntegrityReport", "KeyMissingError", "NewPhoto", "PinError", "PinManager", "PinResult",
            "ReferenceDamage", "ReferencePhoto", "Settings", "SettingsStore", "Storage", "StorageError",
            "StoreDamagedError", "StoreInUseError", "clean_employee_id", "clean_name"]

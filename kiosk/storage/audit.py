@@ -48,6 +48,8 @@ EVENT_ENROL = "enrol"
 EVENT_RE_ENROL = "re_enrol"
 EVENT_DELETE = "delete"
 EVENT_THRESHOLD = "threshold"
+EVENT_LIVENESS = "liveness"
+EVENT_MODE = "mode"
 EVENT_EXPORT = "export"
 EVENT_MODEL = "model"
 EVENT_START = "start"
@@ -64,6 +66,8 @@ EVENT_LABELS: dict[str, str] = {
     EVENT_RE_ENROL: "Re-enrolment",
     EVENT_DELETE: "Deletion",
     EVENT_THRESHOLD: "Threshold change",
+    EVENT_LIVENESS: "Liveness setting",
+    EVENT_MODE: "Kiosk mode change",
     EVENT_EXPORT: "Export",
     EVENT_MODEL: "Model change / re-embedding",
     EVENT_START: "Start",
@@ -74,8 +78,8 @@ EVENT_KINDS = tuple(EVENT_LABELS)
 _TEXT_LIMIT = 500  # characters kept of a detail or reason (a claimed ID: 200)
 _GENESIS = "0" * 64  # the "previous hash" of the first row
 _CHAIN_LABEL = b"siamese-kiosk audit chain/1"
-CSV_HEADER = ["time", "kind", "detail", "claimed_id", "score", "verdict", "reason"]
-_COLUMNS = "id, time, claimed_id, score, verdict, reason, kind, detail"
+CSV_HEADER = ["time", "kind", "detail", "claimed_id", "score", "verdict", "reason", "liveness", "mode"]
+_COLUMNS = "id, time, claimed_id, score, verdict, reason, kind, detail, liveness, mode"
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,8 @@ class AuditEntry:
     reason: str
     kind: str = KIND_DECISION
     detail: str = ""
+    liveness: float | None = None  # a decision's fused P(live) (schema 4); None: liveness off or not measured
+    mode: str = ""                 # a decision's kiosk mode: 'id' or 'walk-up' ('' for events and older rows)
 
     @property
     def is_event(self) -> bool:
@@ -121,10 +127,13 @@ def chain_key(data_key: bytes) -> bytes:
 
 
 def _canonical(row: tuple) -> bytes:
-    """A row's content, one way only: (id, time, claimed_id, score, verdict, reason, kind, detail)."""
-    rid, time, claimed_id, score, verdict, reason, kind, detail = row
-    return json.dumps([int(rid), time, claimed_id, None if score is None else float(score), verdict, reason, kind,
-                       detail], ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    """A row's content, one way only: (id, time, claimed_id, score, verdict, reason, kind, detail, liveness,
+    mode). The schema-4 fields join only when set, so rows chained before them keep their hashes."""
+    rid, time, claimed_id, score, verdict, reason, kind, detail, liveness, mode = row
+    content = [int(rid), time, claimed_id, None if score is None else float(score), verdict, reason, kind, detail]
+    if liveness is not None or mode:
+        content += [None if liveness is None else float(liveness), mode]
+    return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def _csv_safe(value) -> str:
@@ -151,12 +160,12 @@ class AuditLog:
         return hashlib.sha256(data).hexdigest()
 
     def _append(self, kind: str, claimed_id: str, score: float | None, verdict: str, detail: str, reason: str,
-                time: str | None) -> None:
+                time: str | None, liveness: float | None = None, mode: str = "") -> None:
         with self.db.transaction() as conn:
-            cursor = conn.execute("INSERT INTO audit_log (time, kind, claimed_id, score, verdict, detail, reason) "
-                                  "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            cursor = conn.execute("INSERT INTO audit_log (time, kind, claimed_id, score, verdict, detail, reason, "
+                                  "liveness, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                                   (time or now_iso(), kind, claimed_id, None if score is None else float(score),
-                                   verdict, detail, reason))
+                                   verdict, detail, reason, None if liveness is None else float(liveness), mode))
             rid = cursor.lastrowid
             row = conn.execute(f"SELECT {_COLUMNS} FROM audit_log WHERE id = ?", (rid,)).fetchone()
             prev = conn.execute("SELECT hash FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT 1", (rid,)).fetchone()
@@ -164,9 +173,9 @@ class AuditLog:
             conn.execute("UPDATE audit_log SET hash = ? WHERE id = ?", (self._digest(previous, row), rid))
 
     def record(self, claimed_id: str, verdict: str, reason: str, score: float | None = None,
-               time: str | None = None) -> None:
-        """A verification decision (ACCEPT / REJECT)."""
-        self._append(KIND_DECISION, claimed_id[:200], score, verdict, "", reason, time)
+               time: str | None = None, liveness: float | None = None, mode: str = "") -> None:
+        """A verification decision (ACCEPT / REJECT), with its fused P(live) and the kiosk mode when known."""
+        self._append(KIND_DECISION, claimed_id[:200], score, verdict, "", reason, time, liveness, mode[:20])
 
     def record_event(self, kind: str, detail: str = "", reason: str = "") -> None:
         """An admin event: ``kind`` one of the EVENT_* constants, ``detail`` what changed (an employee ID, never
@@ -207,7 +216,8 @@ class AuditLog:
         writer.writerow(CSV_HEADER)
         for e in entries:
             writer.writerow([e.time, e.kind, _csv_safe(e.detail), _csv_safe(e.claimed_id),
-                             "" if e.score is None else f"{e.score:.4f}", e.verdict, _csv_safe(e.reason)])
+                             "" if e.score is None else f"{e.score:.4f}", e.verdict, _csv_safe(e.reason),
+                             "" if e.liveness is None else f"{e.liveness:.4f}", e.mode])
         atomic_write_text(path, buffer.getvalue())
         self.record_event(EVENT_EXPORT, f"{len(entries)} entries to {path}")
         return len(entries)

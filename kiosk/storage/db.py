@@ -96,6 +96,10 @@ MIGRATIONS: dict[int, list[str]] = {
         "INSERT INTO meta (key, value) SELECT 'audit_unchained_upto', MAX(id) FROM audit_log WHERE id IS NOT NULL "
         "HAVING COUNT(*) > 0",
     ],
+    4: [  # a decision records the fused liveness score and the kiosk mode that made it (chained when set)
+        "ALTER TABLE audit_log ADD COLUMN liveness REAL",  # fused P(live); NULL: liveness off or not measured
+        "ALTER TABLE audit_log ADD COLUMN mode TEXT NOT NULL DEFAULT ''",  # 'id' or 'walk-up'; '' for events
+    ],
 }
 SCHEMA_VERSION = max(MIGRATIONS)
 

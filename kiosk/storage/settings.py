@@ -10,7 +10,7 @@ import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from ..decision import FusionParams, valid_threshold
+from ..decision import KIOSK_MODES, FusionParams, LivenessPolicy, valid_liveness_threshold, valid_threshold
 from ..paths import config_dir
 from .db import StorageError
 from .files import atomic_write_text, private_dir
@@ -30,12 +30,19 @@ class Settings:
     verdict_display_s: float = 4.0      # the verdict stays on screen this long
     admin_idle_s: float = 60.0          # the admin tab locks itself after this much idle time
     sounds: bool = True                 # accept/reject sounds at the kiosk
+    liveness: bool = True               # refuse faces that look like a printed photo (kiosk.liveness)
+    liveness_threshold: float | None = None  # None: the liveness model's own threshold
+    kiosk_mode: str = "id"              # kiosk.decision.KIOSK_MODES: "id", "walk-up" or "both"
     pin: object = None                  # scrypt record, kept as found: kiosk.storage.pin judges it
     extra: dict = field(default_factory=dict)  # unknown keys from newer versions, kept as they were
 
     @property
     def fusion(self) -> FusionParams:
         return FusionParams(self.fusion_frames, self.fusion_window_s, self.fusion_aggregate)
+
+    @property
+    def liveness_policy(self) -> LivenessPolicy:
+        return LivenessPolicy(self.liveness, self.liveness_threshold)
 
     def validated(self) -> "Settings":
         """Out-of-range values fall back to the defaults (with a warning), never crash the kiosk. Not the
@@ -49,8 +56,11 @@ class Settings:
             "verdict_display_s": lambda v: isinstance(v, (int, float)) and 0.5 <= v <= 60,
             "admin_idle_s": lambda v: isinstance(v, (int, float)) and 5 <= v <= 3600,
             "sounds": lambda v: isinstance(v, bool),
+            "liveness": lambda v: isinstance(v, bool),
+            "liveness_threshold": lambda v: v is None or valid_liveness_threshold(v),
+            "kiosk_mode": lambda v: v in KIOSK_MODES,
         }
-        flags = {"sounds"}  # the only fields where a bool is the right type
+        flags = {"sounds", "liveness"}  # the only fields where a bool is the right type
         changes = {}
         for name, ok in checks.items():
             value = getattr(self, name)

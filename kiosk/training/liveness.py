@@ -19,6 +19,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from ..decision import LIVENESS_THRESHOLD_RANGE, FusionParams, fuse_liveness
 from ..detection import HaarFaceDetector
 from ..errors import DatasetError, KioskError
 from ..imageio import read_image
@@ -126,6 +127,33 @@ def best_threshold(p_live: np.ndarray, live: np.ndarray) -> float:
     return float(np.clip(candidates[best[len(best) // 2]], 0.01, 0.99))
 
 
+def nuaa_recording(path: Path) -> tuple[str, int] | None:
+    """NUAA's file names, <subject>_<glasses>_<position>_<session>_<frame>: (the recording, the frame number),
+    or None for a name that does not follow them."""
+    parts = Path(path).stem.split("_")
+    return ("_".join(parts[:4]), int(parts[4])) if len(parts) == 5 and parts[4].isdigit() else None
+
+
+def attempt_windows(frames: LabelledFrames, p_live: np.ndarray, size: int) -> dict | None:
+    """Kiosk-like attempts: every run of ``size`` consecutive frames (by frame number) of one recording, fused as
+    the kiosk fuses them (kiosk.decision.fuse_liveness). None where the file names give no recordings."""
+    keys = [nuaa_recording(path) for path in frames.paths]
+    if any(k is None for k in keys):
+        return None
+    recordings: dict[tuple[str, bool], list[tuple[int, int]]] = {}
+    for i, (key, live) in enumerate(zip(keys, frames.live)):
+        if frames.found[i]:
+            recordings.setdefault((key[0], bool(live)), []).append((key[1], i))
+    fused, labels = [], []
+    for (_, live), members in recordings.items():
+        order = [i for _, i in sorted(members)]
+        for start in range(len(order) - size + 1):
+            fused.append(fuse_liveness([float(p_live[i]) for i in order[start:start + size]]))
+            labels.append(live)
+    return {"frames_per_attempt": size, "attempts": len(fused), "recordings": len(recordings),
+            "fused_scores": np.array(fused), "live": np.array(labels, bool)}
+
+
 def leave_people_out(frames: LabelledFrames, weight_decay: float = 1e-2) -> dict:
     """Held-out P(live) of every detected frame, each from the model trained without that person."""
     usable = frames.found
@@ -149,7 +177,18 @@ def leave_people_out(frames: LabelledFrames, weight_decay: float = 1e-2) -> dict
     accepted = np.concatenate([a for a, _ in blind])
     live = np.concatenate([b for _, b in blind])
     blind_apcer, blind_bpcer = float(accepted[~live].mean()), float((~accepted[live]).mean())
-    return {"threshold": threshold, **pooled, "auc": auc(scores[ok], frames.live[ok]),
+    # the admin page's estimates of APCER / BPCER: a grid, and the chosen threshold itself
+    grid = np.union1d(np.round(np.linspace(*LIVENESS_THRESHOLD_RANGE, 99), 4), [threshold])
+    roc = [{"threshold": float(t), **{k: v for k, v in rates(scores[ok], frames.live[ok], t).items() if k != "acer"}}
+           for t in grid]
+    windows = attempt_windows(frames, scores, FusionParams().frames)
+    attempts = None
+    if windows is not None:  # the same held-out scores, fused over attempts as the kiosk does
+        fused, live = windows.pop("fused_scores"), windows.pop("live")
+        attempts = {**windows, **rates(fused, live, threshold), "attacks_accepted": int((fused[~live] >= threshold).sum()),
+                    "attack_attempts": int((~live).sum()), "live_refused": int((fused[live] < threshold).sum()),
+                    "live_attempts": int(live.sum())}
+    return {"threshold": threshold, **pooled, "auc": auc(scores[ok], frames.live[ok]), "roc": roc, "attempts": attempts,
             "threshold_from_other_people": {"apcer": blind_apcer, "bpcer": blind_bpcer,
                                             "acer": (blind_apcer + blind_bpcer) / 2},
             "per_person": per_person, "frames": int(ok.sum()), "missed_faces": int((~frames.found).sum()),
@@ -158,7 +197,7 @@ def leave_people_out(frames: LabelledFrames, weight_decay: float = 1e-2) -> dict
 
 def evaluate_frames(model: LivenessModel, frames: LabelledFrames, attempts: list[str] | None = None) -> dict:
     """Figures at the model's threshold: per frame (frames without a detected face are left out and counted)
-    and, given each frame's attempt, per attempt (the mean P(live) of its frames, as the kiosk fuses them)."""
+    and, given each frame's attempt, per attempt (its least live frame, as the kiosk fuses them)."""
     ok = frames.found
     p = model.probability(frames.features[ok]) if ok.any() else np.zeros(0)
     live = frames.live[ok]
@@ -169,7 +208,7 @@ def evaluate_frames(model: LivenessModel, frames: LabelledFrames, attempts: list
         fused, fused_live = [], []
         for key in sorted(set(keys) - {""}):
             mine = keys == key
-            fused.append(p[mine].mean())
+            fused.append(fuse_liveness(list(p[mine])))
             fused_live.append(bool(live[mine].all()))
         result["attempts"] = {"count": len(fused), **rates(np.array(fused), np.array(fused_live), model.threshold)}
     return result
@@ -182,5 +221,6 @@ def train_liveness(csv_file: str | Path, out: Path, crop_scale: float = 1.0, wei
     metadata = {"data": "NUAA Photograph Imposter Database, subjects 0001-0009 (../shared/datasets/nuaa)",
                 "protocol": "leave one person out; threshold fitted on all held-out scores (lowest ACER)",
                 "crop_scale": crop_scale, "weight_decay": weight_decay, "cross_validation": cv}
+    metadata["roc"] = cv.pop("roc")  # held-out people's rates at each threshold: what the admin page shows
     model_from(params, cv["threshold"], crop_scale, metadata).save(out)
     return metadata

@@ -1,0 +1,123 @@
+"""What the admin pages that change one decision setting (the face threshold, liveness) share: the controls
+only preview a policy; Apply asks for confirmation, then saves it, tells the kiosk and records the change in
+the audit log (off the GUI thread). Also the strictness slider row and the button row they lay out alike."""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QSlider, QWidget
+
+from ..storage import SettingsStore, StorageError
+from .background import Background
+
+log = logging.getLogger(__name__)
+
+
+def slider_row(slider: QSlider, value_label: QLabel, title: str = "Strictness") -> QHBoxLayout:
+    row = QHBoxLayout()
+    row.addWidget(QLabel(title))
+    row.addWidget(slider, 1)
+    row.addWidget(value_label)
+    return row
+
+
+def button_row(*buttons: QPushButton) -> QHBoxLayout:
+    row = QHBoxLayout()
+    for button in buttons:
+        row.addWidget(button)
+    row.addStretch(1)
+    return row
+
+
+class SettingPage(QWidget):
+    """A page over one policy: ``policy`` is applied, ``preview_policy`` is what the controls show. Subclasses
+    say what the setting is called (``SETTING``, ``EVENT``), describe a policy, save it and announce it."""
+
+    SETTING = "setting"  # its name in messages, e.g. "threshold"
+    EVENT = ""           # the audit event kind of a change
+
+    def __init__(self, settings: SettingsStore, policy, audit=None, parent=None):
+        super().__init__(parent)
+        self.settings = settings
+        self.audit = audit  # kiosk.storage.AuditLog, or None (no audit entries)
+        self.ops = Background(self)
+        self.policy = policy          # applied
+        self.preview_policy = policy  # what the controls show; applied only by Apply
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+    # -- what a subclass provides -------------------------------------------------------------------------
+    def _describe(self, policy) -> str:
+        raise NotImplementedError
+
+    def _save(self, policy) -> None:
+        """Write ``policy`` into the settings (StorageError when that fails)."""
+        raise NotImplementedError
+
+    def _announce(self, policy) -> None:
+        """Tell the kiosk (a signal)."""
+        raise NotImplementedError
+
+    def _show(self) -> None:
+        raise NotImplementedError
+
+    def _warning(self) -> str:
+        """Extra words for the confirmation of the change previewed (e.g. what switching off means)."""
+        return ""
+
+    # -- hooks (tests replace these instead of driving modal dialogs) -------------------------------------
+    def confirm(self, title: str, text: str) -> bool:
+        return QMessageBox.question(self, title, text) == QMessageBox.StandardButton.Yes
+
+    # -- the flow -----------------------------------------------------------------------------------------
+    @property
+    def pending(self) -> bool:
+        """The controls show something other than the applied setting."""
+        return self.preview_policy != self.policy
+
+    def apply(self) -> None:
+        """Apply: asks for confirmation, then saves, tells the kiosk and records the change."""
+        if not self.pending:
+            self._say(f"Nothing to apply: this is the {self.SETTING} in use.")
+            return
+        old, new = self._describe(self.policy), self._describe(self.preview_policy)
+        if not self.confirm(f"Apply the {self.SETTING}", f"Change the {self.SETTING} from {old} to {new}? It "
+                            f"applies to the next person.{self._warning()}"):
+            self._say(f"Not applied; the kiosk still uses {old}.")
+            return
+        self._commit()
+
+    def _commit(self) -> None:
+        old, new = self._describe(self.policy), self._describe(self.preview_policy)
+        changed = self.pending
+        try:
+            self._save(self.preview_policy)
+        except StorageError as exc:
+            self._say(f"Cannot save the {self.SETTING}: {exc}", error=True)
+            log.error("cannot save the %s: %s", self.SETTING, exc)
+            return
+        self.policy = self.preview_policy
+        self._show()
+        self._announce(self.policy)
+        self._say(f"Applied: {self.SETTING} {new}" + (f"; it was {old}." if changed else "."))
+        log.info("admin: %s %s -> %s", self.SETTING, old, new)
+        if changed:
+            self._record(f"{old} -> {new}", new)
+
+    def _record(self, detail: str, new: str) -> None:
+        """The audit entry ("old -> new"), written off the GUI thread."""
+        audit = self.audit
+        if audit is None:
+            return
+
+        def failed(exc: BaseException) -> None:
+            log.error("cannot write the audit entry for the %s change %s: %s", self.SETTING, detail, exc)
+            self._say(f"Applied: {self.SETTING} {new}, but the audit log could not record it: {exc}", error=True)
+
+        self.ops.run(lambda: audit.record_event(self.EVENT, detail, reason="applied by the admin, confirmed"),
+                     on_failure=failed)
+
+    def _say(self, text: str, error: bool = False) -> None:
+        self.status.setText(text)
+        self.status.setStyleSheet("color:#c62828;" if error else "")
