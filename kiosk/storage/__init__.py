@@ -32,6 +32,7 @@ from .audit import (
     ChainBreak,
 )
 from .backup import finish_restore
+from .connection import ConnectionInfo, ConnectionState, ConnectionStatus
 from .crypto import DamagedDataError, key_id
 from .db import DB_NAME, RESTORE_ADVICE, SCHEMA_VERSION, Database, StorageError, StoreDamagedError
 from .employees import Employee, EmployeeStore, NewPhoto, ReferencePhoto, clean_employee_id, clean_name
@@ -39,13 +40,14 @@ from .files import private_dir
 from .integrity import IntegrityReport, ReferenceDamage
 from .keys import KeyMissingError, key_path, read_key, unlock
 from .lock import StoreInUseError, WriterLock, acquire_writer_lock
+from .pgconn import database_url
 from .pin import PinError, PinManager, PinResult
 from .sealing import seal_plain_rows
 from .settings import Settings, SettingsStore
 
 __all__ = ["EVENT_DELETE", "EVENT_ENROL", "EVENT_EXPORT", "EVENT_KINDS", "EVENT_LABELS", "EVENT_LOCKOUT",
            "EVENT_MODEL", "EVENT_PIN_CHANGED", "EVENT_PIN_SET", "EVENT_PIN_WRONG", "EVENT_RE_ENROL", "EVENT_START",
-           "EVENT_STOP", "EVENT_THRESHOLD", "EVENT_LIVENESS", "EVENT_MODE", "EVENT_UNLOCK", "KIND_DECISION", "AuditEntry", "AuditLog", "ChainBreak",
+           "EVENT_STOP", "EVENT_THRESHOLD", "EVENT_LIVENESS", "EVENT_MODE", "EVENT_UNLOCK", "KIND_DECISION", "AuditEntry", "AuditLog", "ChainBreak", "ConnectionInfo", "ConnectionState", "ConnectionStatus",
            "DamagedDataError", "Database", "Employee", "EmployeeStore", "IntegrityReport", "KeyMissingError", "NewPhoto", "PinError", "PinManager", "PinResult",
            "ReferenceDamage", "ReferencePhoto", "Settings", "SettingsStore", "Storage", "StorageError",
            "StoreDamagedError", "StoreInUseError", "clean_employee_id", "clean_name"]
@@ -76,14 +78,22 @@ class Storage:
     lock: WriterLock | None = None
     health: IntegrityReport = field(default_factory=IntegrityReport)
     folder: Path | None = None
+    connection: ConnectionStatus = field(default_factory=ConnectionStatus)  # EMBEDDED, or the registry's state
+    link: object = None    # a fleet kiosk's kiosk.storage.sync.FleetLink (None: the embedded store)
+    local: Database | None = None  # a fleet kiosk's fleet.sqlite3 (outbox, mirror bookkeeping)
 
     @classmethod
-    def open(cls, folder: str | Path | None = None, readonly: bool = False) -> "Storage":
+    def open(cls, folder: str | Path | None = None, readonly: bool = False, url: str | None = None,
+             **fleet_options) -> "Storage":
         """Open the store for writing (the one writer: StoreInUseError if another process writes) or, with
         ``readonly``, for looking only (no lock, nothing changed). Refuses a damaged database
         (StoreDamagedError) and sealed data without its key (KeyMissingError); finishes an interrupted
         restore, migrates the schema, encrypts an old plain store, removes orphaned photos, checks every
-        reference."""
+        reference.
+
+        ``url`` (``--database``; default KIOSK_DATABASE_URL): a postgresql:// registry shared by a fleet of
+        kiosks (kiosk.storage.fleet); this folder then holds the kiosk's local copy and its audit outbox."""
+        url = database_url(url)
         folder = Path(folder) if folder else data_dir()
         lock = None if readonly else acquire_writer_lock(private_dir(folder))
         db = None
@@ -104,12 +114,17 @@ class Storage:
                 db.migrate()
             sealer = unlock(db, create=not readonly)
             employees = EmployeeStore(db, folder / "photos", sealer, lock)
-            audit = AuditLog(db, _data_key(sealer))
+            data_key = _data_key(sealer)
+            audit = AuditLog(db, data_key)
             if not readonly:
                 audit.start_chain()
                 seal_plain_rows(employees)
                 employees.cleanup_orphans()
             health = employees.check()
+            storage = cls(db, employees, audit, lock, health, folder)
+            if url is not None:
+                from .fleet import attach  # noqa: PLC0415 -- psycopg is loaded by fleet kiosks only
+                attach(storage, url, data_key, readonly, **fleet_options)
         except BaseException:
             if db is not None:
                 db.close()
@@ -120,9 +135,17 @@ class Storage:
             log.error("%s", health.summary)
             for line in health.lines():
                 log.error("store check: %s", line)
-        return cls(db, employees, audit, lock, health, folder)
+        return storage
+
+    @property
+    def is_fleet(self) -> bool:
+        return self.link is not None
 
     def close(self) -> None:
+        if self.link is not None:
+            self.link.stop()
+        if self.local is not None:
+            self.local.close()
         self.db.close()
         if self.lock is not None:
             self.lock.release()

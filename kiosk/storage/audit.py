@@ -94,6 +94,7 @@ class AuditEntry:
     detail: str = ""
     liveness: float | None = None  # a decision's fused P(live) (schema 4); None: liveness off or not measured
     mode: str = ""                 # a decision's kiosk mode: 'id' or 'walk-up' ('' for events and older rows)
+    kiosk_id: str = ""             # the kiosk that wrote it (fleet registry only; '' in a single kiosk's store)
 
     @property
     def is_event(self) -> bool:
@@ -128,12 +129,31 @@ def chain_key(data_key: bytes) -> bytes:
 
 def _canonical(row: tuple) -> bytes:
     """A row's content, one way only: (id, time, claimed_id, score, verdict, reason, kind, detail, liveness,
-    mode). The schema-4 fields join only when set, so rows chained before them keep their hashes."""
-    rid, time, claimed_id, score, verdict, reason, kind, detail, liveness, mode = row
+    mode[, kiosk_id]). The schema-4 fields join only when set, so rows chained before them keep their hashes; the
+    registry's kiosk ID (kiosk.storage.registry) joins after them."""
+    rid, time, claimed_id, score, verdict, reason, kind, detail, liveness, mode = row[:10]
+    kiosk_id = row[10] if len(row) > 10 else ""  # the fleet registry's rows name their kiosk
     content = [int(rid), time, claimed_id, None if score is None else float(score), verdict, reason, kind, detail]
-    if liveness is not None or mode:
+    if liveness is not None or mode or kiosk_id:
         content += [None if liveness is None else float(liveness), mode]
+    if kiosk_id:
+        content.append(kiosk_id)
     return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def entries_query(columns: str, text: str, verdict: str | None, limit: int, kind: str | None, mark: str = "?",
+                  like: str = "LIKE") -> tuple[str, tuple]:
+    """The one filter of the audit page, for either back end: ``mark`` is the driver's placeholder, ``like``
+    the case-insensitive LIKE (SQLite's LIKE is; PostgreSQL needs ILIKE)."""
+    pattern = like_contains(text)
+    sql = (f"SELECT {columns} FROM audit_log WHERE (claimed_id {like} {mark} {LIKE_ESCAPE} OR reason {like} {mark} "
+           f"{LIKE_ESCAPE} OR detail {like} {mark} {LIKE_ESCAPE})")
+    params: list = [pattern, pattern, pattern]
+    for column, value in (("verdict", verdict), ("kind", kind)):
+        if value:
+            sql += f" AND {column} = {mark}"
+            params.append(value)
+    return sql + f" ORDER BY id DESC LIMIT {mark}", (*params, limit)
 
 
 def _csv_safe(value) -> str:
@@ -190,19 +210,8 @@ class AuditLog:
                 kind: str | None = None) -> list[AuditEntry]:
         """Newest first; ``text`` filters on claimed ID, detail or reason, ``verdict`` on ACCEPT/REJECT (decisions
         only), ``kind`` on KIND_DECISION or one EVENT_* kind (None: everything)."""
-        pattern = like_contains(text)
-        sql = (f"SELECT {_COLUMNS} FROM audit_log WHERE (claimed_id LIKE ? {LIKE_ESCAPE} OR reason LIKE ? "
-               f"{LIKE_ESCAPE} OR detail LIKE ? {LIKE_ESCAPE})")
-        params: list = [pattern, pattern, pattern]
-        if verdict:
-            sql += " AND verdict = ?"
-            params.append(verdict)
-        if kind:
-            sql += " AND kind = ?"
-            params.append(kind)
-        sql += " ORDER BY id DESC LIMIT ?"
-        params.append(limit)
-        return [AuditEntry(*row) for row in self.db.query(sql, tuple(params))]
+        sql, params = entries_query(_COLUMNS, text, verdict, limit, kind)
+        return [AuditEntry(*row) for row in self.db.query(sql, params)]
 
     def count(self) -> int:
         return int(self.db.query_one("SELECT COUNT(*) FROM audit_log")[0])
@@ -227,14 +236,13 @@ class AuditLog:
     def verify_chain(self, batch: int = 5000) -> ChainBreak | None:
         """None when every entry's hash checks out, else the first broken entry. StorageError when the chain is
         keyed and this log has no key to check it with."""
-        mode = self.db.meta("audit_chain") or ""
+        mode = self._chain_mode() or ""
         if mode.startswith("hmac") and self._mac_key is None:
             raise StorageError("the audit log's chain is keyed with the data key, which is not available here: "
                                "put the key file back (KIOSK_KEY_FILE if it lives elsewhere) to check it")
         previous, last_id = _GENESIS, 0
         while True:
-            rows = self.db.query(f"SELECT {_COLUMNS}, hash FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
-                                 (last_id, batch))
+            rows = self._chain_rows(last_id, batch)
             for row in rows:
                 content, stored = row[:-1], row[-1]
                 if stored is None:
@@ -249,11 +257,23 @@ class AuditLog:
                 break
         # the chain has no end marker, but SQLite remembers the highest ID it gave (AUTOINCREMENT): a plain
         # DELETE of the newest entries leaves that behind
-        issued = self.db.query_one("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'")
-        if issued is not None and int(issued[0]) > last_id:
+        issued = self._highest_issued()
+        if issued is not None and issued > last_id:
             return ChainBreak(last_id + 1, "", "missing",
-                              f"entries {last_id + 1} to {int(issued[0])}, the newest, were removed")
+                              f"entries {last_id + 1} to {issued}, the newest, were removed")
         return None
+
+    def _chain_mode(self) -> str | None:
+        return self.db.meta("audit_chain")
+
+    def _chain_rows(self, after_id: int, batch: int) -> list[tuple]:
+        """Rows after ``after_id`` in chain order: the canonical content, then the stored hash."""
+        return self.db.query(f"SELECT {_COLUMNS}, hash FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
+                             (after_id, batch))
+
+    def _highest_issued(self) -> int | None:
+        issued = self.db.query_one("SELECT seq FROM sqlite_sequence WHERE name = 'audit_log'")
+        return None if issued is None else int(issued[0])
 
     def start_chain(self) -> int:
         """At a writable open: chain the rows that predate the chain (the schema-3 migration notes how many),

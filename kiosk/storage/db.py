@@ -20,6 +20,7 @@ from typing import Iterator
 
 from ..errors import KioskError
 from .files import PRIVATE_FILE, make_private, private_dir
+from .migrations import STORE_MIGRATIONS
 
 log = logging.getLogger(__name__)
 
@@ -44,63 +45,8 @@ def _is_damage(exc: sqlite3.Error) -> bool:
                                                        or "corrupt" in text)
 
 
-# MIGRATIONS[n] takes the schema from version n-1 to n; append, never edit, once released.
-MIGRATIONS: dict[int, list[str]] = {
-    1: [
-        """CREATE TABLE employees (
-               id      TEXT PRIMARY KEY,
-               name    TEXT NOT NULL,
-               created TEXT NOT NULL)""",
-        """CREATE TABLE reference_photos (
-               id          INTEGER PRIMARY KEY AUTOINCREMENT,
-               employee_id TEXT NOT NULL REFERENCES employees(id) ON DELETE CASCADE,
-               file        TEXT NOT NULL UNIQUE,   -- name inside data_dir()/photos
-               features    BLOB NOT NULL,          -- float32 little-endian
-               feature_dim INTEGER NOT NULL,
-               model_sha   TEXT NOT NULL,          -- weights the features were computed with
-               created     TEXT NOT NULL)""",
-        "CREATE INDEX reference_photos_employee ON reference_photos(employee_id)",
-        """CREATE TABLE audit_log (
-               id         INTEGER PRIMARY KEY AUTOINCREMENT,
-               time       TEXT NOT NULL,           -- ISO 8601, UTC
-               claimed_id TEXT NOT NULL,
-               score      REAL,                    -- NULL when no face was compared
-               verdict    TEXT NOT NULL CHECK (verdict IN ('ACCEPT', 'REJECT')),
-               reason     TEXT NOT NULL)""",
-        "CREATE INDEX audit_log_time ON audit_log(time)",
-    ],
-    2: [  # biometric data encrypted at rest (kiosk.storage.crypto); rows are sealed one by one after this step
-        # 1: the photo file and the features are sealed with the data key
-        "ALTER TABLE reference_photos ADD COLUMN encrypted INTEGER NOT NULL DEFAULT 0",
-        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",  # key_id: the data key's ID
-    ],
-    3: [  # admin events in the audit log, and its hash chain (kiosk.storage.audit); the table is rebuilt because
-        # a decision's verdict CHECK cannot be relaxed in place; existing rows are chained at the next open
-        """CREATE TABLE audit_log_v3 (
-               id         INTEGER PRIMARY KEY AUTOINCREMENT,
-               time       TEXT NOT NULL,                 -- ISO 8601, UTC
-               kind       TEXT NOT NULL DEFAULT 'decision',  -- 'decision' or an admin event kind
-               claimed_id TEXT NOT NULL DEFAULT '',
-               score      REAL,                          -- NULL when no face was compared
-               verdict    TEXT NOT NULL DEFAULT '',      -- ACCEPT / REJECT for decisions, '' for events
-               detail     TEXT NOT NULL DEFAULT '',      -- what an event changed (employee ID only)
-               reason     TEXT NOT NULL DEFAULT '',
-               hash       TEXT,                          -- the chain: MAC(previous hash + this row)
-               CHECK ((kind = 'decision') = (verdict IN ('ACCEPT', 'REJECT'))))""",
-        "INSERT INTO audit_log_v3 (id, time, kind, claimed_id, score, verdict, reason) "
-        "SELECT id, time, 'decision', claimed_id, score, verdict, reason FROM audit_log ORDER BY id",
-        "DROP TABLE audit_log",
-        "ALTER TABLE audit_log_v3 RENAME TO audit_log",
-        "CREATE INDEX audit_log_time ON audit_log(time)",
-        "CREATE INDEX audit_log_kind ON audit_log(kind)",
-        "INSERT INTO meta (key, value) SELECT 'audit_unchained_upto', MAX(id) FROM audit_log WHERE id IS NOT NULL "
-        "HAVING COUNT(*) > 0",
-    ],
-    4: [  # a decision records the fused liveness score and the kiosk mode that made it (chained when set)
-        "ALTER TABLE audit_log ADD COLUMN liveness REAL",  # fused P(live); NULL: liveness off or not measured
-        "ALTER TABLE audit_log ADD COLUMN mode TEXT NOT NULL DEFAULT ''",  # 'id' or 'walk-up'; '' for events
-    ],
-}
+# MIGRATIONS[n] takes the schema from version n-1 to n (kiosk/storage/migrations.py, with the registry's)
+MIGRATIONS = STORE_MIGRATIONS
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
@@ -108,8 +54,10 @@ class Database:
     """``migrate=False`` leaves the schema as it is (the store checks the file first, then migrates);
     ``readonly`` opens an existing database for reading only (no schema change, no file created)."""
 
-    def __init__(self, path: str | Path, migrate: bool = True, readonly: bool = False):
+    def __init__(self, path: str | Path, migrate: bool = True, readonly: bool = False,
+                 migrations: dict[int, list[str]] | None = None):
         self.path = Path(path)
+        self._migrations = migrations  # None: the kiosk store's (MIGRATIONS, up to SCHEMA_VERSION)
         self.readonly = readonly
         self._lock = threading.RLock()  # held by every change: one writer at a time in this process
         self._conns: dict[int, sqlite3.Connection] = {}  # thread ident -> that thread's connection
@@ -212,12 +160,14 @@ class Database:
             current = int(row[0]) if row else 0
             if row is None:
                 conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-        if current > SCHEMA_VERSION:
+        steps = MIGRATIONS if self._migrations is None else self._migrations
+        target = SCHEMA_VERSION if self._migrations is None else max(steps)
+        if current > target:
             raise StorageError(f"{self.path}: made by a newer version of the kiosk (schema {current}, "
-                               f"this version knows up to {SCHEMA_VERSION})")
-        for version in range(current + 1, SCHEMA_VERSION + 1):
+                               f"this version knows up to {target})")
+        for version in range(current + 1, target + 1):
             with self.transaction() as conn:  # each step all or nothing
-                for statement in MIGRATIONS[version]:
+                for statement in steps[version]:
                     conn.execute(statement)
                 conn.execute("UPDATE schema_version SET version = ?", (version,))
             log.info("database %s migrated to schema %d", self.path, version)

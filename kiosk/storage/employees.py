@@ -245,9 +245,8 @@ class EmployeeStore:
         if self.lock is None:
             raise StorageError("the store was opened read-only")
 
-    def enrol(self, employee_id: str, name: str, photos: list[NewPhoto], model_sha: str,
-              replace: bool = True) -> Employee:
-        """Create or update an employee with ``photos``; ``replace`` drops their previous photos."""
+    def _checked_enrolment(self, employee_id: str, name: str, photos: list[NewPhoto]) -> tuple[str, str]:
+        """The ID and name as stored; StorageError when the store is read-only or the enrolment is not valid."""
         self._require_writer()
         employee_id, name = clean_employee_id(employee_id), clean_name(name)
         if not photos:
@@ -255,6 +254,12 @@ class EmployeeStore:
         dims = {int(np.asarray(p.features).size) for p in photos}
         if len(dims) != 1 or 0 in dims:
             raise StorageError(f"{employee_id}: the photos' feature vectors differ in size or are empty")
+        return employee_id, name
+
+    def enrol(self, employee_id: str, name: str, photos: list[NewPhoto], model_sha: str,
+              replace: bool = True) -> Employee:
+        """Create or update an employee with ``photos``; ``replace`` drops their previous photos."""
+        employee_id, name = self._checked_enrolment(employee_id, name, photos)
         sealer = self._sealer()
         files = [new_photo_file() for _ in photos]
         with self.in_flight(files):
