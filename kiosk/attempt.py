@@ -6,6 +6,11 @@ employee's current references are fetched, good frames are scored and their P(li
 is kept, the verdict gets the employee's name when accepted, and every verdict is written to the audit log.
 The caller (the Qt worker, a command, a test) only moves frames in and decisions out; with a fake clock a
 test runs a whole attempt in microseconds.
+
+A walk-up (no ID typed) is an attempt too: its good frames are searched among everyone enrolled
+(kiosk.identification: the in-memory index, synced from the store when a walk-up begins; the 1:N rule and
+threshold of weights/identify.json), and the same liveness rule applies. Every verdict is audited with its
+mode (kiosk.decision.MODE_ID or MODE_WALK_UP).
 """
 
 from __future__ import annotations
@@ -13,25 +18,32 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .decision import (
+    MODE_WALK_UP,
     REASON_ERROR,
+    REASON_NO_FACE,
     REASON_NO_LIVENESS,
     REASON_NO_REFERENCE,
+    REASON_NO_WALK_UP,
     REASON_UNKNOWN_ID,
     Decision,
     FusionParams,
     LivenessPolicy,
     ThresholdPolicy,
     VerificationSession,
+    decide_walk_up,
     frame_score,
+    fuse_liveness,
     refused,
 )
 from .engine import FaceEngine
 from .enrolment import current_references
+from .errors import WeightsError
+from .identification import REASON_NOBODY_ENROLLED, GalleryIndex, IdentifyCalibration, IdentifyRule
 from .storage import Storage
 
 log = logging.getLogger(__name__)
@@ -40,10 +52,44 @@ Clock = Callable[[], float]  # monotonic seconds
 
 
 @dataclass
+class _WalkUp:
+    """The frames of a walk-up, collected until ``params.frames`` good ones or the deadline."""
+
+    started_at: float
+    params: FusionParams
+    rule: IdentifyRule
+    liveness_threshold: float | None
+    features: list[np.ndarray] = field(default_factory=list)
+    liveness: list[float] = field(default_factory=list)
+
+    @property
+    def deadline(self) -> float:
+        return self.started_at + self.params.window_s
+
+    def wants(self, captured_at: float) -> bool:
+        return self.started_at <= captured_at <= self.deadline
+
+
+@dataclass
 class _Attempt:
-    session: VerificationSession
+    session: VerificationSession | None  # a typed ID (1:1)
     references: np.ndarray
     name: str
+    walk_up: _WalkUp | None = None       # or a walk-up (1:N)
+
+    @property
+    def frames(self) -> int:
+        return len(self.walk_up.features) if self.walk_up else len(self.session.scores)
+
+    @property
+    def needed(self) -> int:
+        return (self.walk_up or self.session).params.frames
+
+    def wants(self, captured_at: float) -> bool:
+        return (self.walk_up or self.session).wants(captured_at)
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, (self.walk_up or self.session).deadline - now)
 
 
 class VerificationService:
@@ -61,6 +107,8 @@ class VerificationService:
         self.clock = clock
         self.report = report
         self._attempt: _Attempt | None = None
+        self._gallery: GalleryIndex | None = None    # walk-ups: everyone's features in memory
+        self._calibration: IdentifyCalibration | None = None  # the 1:N rule (weights/identify.json)
 
     # -- configuration (applies to the next attempt) -------------------------------------------------------
     @property
@@ -89,13 +137,21 @@ class VerificationService:
 
     @property
     def claimed_id(self) -> str | None:
-        return self._attempt.session.claimed_id if self._attempt else None
+        """The ID of the 1:1 attempt under way ('' for a walk-up; None without an attempt)."""
+        if self._attempt is None:
+            return None
+        return self._attempt.session.claimed_id if self._attempt.session else ""
+
+    @property
+    def walking_up(self) -> bool:
+        return self._attempt is not None and self._attempt.walk_up is not None
 
     @property
     def progress(self) -> tuple[int, int]:
         """(good frames so far, frames needed) of the attempt under way, else (0, frames needed)."""
-        done = len(self._attempt.session.scores) if self._attempt else 0
-        return done, (self._attempt.session.params if self._attempt else self.fusion).frames
+        if self._attempt is None:
+            return 0, self.fusion.frames
+        return self._attempt.frames, self._attempt.needed
 
     def begin(self, claimed_id: str, started_at: float | None = None) -> Decision | None:
         """Start an attempt (replacing any under way). An unknown ID or one without usable references ends
@@ -104,7 +160,7 @@ class VerificationService:
             raise RuntimeError("verification is unavailable (no model loaded)")
         claimed_id = claimed_id.strip()
         if self._attempt is not None:
-            log.info("verification of %s replaced by %s", self._attempt.session.claimed_id, claimed_id)
+            log.info("verification of %r replaced by %s", self.claimed_id, claimed_id)
             self._attempt = None
         threshold = self.threshold
         employee = self.storage.employees.get(claimed_id)
@@ -114,17 +170,92 @@ class VerificationService:
         if references.size == 0:
             return self._finish(refused(claimed_id, REASON_NO_REFERENCE, threshold))
         if self.liveness.enabled and self.engine.liveness is None:  # fail closed: no check, nobody in
-            if self.report is not None:
-                self.report(f"liveness is on but unavailable: {self.engine.liveness_problem}")
+            self._say(f"liveness is on but unavailable: {self.engine.liveness_problem}")
             return self._finish(refused(claimed_id, REASON_NO_LIVENESS, threshold))
         start = self.clock() if started_at is None else started_at
         session = VerificationSession(claimed_id, threshold, self.fusion, start, self.liveness_threshold)
         self._attempt = _Attempt(session, references, employee.name)
         return None
 
+    # -- walk-ups (1:N) -----------------------------------------------------------------------------------------
+    def walk_up_rule(self) -> IdentifyRule | None:
+        """The 1:N rule for this engine (weights/identify.json), or None (then says why through ``report``)."""
+        if self.engine is None:
+            return None
+        if self._calibration is None:
+            try:
+                self._calibration = IdentifyCalibration.load()
+            except WeightsError as exc:
+                self._say(f"walk-up identification unavailable: {exc}")
+                return None
+        if not self._calibration.matches(self.engine):
+            self._say("walk-up identification unavailable: its calibration was measured with another face model")
+            return None
+        return self._calibration.rule
+
+    @property
+    def calibration(self) -> IdentifyCalibration | None:
+        return self._calibration if self.walk_up_rule() is not None else None
+
+    def gallery(self) -> GalleryIndex:
+        """Everyone enrolled, in memory, brought up to date with the store (a cheap check when nothing changed)."""
+        assert self.engine is not None
+        if self._gallery is None or self._gallery.model_id != self.engine.model_id:
+            self._gallery = GalleryIndex.for_engine(self.engine)
+        self._gallery.sync(self.storage.employees)
+        return self._gallery
+
+    def begin_walk_up(self, started_at: float | None = None) -> Decision | None:
+        """Start a walk-up (replacing any attempt under way): frames are searched among everyone enrolled. Ends
+        at once (the Decision) when walk-ups are unavailable, nobody is enrolled or liveness is unavailable."""
+        if self.engine is None:
+            raise RuntimeError("verification is unavailable (no model loaded)")
+        if self._attempt is not None:
+            log.info("verification of %r replaced by a walk-up", self.claimed_id)
+            self._attempt = None
+        rule = self.walk_up_rule()
+        if rule is None:
+            return self._finish(refused("", REASON_NO_WALK_UP, self.threshold, MODE_WALK_UP))
+        if self.liveness.enabled and self.engine.liveness is None:
+            self._say(f"liveness is on but unavailable: {self.engine.liveness_problem}")
+            return self._finish(refused("", REASON_NO_LIVENESS, rule.threshold, MODE_WALK_UP))
+        if len(self.gallery()) == 0:
+            return self._finish(refused("", REASON_NOBODY_ENROLLED, rule.threshold, MODE_WALK_UP))
+        start = self.clock() if started_at is None else started_at
+        self._attempt = _Attempt(None, np.zeros((0, 0), np.float32), "",
+                                 _WalkUp(start, self.fusion, rule, self.liveness_threshold))
+        return None
+
+    def _add_walk_up_frame(self, walk_up: _WalkUp, features: np.ndarray, liveness: float | None) -> Decision | None:
+        walk_up.features.append(np.asarray(features, np.float32))
+        if walk_up.liveness_threshold is not None:
+            walk_up.liveness.append(float(liveness))  # the caller checked it is there
+        return self._decide_walk_up(walk_up) if len(walk_up.features) >= walk_up.params.frames else None
+
+    def _decide_walk_up(self, walk_up: _WalkUp) -> Decision:
+        if not walk_up.features:
+            return self._finish(refused("", REASON_NO_FACE, walk_up.rule.threshold, MODE_WALK_UP))
+        found = self.gallery().identify(np.stack(walk_up.features), walk_up.rule, walk_up.params.aggregate)
+        liveness = fuse_liveness(walk_up.liveness) if walk_up.liveness else None
+        decision = decide_walk_up(found.person_id, found.accepted, found.reason, found.score, walk_up.rule.threshold,
+                                  liveness, walk_up.liveness_threshold)
+        name = None
+        if decision.accepted:
+            employee = self.storage.employees.get(decision.claimed_id)
+            if employee is None:  # deleted since the index was synced: not let in
+                decision = replace(decision, accepted=False, reason=REASON_UNKNOWN_ID)
+            else:
+                name = employee.name
+        if self._attempt is not None:
+            self._attempt.name = name or ""
+        log.info("walk-up: best %r (%.3f), second %r (%s), gap rule %.2f", found.person_id, found.score or 0.0,
+                 found.second_id, "-" if found.second_score is None else f"{found.second_score:.3f}", walk_up.rule.gap)
+        return self._finish(decision)
+
+    # -- frames -------------------------------------------------------------------------------------------------
     def wants(self, captured_at: float) -> bool:
         """Whether a frame captured then would count (an attempt is under way and it lies in its window)."""
-        return self._attempt is not None and self._attempt.session.wants(captured_at)
+        return self._attempt is not None and self._attempt.wants(captured_at)
 
     def add_frame(self, face: np.ndarray | None, captured_at: float, liveness: float | None = None) -> Decision | None:
         """An analysed frame: ``face`` is its aligned face crop (FaceAnalysis.crop) when it passed the quality
@@ -141,11 +272,15 @@ class VerificationService:
         attempt = self._attempt
         if attempt is None:
             return None
-        if attempt.session.wants(captured_at):
+        if attempt.wants(captured_at):
             assert self.engine is not None
-            if attempt.session.liveness_threshold is not None and liveness is None:
+            liveness_threshold = (attempt.walk_up or attempt.session).liveness_threshold
+            if liveness_threshold is not None and liveness is None:
                 log.warning("a frame without a liveness score was left out")
                 return self.expire()
+            if attempt.walk_up is not None:
+                decision = self._add_walk_up_frame(attempt.walk_up, features, liveness)
+                return decision if decision is not None else self.expire()
             score = frame_score(self.engine.similarity, features, attempt.references)
             decision = attempt.session.add_score(score, captured_at, liveness)
             if decision is not None:
@@ -156,23 +291,33 @@ class VerificationService:
         """At or after the deadline: decide on the frames so far (none: no usable face in time)."""
         if self._attempt is None:
             return None
+        walk_up = self._attempt.walk_up
+        if walk_up is not None:
+            return self._decide_walk_up(walk_up) if self.clock() >= walk_up.deadline else None
         decision = self._attempt.session.expire(self.clock())
         return self._finish(decision) if decision is not None else None
 
     def remaining(self) -> float | None:
         """Seconds to the deadline of the attempt under way; None without one."""
-        return self._attempt.session.remaining(self.clock()) if self._attempt else None
+        return self._attempt.remaining(self.clock()) if self._attempt else None
 
     def fail(self) -> Decision | None:
         """A technical problem during the attempt: the person gets a clear REJECT, and it is audited."""
         if self._attempt is None:
             return None
+        if self._attempt.walk_up is not None:
+            return self._finish(refused("", REASON_ERROR, self._attempt.walk_up.rule.threshold, MODE_WALK_UP))
         session = self._attempt.session
         return self._finish(refused(session.claimed_id, REASON_ERROR, session.threshold))
 
     def cancel(self) -> None:
         """Drop the attempt under way without a verdict (nothing is audited)."""
         self._attempt = None
+
+    def _say(self, problem: str) -> None:
+        log.warning("%s", problem)
+        if self.report is not None:
+            self.report(problem)
 
     def _finish(self, decision: Decision) -> Decision:
         name = self._attempt.name if self._attempt is not None else None

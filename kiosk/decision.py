@@ -38,12 +38,15 @@ REASON_NO_REFERENCE = "no reference photo for this ID (re-enrolment needed)"
 REASON_ERROR = "technical problem, please try again"
 REASON_ATTACK = "presentation attack suspected"  # the audit's words; the person is told LOOK_AT_CAMERA
 REASON_NO_LIVENESS = "liveness check unavailable"
+REASON_NO_WALK_UP = "walk-up identification unavailable, please enter your ID"
 LOOK_AT_CAMERA = "Please look at the camera yourself"
 
 # How the person states who they are; every decision is audited with the mode that made it.
 MODE_ID = "id"          # an ID or badge is typed, then one face comparison (1:1)
 MODE_WALK_UP = "walk-up"  # no ID: the face is searched among everyone enrolled (1:N)
-KIOSK_MODES = {"id": "ID + face", "walk-up": "Face only (walk-up)", "both": "Both"}  # setting -> label
+MODE_BOTH = "both"        # walk-ups are identified, and a typed ID is still taken
+KIOSK_MODES = {MODE_ID: "ID + face", MODE_WALK_UP: "Face only (walk-up)",
+               MODE_BOTH: "Both: walk-up, or type the ID"}  # the setting's values -> what the admin reads
 
 
 def _is_number(value: object) -> bool:
@@ -201,6 +204,21 @@ def decide(claimed_id: str, frame_scores: Sequence[float], threshold: float, agg
         reason = REASON_MATCH if accepted else REASON_NO_MATCH
     return Decision(claimed_id, accepted, reason, score, threshold, scores, liveness=liveness,
                     liveness_threshold=liveness_threshold, mode=mode)
+
+
+def decide_walk_up(person_id: str | None, recognised: bool, reason: str, score: float | None, threshold: float,
+                   liveness: float | None = None, liveness_threshold: float | None = None) -> Decision:
+    """A walk-up's verdict from its identification (kiosk.identification.identify: the 1:N rule) and, with
+    liveness on, the fused P(live) of its frames: ACCEPT iff recognised AND live. The person found is named
+    in ``claimed_id`` when recognised, or when a photo of them was refused ('' otherwise)."""
+    if score is None:  # no frame was searched
+        return Decision("", False, reason, None, threshold, liveness_threshold=liveness_threshold,
+                        mode=MODE_WALK_UP)
+    if liveness_threshold is not None and (liveness is None or liveness < liveness_threshold):
+        return Decision((person_id or "") if recognised else "", False, REASON_ATTACK, score, threshold,
+                        liveness=liveness, liveness_threshold=liveness_threshold, mode=MODE_WALK_UP)
+    return Decision((person_id or "") if recognised else "", recognised, reason, score, threshold, liveness=liveness,
+                    liveness_threshold=liveness_threshold, mode=MODE_WALK_UP)
 
 
 def refused(claimed_id: str, reason: str, threshold: float, mode: str = MODE_ID) -> Decision:

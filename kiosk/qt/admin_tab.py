@@ -13,6 +13,7 @@ from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
+    QComboBox,
     QFormLayout,
     QGroupBox,
     QLabel,
@@ -25,10 +26,12 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from ..decision import KIOSK_MODES, MODE_ID
 from ..errors import KioskError
 from ..storage import PinManager, SettingsStore
 from ..storage.audit import (
     EVENT_LOCKOUT,
+    EVENT_MODE,
     EVENT_PIN_CHANGED,
     EVENT_PIN_SET,
     EVENT_PIN_WRONG,
@@ -67,10 +70,11 @@ class AdminTab(QWidget):
     unlocked_changed = Signal(bool)
     quit_requested = Signal()      # the admin chose "Quit kiosk" (only possible while unlocked)
     sounds_changed = Signal(bool)  # the sounds setting was saved
+    mode_changed = Signal(str)     # the kiosk mode was saved (kiosk.decision.KIOSK_MODES)
 
     def __init__(self, pins: PinManager | None, panel: QTabWidget, idle_s: float = 60.0,
                  unavailable_reason: str = "", parent=None, settings_store: SettingsStore | None = None,
-                 sounds: bool = True, audit=None):
+                 sounds: bool = True, audit=None, mode: str = MODE_ID):
         super().__init__(parent)
         self.pins = pins
         self.settings_store = settings_store
@@ -121,10 +125,19 @@ class AdminTab(QWidget):
         self.sounds_box.setChecked(sounds)
         self.sounds_box.setEnabled(settings_store is not None)
         self.sounds_box.toggled.connect(self._save_sounds)
+        self.mode = mode if mode in KIOSK_MODES else MODE_ID
+        self.mode_box = QComboBox()
+        for value, label in KIOSK_MODES.items():
+            self.mode_box.addItem(label, value)
+        self.mode_box.setCurrentIndex(self.mode_box.findData(self.mode))
+        self.mode_box.setEnabled(settings_store is not None)
+        self.mode_box.activated.connect(lambda _index: self.set_mode(self.mode_box.currentData()))
         self.kiosk_message = QLabel("")
+        self.kiosk_message.setWordWrap(True)
         self.quit_button = QPushButton("Quit kiosk")
         self.quit_button.clicked.connect(self.request_quit)
-        self.kiosk_page, _ = _page("Kiosk", self.sounds_box, self.kiosk_message, self.quit_button)
+        self.kiosk_page, _ = _page("Kiosk", ("How people identify", self.mode_box), self.sounds_box,
+                                   self.kiosk_message, self.quit_button)
         self.panel.addTab(self.kiosk_page, "Kiosk")
         self.confirm = _confirm  # replaced in tests
 
@@ -205,6 +218,31 @@ class AdminTab(QWidget):
             self.sounds_box.blockSignals(False)
 
         self.ops.run(lambda: store.update(sounds=on), saved, failed, busy=[self.sounds_box], key="sounds")
+
+    def set_mode(self, mode: str) -> None:
+        """Change the kiosk mode (after a confirmation), save it, tell the kiosk and record it."""
+        store, old = self.settings_store, self.mode
+        if store is None or mode == old or mode not in KIOSK_MODES:
+            return
+        walk_up = mode != MODE_ID
+        if not self.confirm("Kiosk mode", f"Change how people identify from '{KIOSK_MODES[old]}' to "
+                            f"'{KIOSK_MODES[mode]}'?" + (" Walk-ups are searched among everyone enrolled: "
+                            "Admin > Threshold shows the expected false accepts per walk-up." if walk_up else "")):
+            self.mode_box.setCurrentIndex(self.mode_box.findData(old))
+            return
+
+        def saved(_settings) -> None:
+            self.mode = mode
+            self.kiosk_message.setText(f"Mode: {KIOSK_MODES[mode]}.")
+            log.info("kiosk mode %s -> %s", old, mode)
+            self._record(EVENT_MODE, f"{old} -> {mode}", "changed by the admin, confirmed")
+            self.mode_changed.emit(mode)
+
+        def failed(exc: BaseException) -> None:
+            self.kiosk_message.setText(f"The mode could not be saved: {exc}")
+            self.mode_box.setCurrentIndex(self.mode_box.findData(old))
+
+        self.ops.run(lambda: store.update(kiosk_mode=mode), saved, failed, busy=[self.mode_box], key="mode")
 
     def _show_gate(self) -> None:
         if self.pins is None:

@@ -48,6 +48,7 @@ FRESH_S = 1.0  # a camera photo must come from an analysis at most this old
 
 class EmployeesPage(QWidget):
     enrol_requested = Signal(str, str, object, bool)  # id, name, [(image, label)], replace
+    deleted = Signal(str)                             # an employee was deleted: their ID
 
     def __init__(self, storage: Storage, mirror: bool = False, parent=None):
         super().__init__(parent)
@@ -306,13 +307,14 @@ class EmployeesPage(QWidget):
                 audit.record_event(EVENT_DELETE, employee_id, reason="deleted by the admin, confirmed")
             return found
 
-        def deleted(_found: bool) -> None:
+        def done(_found: bool) -> None:
             self._say(f"Deleted {employee_id} and their photos.")
             self.id_field.clear()
             self.name_field.clear()
             self.refresh()
+            self.deleted.emit(employee_id)
 
-        self.ops.run(delete, deleted, self._on_db_error,
+        self.ops.run(delete, done, self._on_db_error,
                      busy=[self.delete_button, self.table])
 
     # -- helpers ------------------------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""The kiosk screen: live picture, ID entry (keyboard or badge scanner + Enter), prompts, big verdict."""
+"""The kiosk screen: live picture, ID entry (keyboard or badge scanner + Enter), prompts, big verdict.
+
+In walk-up mode (or "both") a good face in front of an idle kiosk starts a walk-up: the worker searches
+everyone enrolled. After a walk-up's verdict the next one waits until the face has left the picture (or
+WALK_UP_REARM_S has passed), so a person standing still is not let in again and again. In "both", typing an
+ID during a walk-up replaces it with a 1:1 attempt."""
 
 from __future__ import annotations
 
@@ -8,12 +13,19 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
 
-from ..decision import Decision
+from ..decision import MODE_BOTH, MODE_ID, MODE_WALK_UP, Decision
 from .video_view import VideoView
 from .worker import FrameResult
 
 IDLE, VERIFYING, VERDICT, UNAVAILABLE, STARTING = "idle", "verifying", "verdict", "unavailable", "starting"
 OUT_OF_SERVICE = "out_of_service"  # no frames from the source: no claims taken until they come back
+
+WALK_UP_REARM_S = 10.0  # after a walk-up verdict, the next walk-up needs the face to leave, or this long
+ID_PROMPTS = {
+    MODE_ID: "Enter or scan your employee ID, then press Enter",
+    MODE_WALK_UP: "Look at the camera to be recognised",
+    MODE_BOTH: "Look at the camera to be recognised, or enter or scan your employee ID and press Enter",
+}
 
 # The verdict label's look comes from assets/style.qss (QLabel#verdict[verdict="accept"] ...).
 _VERDICT_STYLE = {"ACCEPT": "accept", "REJECT": "reject", "info": "info", "none": "none"}
@@ -28,6 +40,7 @@ def _font(points: int, bold: bool = False) -> QFont:
 
 class KioskTab(QWidget):
     verification_requested = Signal(str, float)  # claimed ID, time.monotonic() when it was entered
+    walk_up_requested = Signal(float)            # capture time of the good face that started a walk-up
 
     def __init__(self, mirror: bool = False, verdict_display_s: float = 4.0, parent=None):
         super().__init__(parent)
@@ -38,9 +51,13 @@ class KioskTab(QWidget):
         self.source_ok = True   # frames are arriving
         self.source_message = ""
         self._engine_ready = False
+        self.mode = MODE_ID
+        self._walk_up = False         # the attempt under way is a walk-up
+        self._walk_up_armed = True    # a walk-up may start (the face left since the last verdict)
+        self._verdict_at = -WALK_UP_REARM_S
         self.video = VideoView(self, mirror=mirror)
 
-        self.id_label = QLabel("Enter or scan your employee ID, then press Enter")
+        self.id_label = QLabel(ID_PROMPTS[MODE_ID])
         self.id_label.setObjectName("idLabel")
         self.id_label.setFont(_font(16))
         self.id_label.setWordWrap(True)
@@ -90,6 +107,20 @@ class KioskTab(QWidget):
         self.id_field.setEnabled(False)
 
     # -- states -------------------------------------------------------------------------------------------
+    @property
+    def walks_up(self) -> bool:
+        return self.mode in (MODE_WALK_UP, MODE_BOTH)
+
+    @property
+    def takes_ids(self) -> bool:
+        return self.mode in (MODE_ID, MODE_BOTH)
+
+    def set_mode(self, mode: str) -> None:
+        """"id" (type the ID), "walk-up" (face only) or "both" (kiosk.decision.KIOSK_MODES)."""
+        self.mode = mode if mode in ID_PROMPTS else MODE_ID
+        self.id_label.setText(ID_PROMPTS[self.mode])
+        self.id_field.setVisible(self.takes_ids)
+
     def set_ready(self) -> None:
         """The model is loaded: accept IDs (once frames arrive)."""
         self._engine_ready = True
@@ -125,6 +156,7 @@ class KioskTab(QWidget):
 
     def on_cancelled(self, _claimed_id: str = "") -> None:
         """The worker dropped the attempt (no frames): nothing was decided or recorded."""
+        self._walk_up = False
         if self.state == VERIFYING:
             self._show_out_of_service() if not self.source_ok else self.reset()
 
@@ -158,8 +190,10 @@ class KioskTab(QWidget):
     # -- events ---------------------------------------------------------------------------------------------
     def _on_id_entered(self) -> None:
         claimed = self.id_field.text().strip()
-        if self.state != IDLE or not claimed:
+        typed_over_walk_up = self.state == VERIFYING and self._walk_up  # the typed ID replaces the walk-up
+        if not claimed or not self.takes_ids or not (self.state == IDLE or typed_over_walk_up):
             return
+        self._walk_up = False
         self.state = VERIFYING
         self.id_field.setEnabled(False)
         self.prompt.setText("Look at the camera")
@@ -172,20 +206,36 @@ class KioskTab(QWidget):
             self.prompt.setText(result.advice or "Hold still...")
         elif self.state == IDLE:  # a hint while the person types their ID
             self.prompt.setText(result.advice)
+        if result.box is None:
+            self._walk_up_armed = True  # nobody in front of the camera: the next face is a new walk-up
+        elif (self.state == IDLE and self.walks_up and result.ok and not self.id_field.text().strip()
+              and (self._walk_up_armed or time.monotonic() - self._verdict_at >= WALK_UP_REARM_S)):
+            self._start_walk_up(result.captured_at)
+
+    def _start_walk_up(self, captured_at: float) -> None:
+        self.state = VERIFYING
+        self._walk_up, self._walk_up_armed = True, False
+        self.prompt.setText("Hold still...")
+        self._show_verdict("", "", "none")
+        self.walk_up_requested.emit(captured_at)
 
     def on_progress(self, done: int, needed: int) -> None:
         if self.state == VERIFYING and done:
             self.prompt.setText(f"Hold still... ({done}/{needed})")
 
     def on_decided(self, decision: Decision, name: str | None = None) -> None:
-        if self.state != VERIFYING:
-            return
+        if self.state != VERIFYING or (decision.mode == MODE_WALK_UP) != self._walk_up:
+            return  # not the attempt on screen (a walk-up's verdict that crossed a typed ID)
+        self._walk_up, self._walk_up_armed = False, False
+        self._verdict_at = time.monotonic()
         self.last_decision = decision
         self.state = VERDICT
         self.prompt.setText("")
         reason = decision.message
         if decision.accepted and name:
             reason = f"Welcome, {name}"
+        elif decision.mode == MODE_WALK_UP and not self.takes_ids and reason.endswith(", please enter your ID"):
+            reason = reason.split(",")[0] + ". Please ask at the reception."  # no ID can be typed here
         self._show_verdict(decision.verdict, reason, decision.verdict)
         self._reset_timer.start(int(self.verdict_display_s * 1000))
 

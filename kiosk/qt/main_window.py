@@ -99,6 +99,7 @@ class MainWindow(QMainWindow):
 
         self.kiosk = KioskTab(mirror, config.verdict_display_s or settings.verdict_display_s)
         self.kiosk.setStyleSheet(kiosk_style())
+        self.kiosk.set_mode(settings.kiosk_mode)  # ID + face, walk-up, or both
         self.sounds = SoundPlayer()
         self.sounds_on = settings.sounds
         self.employees = EmployeesPage(self.storage, mirror)
@@ -113,9 +114,10 @@ class MainWindow(QMainWindow):
         self.admin = AdminTab(None if settings_error else PinManager(self.settings_store), panel,
                               config.admin_idle_s or settings.admin_idle_s, settings_error,
                               settings_store=None if settings_error else self.settings_store, sounds=settings.sounds,
-                              audit=self.storage.audit)
+                              audit=self.storage.audit, mode=settings.kiosk_mode)
         self.admin.quit_requested.connect(self.quit_kiosk)
         self.admin.sounds_changed.connect(self._set_sounds)
+        self.admin.mode_changed.connect(self.kiosk.set_mode)
         self.tabs = QTabWidget()
         self.tabs.addTab(self.kiosk, "Kiosk")
         self.tabs.addTab(self.admin, "Admin")
@@ -148,6 +150,9 @@ class MainWindow(QMainWindow):
         w.cancelled.connect(self.kiosk.on_cancelled)
         self.kiosk.verification_requested.connect(self._request_verification)
         self.employees.enrol_requested.connect(self._request_enrolment)
+        self.kiosk.walk_up_requested.connect(self.worker.request_walk_up)
+        self.employees.deleted.connect(lambda _employee_id: self.worker.request_walk_up_info())
+        w.walk_up_info.connect(self.threshold_page.set_walk_up)
         self.threshold_page.threshold_changed.connect(self._threshold_changed)
         self.liveness_page.liveness_changed.connect(self.worker.set_liveness)
 

@@ -21,7 +21,7 @@ from ..decision import THRESHOLD_RANGE, ThresholdPolicy, estimate_rates
 from ..storage import SettingsStore
 from ..storage.audit import EVENT_THRESHOLD
 from .setting_page import SettingPage, button_row, slider_row
-from .worker import EngineInfo
+from .worker import EngineInfo, WalkUpInfo
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +62,8 @@ class ThresholdPage(SettingPage):
         self.value_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self.rates_label = QLabel()
         self.rates_label.setWordWrap(True)
+        self.walk_up_label = QLabel("")  # walk-ups (1:N): their own rule, and what it means for the people enrolled
+        self.walk_up_label.setWordWrap(True)
         self.apply_button = QPushButton("Apply...")
         self.apply_button.clicked.connect(self.apply)
         self.reset_button = QPushButton("Use the model's threshold")
@@ -105,6 +107,7 @@ class ThresholdPage(SettingPage):
         layout.addWidget(explain)
         layout.addLayout(slider_row(self.slider, self.value_label))
         layout.addWidget(self.rates_label)
+        layout.addWidget(self.walk_up_label)
         layout.addLayout(button_row(self.apply_button, self.reset_button))
         layout.addWidget(self.status)
         layout.addWidget(self.plot, 1)
@@ -132,6 +135,18 @@ class ThresholdPage(SettingPage):
         """The slider shows something other than the applied threshold."""
         return (self.preview_policy.follows_model() != self.policy.follows_model()
                 or self.preview_threshold != self.threshold)
+
+    def set_walk_up(self, info: WalkUpInfo) -> None:
+        """What walk-up identification means for the people enrolled now (the worker's WalkUpInfo)."""
+        if not info.available:
+            self.walk_up_label.setText(f"Walk-up identification (face only): unavailable ({info.problem}).")
+            return
+        self.walk_up_label.setText(
+            f"Walk-up identification (face only) has its own rule: the best match among everyone enrolled, at "
+            f"P(same) {info.threshold:.3f} or more and {info.gap:.2f} ahead of the next person. With {info.people} "
+            f"people ({info.photos} reference photos) enrolled, a stranger who walks up is let in as someone with "
+            f"a chance of at most {info.expected_false_accepts:.3%} per walk-up (estimated from impostor "
+            f"comparisons on LFW folds 6-10; an upper bound, it grows with every photo enrolled).")
 
     def set_model(self, info: EngineInfo | None) -> None:
         self.model = info

@@ -47,6 +47,20 @@ class FrameResult:
 
 
 @dataclass(frozen=True)
+class WalkUpInfo:
+    """Walk-up identification for the admin: the 1:N rule, and the expected false accepts per walk-up of
+    someone not enrolled with the people and reference photos enrolled now (an upper bound)."""
+
+    available: bool
+    problem: str = ""
+    threshold: float | None = None
+    gap: float | None = None
+    people: int = 0
+    photos: int = 0
+    expected_false_accepts: float | None = None
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     weights_path: str
     default_threshold: float
@@ -69,6 +83,7 @@ class VerificationWorker(QObject):
     refreshing = Signal(int, int)     # stored photos re-embedded for a new model: done, total
     refreshed = Signal(object)        # enrolment.RefreshReport (employees to re-enrol, if any)
     cancelled = Signal(str)           # an attempt ended without a verdict (the source died): claimed ID
+    walk_up_info = Signal(object)     # WalkUpInfo: the 1:N rule and what it means for the people enrolled
 
     _wake = Signal()
     _verify = Signal(str, float)
@@ -76,6 +91,7 @@ class VerificationWorker(QObject):
     _threshold = Signal(object)
     _fusion = Signal(object)
     _liveness = Signal(object)
+    _walk_up_info = Signal()
     _cancel = Signal()
     _source = Signal(bool)
 
@@ -104,6 +120,7 @@ class VerificationWorker(QObject):
         self._threshold.connect(self._set_threshold)
         self._fusion.connect(self._set_fusion)
         self._liveness.connect(self._set_liveness)
+        self._walk_up_info.connect(self._emit_walk_up_info)
         self._cancel.connect(self._cancel_session)
         self._source.connect(self._set_source_ok)
 
@@ -119,6 +136,14 @@ class VerificationWorker(QObject):
 
     def request_verification(self, claimed_id: str, started_at: float | None = None) -> None:
         self._verify.emit(claimed_id, time.monotonic() if started_at is None else started_at)
+
+    def request_walk_up(self, started_at: float | None = None) -> None:
+        """Identify the face in front of the camera among everyone enrolled (no ID typed)."""
+        self._verify.emit("", time.monotonic() if started_at is None else started_at)
+
+    def request_walk_up_info(self) -> None:
+        """Ask for a fresh WalkUpInfo (e.g. after enrolments changed)."""
+        self._walk_up_info.emit()
 
     def request_enrolment(self, employee_id: str, name: str, images: list[tuple[np.ndarray, str]],
                           replace: bool = True) -> None:
@@ -180,6 +205,7 @@ class VerificationWorker(QObject):
             str(metadata.get("description", "")), liveness.threshold if liveness is not None else None,
             (liveness.metadata or {}).get("roc") if liveness is not None else None,
             getattr(self.engine, "liveness_problem", "") if liveness is None else ""))
+        self._emit_walk_up_info()
 
     def _engine_unavailable(self, reason: str) -> None:
         log.error("verification unavailable: %s", reason)
@@ -248,6 +274,7 @@ class VerificationWorker(QObject):
 
     @Slot(str, float)
     def _begin_verification(self, claimed_id: str, started_at: float) -> None:
+        """A typed ID (1:1), or '' for a walk-up (1:N)."""
         if self.engine is None:
             self.error.emit("verification is unavailable (no model loaded)")
             return
@@ -257,7 +284,11 @@ class VerificationWorker(QObject):
             return
         self._deadline.stop()
         try:
-            decision = self.service.begin(claimed_id, started_at)
+            if claimed_id:
+                decision = self.service.begin(claimed_id, started_at)
+            else:
+                decision = self.service.begin_walk_up(started_at)
+                self._emit_walk_up_info()
         except Exception as exc:
             log.exception("starting verification failed")
             self.service.cancel()
@@ -321,6 +352,27 @@ class VerificationWorker(QObject):
     def _set_liveness(self, policy: LivenessPolicy) -> None:
         self.service.set_liveness(policy)
 
+    @Slot()
+    def _emit_walk_up_info(self) -> None:
+        if self.engine is None:
+            return
+        problems: list[str] = []
+        report, self.service.report = self.service.report, problems.append  # said here, not as a kiosk error
+        try:
+            calibration = self.service.calibration
+            if calibration is None:
+                self.walk_up_info.emit(WalkUpInfo(False, problems[0] if problems else "unavailable"))
+                return
+            gallery = self.service.gallery()
+            rule = calibration.rule
+            self.walk_up_info.emit(WalkUpInfo(True, "", rule.threshold, rule.gap, len(gallery), gallery.photos,
+                                              calibration.expected_fpir(rule.threshold, gallery.photos)))
+        except Exception as exc:  # the store could not be read: say so, never crash the worker
+            log.exception("walk-up information")
+            self.walk_up_info.emit(WalkUpInfo(False, f"{type(exc).__name__}: {exc}"))
+        finally:
+            self.service.report = report
+
     @Slot(str, str, object, bool)
     def _do_enrol(self, employee_id: str, name: str, images: list, replace: bool) -> None:
         if self.engine is None:
@@ -336,6 +388,7 @@ class VerificationWorker(QObject):
             self.enrol_failed.emit(f"enrolment failed: {type(exc).__name__}: {exc}")
             return
         self.enrolled.emit(employee)
+        self._emit_walk_up_info()  # the index follows enrolments (and the admin sees the new count)
 
 
 class InferenceThread(QObject):
