@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: run test test-fast lint setup
+.PHONY: run test test-fast test-postgres lint setup
 
 run: $(STAMP)
 	$(PY) main.py $(ARGS)
@@ -14,6 +14,10 @@ test: lint
 # The fast subset (under 30 s): no trained model, LFW, subprocesses, wheel builds or Qt app.
 test-fast: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
+
+# The fleet tests against a real PostgreSQL server (started by the tests; skipped without one).
+test-postgres: $(STAMP)
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m postgres
 
 lint: $(STAMP)
 	.venv/bin/lint-imports

@@ -159,3 +159,47 @@ def registry_db(postgres_cluster, monkeypatch):
     monkeypatch.setenv("KIOSK_DATABASE_PASSWORD", postgres_cluster.passwords["kiosk_a"])
     monkeypatch.delenv("KIOSK_DATABASE_URL", raising=False)
     return name
+
+
+# -- a kiosk process (tests and benchmarks/fleet.py start it as `python tests/postgres_fixture.py ...`) --------
+def kiosk_process(folder: str, url: str, attempts: int, interval_s: float, label: str, hold: bool) -> None:
+    """Open a fleet kiosk in ``folder``, verify-and-log ``attempts`` times (claimed IDs label-00000, ...),
+    then wait until its outbox is empty (or, with ``hold``, sleep until killed)."""
+    import sys
+    import time
+
+    import numpy as np
+
+    from kiosk.storage import Storage
+    storage = Storage.open(folder, url=url)
+    print("open", storage.connection.state.value, flush=True)
+    started = time.monotonic()
+    for i in range(attempts):
+        employee = storage.employees.get("E1")  # what verification reads: the local mirror
+        refs = storage.employees.reference_features("E1") if employee else np.zeros((0, 0))
+        verdict = "ACCEPT" if refs.size else "REJECT"
+        storage.audit.record(f"{label}-{i:05d}", verdict, "face matches" if refs.size else "unknown ID", 0.9, mode="id")
+        if interval_s:
+            time.sleep(max(0.0, started + (i + 1) * interval_s - time.monotonic()))
+    print(f"logged {attempts} in {time.monotonic() - started:.3f} s", flush=True)
+    if hold:
+        time.sleep(3600)
+    deadline = time.monotonic() + 120
+    while storage.outbox_pending() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    print("drained", storage.outbox_pending(), flush=True)
+    storage.close()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser()
+    parser.add_argument("folder")
+    parser.add_argument("url")
+    parser.add_argument("attempts", type=int)
+    parser.add_argument("--interval", type=float, default=0.0)
+    parser.add_argument("--label", default="K")
+    parser.add_argument("--hold", action="store_true")
+    a = parser.parse_args()
+    kiosk_process(a.folder, a.url, a.attempts, a.interval, a.label, a.hold)

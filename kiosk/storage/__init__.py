@@ -141,6 +141,16 @@ class Storage:
     def is_fleet(self) -> bool:
         return self.link is not None
 
+    def outbox_pending(self) -> int:
+        """Audit entries of a fleet kiosk not yet in the registry (0 for the embedded store)."""
+        return self.link.outbox.pending() if self.link is not None else 0
+
+    def on_registry_change(self, callback) -> None:
+        """Call ``callback()`` (from the sync thread) after a change made elsewhere reached this kiosk's copy:
+        an employee enrolled, re-enrolled or deleted at another kiosk. Nothing happens for the embedded store."""
+        if self.link is not None:
+            self.link.on_change.append(callback)
+
     def close(self) -> None:
         if self.link is not None:
             self.link.stop()
