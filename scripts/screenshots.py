@@ -1,8 +1,9 @@
 """Screenshots of the real kiosk window for the README, taken under a virtual X server.
 
 Starts the app's MainWindow on Qt's X11 platform (under Xvfb), with throw-away data folders, an image-folder
-source of LFW photos, the shipped model, one enrolled employee and a set PIN; shows the kiosk screen, a
-verdict, and the admin pages; and saves what the window draws (``QWidget.grab``) to docs/screenshots/.
+source of NUAA webcam frames (a person live, then a printed photo of them held to the camera), the shipped
+models, that person enrolled from one live frame and a set PIN; shows the kiosk screen, the two verdicts, and
+the admin pages; and saves what the window draws (``QWidget.grab``) to docs/screenshots/.
 
     xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python scripts/screenshots.py
 """
@@ -41,15 +42,21 @@ def main() -> int:
     from kiosk.storage import PinManager, SettingsStore, Storage
 
     prepare_qt_environment()
-    lfw = datasets_dir() / "lfw" / "lfw-deepfunneled"
+    nuaa = datasets_dir() / "nuaa"
     camera = work / "camera"
     camera.mkdir()
-    for path in sorted((lfw / "Tony_Blair").glob("*.jpg"))[20:26]:
-        shutil.copy(path, camera / path.name)
+
+    def show_on_camera(kind: str) -> None:  # the folder source rescans at each loop
+        for old in camera.iterdir():
+            old.unlink()
+        for path in sorted((nuaa / kind / "0001").glob("0001_00_0*_02_*.jpg"))[:6]:
+            shutil.copy(path, camera / path.name)
+
+    show_on_camera("live")
     storage = Storage.open()
     try:
-        enrol_files(FaceEngine(DEFAULT_WEIGHTS), storage.employees, "E1042", "Tony Blair",
-                    [lfw / "Tony_Blair" / "Tony_Blair_0001.jpg"])
+        enrol_files(FaceEngine(DEFAULT_WEIGHTS), storage.employees, "E1042", "Alex Chen",
+                    [nuaa / "live" / "0001" / "0001_00_00_01_0.jpg"])
     finally:
         storage.close()
     PinManager(SettingsStore()).set_pin(PIN, PIN)
@@ -79,8 +86,10 @@ def main() -> int:
         return show
 
     steps += [(4000, shot("kiosk")), (500, claim), (2500, shot("accept")),
+              (500, lambda: show_on_camera("photo")), (4500, claim), (2500, shot("attack")),
               (3000, admin(window.employees)), (1500, shot("admin_employees")),
               (500, admin(window.threshold_page)), (800, shot("admin_threshold")),
+              (500, admin(window.liveness_page)), (800, shot("admin_liveness")),
               (500, admin(window.audit_page)), (1200, shot("admin_audit")),
               (500, lambda: (window.shutdown(), app.quit()))]
     delay = 0
