@@ -257,7 +257,7 @@ def cmd_admin_reset_pin(args) -> int:
 def cmd_backup(args) -> int:
     from .storage import Storage  # noqa: PLC0415
     from .storage.backup import backup  # noqa: PLC0415
-    storage = Storage.open()  # the writer lock: one consistent snapshot
+    storage = Storage.open(url=args.database)  # the writer lock: one consistent snapshot
     try:
         info = backup(storage, args.dest)
     finally:
@@ -279,7 +279,7 @@ def cmd_restore(args) -> int:
 
 def cmd_check(args) -> int:
     from .storage import Storage  # noqa: PLC0415
-    storage = Storage.open(readonly=True)  # may run beside the kiosk
+    storage = Storage.open(readonly=True, url=args.database)  # may run beside the kiosk
     try:
         health = storage.health
     finally:
@@ -294,7 +294,7 @@ def cmd_audit_verify(args) -> int:
     """Check the audit log's hash chain, read-only (may run beside the kiosk): 0 intact, 1 broken (the first
     broken entry named), 2 when it cannot be checked (no database, no data key)."""
     from .storage import Storage  # noqa: PLC0415
-    storage = Storage.open(readonly=True)
+    storage = Storage.open(readonly=True, url=args.database)  # a fleet's: the registry's one chain
     try:
         broken = storage.audit.verify_chain()
         count = storage.audit.count()
@@ -307,11 +307,26 @@ def cmd_audit_verify(args) -> int:
     return 0
 
 
+def cmd_registry_migrate(args) -> int:
+    """Create or upgrade the fleet registry's schema in PostgreSQL (as the role that owns the database)."""
+    from .storage.pgconn import ConnectionConfig, database_url  # noqa: PLC0415
+    from .storage.registry import migrate  # noqa: PLC0415
+    url = database_url(args.database)
+    if url is None:
+        raise KioskError("give the registry: --database postgresql://OWNER@HOST/DB (or KIOSK_DATABASE_URL)")
+    config = ConnectionConfig.from_url(url)
+    print(f"kiosk: registry {config.safe_url} at schema {migrate(config)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     lfw = datasets_dir() / "lfw"
     parser = argparse.ArgumentParser(prog="kiosk", description="Siamese Kiosk: one-shot face verification")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="weights file (default: %(default)s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the console too")
+    parser.add_argument("--database", metavar="URL", help="a fleet's shared registry, postgresql://ROLE@HOST/DB "
+                        "(default: KIOSK_DATABASE_URL; unset: this kiosk's own SQLite store); the password comes from "
+                        "KIOSK_DATABASE_PASSWORD or KIOSK_DATABASE_PASSWORD_FILE, never the URL")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("verify", help="are two photos the same person?")
@@ -414,6 +429,10 @@ def build_parser() -> argparse.ArgumentParser:
     a = asub.add_parser("verify", help="check the audit log's hash chain; read-only: exit 0 when intact, 1 with the "
                                        "first broken entry named")
     a.set_defaults(func=cmd_audit_verify)
+    p = sub.add_parser("registry", help="the fleet registry in PostgreSQL (--database)")
+    rsub = p.add_subparsers(dest="registry_command", required=True)
+    r = rsub.add_parser("migrate", help="create or upgrade its schema (run as the role that owns the database)")
+    r.set_defaults(func=cmd_registry_migrate)
     return parser
 
 

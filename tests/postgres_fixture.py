@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -161,12 +162,55 @@ def registry_db(postgres_cluster, monkeypatch):
     return name
 
 
+def wait_for(condition, timeout: float = 10.0, poll_s: float = 0.002) -> float:
+    """Seconds until ``condition()`` held; AssertionError after ``timeout``."""
+    start = time.monotonic()
+    while not condition():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out after {timeout} s")
+        time.sleep(poll_s)
+    return time.monotonic() - start
+
+
+def audit_rows(cluster: PgCluster, database: str) -> list[tuple]:
+    """(id, entry_uuid, kiosk_id, claimed_id) of every audit entry in the registry, in chain order."""
+    with cluster.admin(database) as conn:
+        return conn.execute("SELECT id, entry_uuid, kiosk_id, claimed_id FROM audit_log ORDER BY id").fetchall()
+
+
+def start_kiosk(cluster: PgCluster, database: str, folder: Path, role: str, label: str, attempts: int,
+                interval_s: float = 0.0, hold: bool = False) -> subprocess.Popen:
+    """A kiosk process (kiosk_process below) logging as ``role`` with KIOSK_ID door-<label>."""
+    import sys
+    env = dict(os.environ, KIOSK_DATABASE_PASSWORD=cluster.passwords[role], KIOSK_ID=f"door-{label}")
+    command = [sys.executable, __file__, str(folder), cluster.url(role, database), str(attempts), "--label", label,
+               "--interval", str(interval_s)] + (["--hold"] if hold else [])
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env)
+
+
+def outage_run(cluster: PgCluster, database: str, root: Path, outage_s: float, attempts: int = 500) -> list[tuple]:
+    """Two kiosk processes log ``attempts`` each, spread over the outage and 3 s more; the server is stopped
+    (as a crash) 1 s in, for ``outage_s``; returns the registry's audit rows once both outboxes drained."""
+    procs = [start_kiosk(cluster, database, root / label, role, label, attempts, (outage_s + 3) / attempts)
+             for label, role in (("A", KIOSKS[0]), ("B", KIOSKS[1]))]
+    for proc in procs:
+        first = proc.stdout.readline()
+        assert first.startswith("open online"), first
+    time.sleep(1)
+    cluster.stop_server()
+    time.sleep(outage_s)
+    cluster.start_server()
+    for proc in procs:
+        out, _ = proc.communicate(timeout=180)
+        assert proc.returncode == 0 and "drained 0" in out, out
+    return audit_rows(cluster, database)
+
+
 # -- a kiosk process (tests and benchmarks/fleet.py start it as `python tests/postgres_fixture.py ...`) --------
 def kiosk_process(folder: str, url: str, attempts: int, interval_s: float, label: str, hold: bool) -> None:
     """Open a fleet kiosk in ``folder``, verify-and-log ``attempts`` times (claimed IDs label-00000, ...),
     then wait until its outbox is empty (or, with ``hold``, sleep until killed)."""
     import sys
-    import time
 
     import numpy as np
 

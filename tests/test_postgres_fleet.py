@@ -8,12 +8,11 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from postgres_fixture import postgres_cluster, registry_db  # noqa: F401 (fixtures)
+from postgres_fixture import audit_rows, outage_run, postgres_cluster, registry_db, wait_for  # noqa: F401 (fixtures)
 
 from kiosk.storage import ConnectionState, NewPhoto, Storage, StorageError
 from kiosk.storage.pgconn import ConnectionConfig, redact
@@ -26,15 +25,6 @@ FIXTURE = Path(__file__).with_name("postgres_fixture.py")
 def _photo(seed: int) -> NewPhoto:
     rng = np.random.default_rng(seed)
     return NewPhoto(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8), rng.standard_normal(16).astype(np.float32))
-
-
-def _wait(condition, timeout: float = 10.0) -> float:
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("timed out")
-        time.sleep(0.005)
-    return time.monotonic() - start
 
 
 @pytest.fixture
@@ -51,24 +41,19 @@ def fleet(postgres_cluster, registry_db, tmp_path):
         storage.close()
 
 
-def _audit_rows(cluster, database: str) -> list[tuple]:
-    with cluster.admin(database) as conn:
-        return conn.execute("SELECT id, entry_uuid, kiosk_id, claimed_id FROM audit_log ORDER BY id").fetchall()
-
-
 def test_an_enrolment_at_one_kiosk_is_accepted_at_another_within_5_s_and_a_deletion_refused(fleet):
     a, b = fleet("a"), fleet("b")
     assert a.connection.state is ConnectionState.ONLINE and b.is_fleet
     changes = []
     b.on_registry_change(lambda: changes.append(1))
     a.employees.enrol("E1", "Ann", [_photo(1), _photo(2)], MODEL)
-    delay = _wait(lambda: b.employees.get("E1") is not None, 5.0)
+    delay = wait_for(lambda: b.employees.get("E1") is not None, 5.0)
     assert b.employees.reference_features("E1", MODEL).shape == (2, 16)  # photos and features arrived, sealed
     np.testing.assert_array_equal(b.employees.reference_features("E1"), a.employees.reference_features("E1"))
     assert b.employees.load_photo(b.employees.references("E1")[0]).shape == (40, 30, 3)
     assert changes, "the kiosk's listener hears of the change"
     a.employees.delete("E1")
-    delay = max(delay, _wait(lambda: b.employees.get("E1") is None, 5.0))
+    delay = max(delay, wait_for(lambda: b.employees.get("E1") is None, 5.0))
     assert not list((b.folder / "photos").iterdir())
     print(f"propagation delay: {delay * 1000:.0f} ms")
 
@@ -82,7 +67,7 @@ def test_audit_entries_carry_the_kiosk_id_in_one_chain_and_the_kiosk_role_cannot
     a.audit.record("E1", "ACCEPT", "face matches", 0.9, liveness=0.8, mode="id")
     b.audit.record_event("enrol", "E2")
     a.audit.record("E3", "REJECT", "unknown ID")
-    _wait(lambda: a.outbox_pending() == 0 and b.outbox_pending() == 0)
+    wait_for(lambda: a.outbox_pending() == 0 and b.outbox_pending() == 0)
     entries = a.audit.entries()
     assert len(entries) == 3 and {e.kiosk_id for e in entries} == {"door-north", "door-south"}
     assert [e.kiosk_id for e in a.audit.entries(kind="decision")] == ["door-north"] * 2
@@ -103,12 +88,12 @@ def test_offline_the_kiosk_verifies_from_its_copy_refuses_enrolment_and_drains_i
         fleet, postgres_cluster, registry_db):
     a, b = fleet("a"), fleet("b")
     a.employees.enrol("E1", "Ann", [_photo(1)], MODEL)
-    _wait(lambda: b.employees.get("E1") is not None)
+    wait_for(lambda: b.employees.get("E1") is not None)
     states = []
     a.connection.subscribe(lambda info: states.append(info.state))
     postgres_cluster.stop_server()
     try:
-        _wait(lambda: a.connection.state is ConnectionState.OFFLINE, 10)
+        wait_for(lambda: a.connection.state is ConnectionState.OFFLINE, 10)
         assert "OFFLINE" in a.connection.info.summary
         assert a.employees.reference_features("E1", MODEL).shape == (1, 16)  # verification goes on
         with pytest.raises(StorageError, match="cannot be enrolled or deleted now"):
@@ -121,16 +106,16 @@ def test_offline_the_kiosk_verifies_from_its_copy_refuses_enrolment_and_drains_i
         assert a.outbox_pending() == 50 and a.connection.info.pending == 50
     finally:
         postgres_cluster.start_server()
-    _wait(lambda: a.outbox_pending() == 0 and b.outbox_pending() == 0, 20)
+    wait_for(lambda: a.outbox_pending() == 0 and b.outbox_pending() == 0, 20)
     assert a.connection.state is ConnectionState.ONLINE and ConnectionState.OFFLINE in states
-    rows = _audit_rows(postgres_cluster, registry_db)
+    rows = audit_rows(postgres_cluster, registry_db)
     assert len(rows) == 100 and len({r[1] for r in rows}) == 100
     for prefix in ("A", "B"):  # each kiosk's entries in the order they happened
         ids = [r[3] for r in rows if r[3].startswith(prefix)]
         assert ids == sorted(ids) and len(ids) == 50
     assert a.audit.verify_chain() is None
     a.employees.enrol("E2", "Bob", [_photo(2)], MODEL)  # and enrolment works again
-    _wait(lambda: b.employees.get("E2") is not None, 5)
+    wait_for(lambda: b.employees.get("E2") is not None, 5)
 
 
 def test_concurrent_enrolment_and_deletion_from_two_kiosks_leave_every_copy_equal_to_the_registry(fleet):
@@ -158,7 +143,7 @@ def test_concurrent_enrolment_and_deletion_from_two_kiosks_leave_every_copy_equa
     def state(store: Storage):
         return sorted((e.id, e.name, e.photo_count, tuple(map(tuple, store.employees.reference_features(e.id))))
                       for e in store.employees.search(""))
-    _wait(lambda: state(a) == state(b), 10)
+    wait_for(lambda: state(a) == state(b), 10)
     assert all(e.photo_count == 1 for e in a.employees.search(""))  # replace=True: never two photos mixed
     for store in (a, b):
         files = {p.name for p in (store.folder / "photos").iterdir()}
@@ -182,10 +167,10 @@ def test_a_kiosk_killed_while_offline_loses_no_audit_entry(postgres_cluster, reg
         postgres_cluster.start_server()
     storage = Storage.open(folder, url=url)
     try:
-        _wait(lambda: storage.outbox_pending() == 0, 20)
+        wait_for(lambda: storage.outbox_pending() == 0, 20)
     finally:
         storage.close()
-    rows = _audit_rows(postgres_cluster, registry_db)
+    rows = audit_rows(postgres_cluster, registry_db)
     assert [r[3] for r in rows] == [f"K-{i:05d}" for i in range(200)]
 
 
@@ -195,23 +180,7 @@ def test_two_kiosk_processes_log_through_an_outage_exactly_once_in_order(postgre
     """The issue's bar with a shorter outage (KIOSK_OUTAGE_S, default 5 s; benchmarks/fleet.py runs 60 s)."""
     outage = float(os.environ.get("KIOSK_OUTAGE_S", "5"))
     attempts = 500
-    procs = []
-    for label, role in (("A", "kiosk_a"), ("B", "kiosk_b")):
-        env = dict(os.environ, KIOSK_DATABASE_PASSWORD=postgres_cluster.passwords[role], KIOSK_ID=f"door-{label}")
-        procs.append(subprocess.Popen([sys.executable, str(FIXTURE), str(tmp_path / label),
-                                       postgres_cluster.url(role, registry_db), str(attempts), "--label", label,
-                                       "--interval", str((outage + 3) / attempts)], stdout=subprocess.PIPE, text=True,
-                                      env=env))
-    for proc in procs:
-        assert proc.stdout.readline().startswith("open online")
-    time.sleep(1)
-    postgres_cluster.stop_server()
-    time.sleep(outage)
-    postgres_cluster.start_server()
-    for proc in procs:
-        out, _ = proc.communicate(timeout=120)
-        assert proc.returncode == 0 and "drained 0" in out, out
-    rows = _audit_rows(postgres_cluster, registry_db)
+    rows = outage_run(postgres_cluster, registry_db, tmp_path, outage, attempts)
     assert len(rows) == 2 * attempts and len({r[1] for r in rows}) == 2 * attempts
     for label in ("A", "B"):
         assert [r[3] for r in rows if r[2] == f"door-{label}"] == [f"{label}-{i:05d}" for i in range(attempts)]
