@@ -30,6 +30,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fps", type=float, default=None,
                         help="frames per second for a video or folder source (default: video's own, folder 5)")
     parser.add_argument("--no-loop", action="store_true", help="play a video or folder once instead of looping")
+    parser.add_argument("--database", default=None, metavar="URL",
+                        help="a fleet's shared registry, postgresql://user@host/db (default: KIOSK_DATABASE_URL, "
+                             "else this kiosk's own SQLite store); the password never goes in the URL")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
 
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName("Siamese Kiosk")
     app.setWindowIcon(window_icon())
     config = AppConfig(source=args.source, weights=args.weights, fullscreen=args.fullscreen, fps=args.fps,
-                       loop=not args.no_loop)
+                       loop=not args.no_loop, database=args.database)
     if pyside_loses_references():
         import PySide6
         log.critical("PySide6 %s on Python %d.%d corrupts reference counts: the kiosk will crash within minutes. "

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
@@ -22,6 +22,7 @@ from .admin_tab import AdminTab
 from .audit_page import AuditPage
 from .background import wait_for_background
 from .capture import ENDED, FAILED, LIVE, LOST, FrameCapture
+from .connection_status import ConnectionLabel
 from .employees_page import EmployeesPage
 from .kiosk_tab import KioskTab
 from .liveness_page import LivenessPage
@@ -66,6 +67,7 @@ class AppConfig:
     idle_rate_hz: float = 10.0              # face analysis rate while nobody is being verified
     source_retry: tuple[float, float] = (1.0, 10.0)
     stall_s: float = STALL_S                # no frame for this long from an open source: out of service
+    database: str | None = None             # a fleet registry's URL (None: KIOSK_DATABASE_URL, else embedded)
 
     def open_source(self) -> FrameSource:
         if self.opener is not None:
@@ -79,6 +81,8 @@ class AppConfig:
 
 
 class MainWindow(QMainWindow):
+    registry_changed = Signal()  # the fleet registry's copy changed (emitted from the sync thread: queued)
+
     def __init__(self, config: AppConfig, storage: Storage | None = None):
         super().__init__()
         self.setWindowTitle("Siamese Kiosk")
@@ -94,7 +98,7 @@ class MainWindow(QMainWindow):
             log.error("%s", exc)
             settings, settings_error = Settings(), str(exc)
         self._own_storage = storage is None
-        self.storage = storage or Storage.open()
+        self.storage = storage or Storage.open(url=config.database)
         mirror = config.opener is None and is_camera_spec(config.source)
 
         self.kiosk = KioskTab(mirror, config.verdict_display_s or settings.verdict_display_s)
@@ -111,6 +115,8 @@ class MainWindow(QMainWindow):
         panel.addTab(self.threshold_page, "Threshold")
         panel.addTab(self.liveness_page, "Liveness")
         panel.addTab(self.audit_page, "Audit log")
+        if self.storage.is_fleet:  # the registry's state, and how old the copy the kiosk verifies with is
+            panel.addTab(ConnectionLabel(self.storage.connection, detailed=True), "Registry")
         self.admin = AdminTab(None if settings_error else PinManager(self.settings_store), panel,
                               config.admin_idle_s or settings.admin_idle_s, settings_error,
                               settings_store=None if settings_error else self.settings_store, sounds=settings.sounds,
@@ -126,6 +132,8 @@ class MainWindow(QMainWindow):
         self.source_status, self.model_status = QLabel("Opening the video source..."), QLabel("Loading the model...")
         self.statusBar().addWidget(self.source_status, 1)
         self.statusBar().addPermanentWidget(self.model_status)
+        self.connection_status = ConnectionLabel(self.storage.connection)
+        self.statusBar().addPermanentWidget(self.connection_status)
         self.store_status = QLabel()  # what the store's self-check found at start (damaged references), if anything
         self.store_status.setStyleSheet("color: #b00020; font-weight: bold")
         self.store_status.setWordWrap(True)
@@ -153,6 +161,9 @@ class MainWindow(QMainWindow):
         self.kiosk.walk_up_requested.connect(self.worker.request_walk_up)
         self.employees.deleted.connect(lambda _employee_id: self.worker.request_walk_up_info())
         w.walk_up_info.connect(self.threshold_page.set_walk_up)
+        # an employee enrolled or deleted at another kiosk of the fleet (told from the sync thread)
+        self.registry_changed.connect(self._on_registry_changed)
+        self.storage.on_registry_change(self.registry_changed.emit)
         self.threshold_page.threshold_changed.connect(self._threshold_changed)
         self.liveness_page.liveness_changed.connect(self.worker.set_liveness)
 
@@ -271,6 +282,10 @@ class MainWindow(QMainWindow):
             self.sounds.play(decision.verdict)
         if self.audit_page.isVisible():
             self.audit_page.refresh()
+
+    def _on_registry_changed(self) -> None:
+        self.employees.refresh()
+        self.worker.request_walk_up_info()
 
     def _on_refreshing(self, done: int, total: int) -> None:
         self.model_status.setText(f"Updating stored faces for the new model: {done}/{total}")
