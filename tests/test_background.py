@@ -88,6 +88,23 @@ def test_only_the_newest_operation_of_a_key_reports(qtbot, owner):
     assert shown == ["new"]
 
 
+def test_operations_run_in_the_order_they_were_asked_for(qtbot, owner, tmp_path):
+    """Audit entries of events that follow each other keep their order (a PIN set, then the unlock): with two
+    pool threads a later, quicker operation could overtake an earlier one."""
+    done: list[int] = []
+    helper = Background(owner)
+    for i in range(8):
+        helper.run(lambda i=i: (time.sleep(0.02 * (8 - i)), done.append(i)))  # the earliest sleep longest
+    assert wait_for_background(5000)
+    assert done == list(range(8))
+    audit = AuditLog(Database(tmp_path / "audit.sqlite3"))
+    kinds = ["pin_set", "unlock", "pin_wrong", "lockout", "unlock"]
+    for kind in kinds:
+        helper.run(lambda kind=kind: audit.record_event(kind))
+    assert wait_for_background(5000)
+    assert [e.kind for e in reversed(audit.entries())] == kinds
+
+
 def test_no_callback_after_the_owner_is_destroyed(qtbot):
     owner = QWidget()
     called: list[object] = []

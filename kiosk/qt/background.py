@@ -5,7 +5,7 @@ Modelled on Anki's ``QueryOp`` and napari's ``thread_worker``::
     Background(self).run(lambda: store.search(text), on_success=self.show_rows, on_failure=self.show_error,
                          busy=[self.search_button], key="search")
 
-The operation (a plain callable) runs in a pool thread. ``on_success(result)`` or ``on_failure(exc)`` then
+The operation (a plain callable) runs in the pool's one thread, after those asked for before it. ``on_success(result)`` or ``on_failure(exc)`` then
 runs on the GUI thread (a queued signal): an exception never escapes into Qt. The ``busy`` widgets are
 disabled while it runs (and enabled again afterwards, unless another operation still uses them). With a
 ``key``, only the newest operation of that key reports (a search typed letter by letter shows the last
@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-_POOL_THREADS = 2  # the kiosk's operations are small; the inference has its own thread
+# One thread: operations run one after another in the order they were asked for, so the audit entries of
+# events that follow each other (a PIN set, then the unlock) are written in that order (with two threads they
+# raced, and the trail could say "unlock" before "PIN set"). The kiosk's operations are small; the inference
+# has its own thread.
+_POOL_THREADS = 1
 
 
 def pool() -> QThreadPool:
