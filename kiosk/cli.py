@@ -242,12 +242,27 @@ def _read_new_pin() -> tuple[str, str | None]:
 
 def cmd_admin_reset_pin(args) -> int:
     """The only way back into a kiosk whose PIN record is lost, damaged or replaced, or that is locked out:
-    for the account owning the data folder, at a terminal (not at the kiosk's screen)."""
+    for the account owning the data folder, at a terminal (not at the kiosk's screen). A fleet's PIN is the
+    registry's: ``--database URL`` as the registry's owner (kiosk.storage.fleet_pin), never a kiosk's role."""
     from .paths import data_dir  # noqa: PLC0415
     from .storage import PinManager, SettingsStore  # noqa: PLC0415
+    from .storage.fleet_pin import FLEET_RESET_COMMAND, reset_fleet_pin  # noqa: PLC0415
+    from .storage.outbox import FLEET_DB_NAME  # noqa: PLC0415
+    from .storage.pgconn import database_url  # noqa: PLC0415
     from .storage.pin import check_folder_owner  # noqa: PLC0415
-    check_folder_owner(data_dir())
+    url = database_url(args.database)
+    if url is None and (data_dir() / FLEET_DB_NAME).is_file():
+        raise KioskError(f"this kiosk belongs to a fleet: its admin PIN is the registry's, for every kiosk; run "
+                         f"'{FLEET_RESET_COMMAND}' as the registry's owner")
+    if url is None:
+        check_folder_owner(data_dir())
     new_pin, repeat = _read_new_pin()
+    if url is not None:
+        reset_fleet_pin(url, new_pin, repeat)
+        log.warning("the fleet's admin PIN reset from the command line")
+        print("kiosk: the fleet's admin PIN set and lockouts cleared; every kiosk takes the new PIN within seconds "
+              "(one that is offline when it is back)")
+        return 0
     PinManager(SettingsStore()).reset(new_pin, repeat)
     log.warning("admin PIN reset from the command line")
     print("kiosk: admin PIN set and lockouts cleared; the admin tab takes the new PIN from now on")
@@ -410,7 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("admin", help="administration from a terminal")
     asub = p.add_subparsers(dest="admin_command", required=True)
     a = asub.add_parser("reset-pin", help="set a new admin PIN and clear lockouts (owner of the data folder only; "
-                                          "reads the PIN from the terminal, or the first line of stdin)")
+                                          "a fleet's: --database URL as the registry's owner; reads the PIN from "
+                                          "the terminal, or the first line of stdin)")
     a.set_defaults(func=cmd_admin_reset_pin)
 
     p = sub.add_parser("backup", help="write the database and photos, as one consistent snapshot, to a new folder "

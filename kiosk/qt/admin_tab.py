@@ -258,6 +258,12 @@ class AdminTab(QWidget):
         if not first_run:
             self._show_lock_state()
 
+    def refresh_gate(self) -> None:
+        """While locked: the gate as the PIN's state stands now (e.g. a PIN set or a lockout begun at another
+        kiosk of the fleet); an open session and a PIN being checked are left alone."""
+        if not self.unlocked and not self._pin_busy:
+            self._show_gate()
+
     def _unlock(self) -> None:
         self.unlocked = True
         self.unlock_message.setText("")

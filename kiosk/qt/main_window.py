@@ -12,11 +12,11 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
-from ..decision import Decision
+from ..decision import Decision, ThresholdPolicy
 from ..engine import FaceEngine
 from ..paths import ASSETS_DIR, DEFAULT_WEIGHTS
 from ..sources import IMAGE_EXTENSIONS, FrameSource, is_camera_spec, open_source
-from ..storage import IntegrityReport, PinManager, Settings, SettingsStore, Storage, StorageError
+from ..storage import IntegrityReport, Settings, Storage, StorageError
 from ..storage.audit import EVENT_MODEL, EVENT_START, EVENT_STOP
 from .admin_tab import AdminTab
 from .audit_page import AuditPage
@@ -82,6 +82,7 @@ class AppConfig:
 
 class MainWindow(QMainWindow):
     registry_changed = Signal()  # the fleet registry's copy changed (emitted from the sync thread: queued)
+    settings_changed = Signal()  # the fleet's shared settings changed elsewhere (from the sync thread: queued)
 
     def __init__(self, config: AppConfig, storage: Storage | None = None):
         super().__init__()
@@ -90,15 +91,15 @@ class MainWindow(QMainWindow):
         self.config = config
         self.kiosk_mode = config.fullscreen  # fullscreen at the entrance: only the admin (PIN) closes the window
         self._quit_authorised = False
-        self.settings_store = SettingsStore()
+        self._own_storage = storage is None
+        self.storage = storage or Storage.open(url=config.database)
+        self.settings_store = self.storage.settings_store()  # a fleet kiosk's: shared ones from the registry
         settings_error = ""
         try:
             settings = self.settings_store.load()
         except StorageError as exc:  # the kiosk runs on defaults; admin stays closed until it is fixed
             log.error("%s", exc)
             settings, settings_error = Settings(), str(exc)
-        self._own_storage = storage is None
-        self.storage = storage or Storage.open(url=config.database)
         mirror = config.opener is None and is_camera_spec(config.source)
 
         self.kiosk = KioskTab(mirror, config.verdict_display_s or settings.verdict_display_s)
@@ -117,7 +118,7 @@ class MainWindow(QMainWindow):
         panel.addTab(self.audit_page, "Audit log")
         if self.storage.is_fleet:  # the registry's state, and how old the copy the kiosk verifies with is
             panel.addTab(ConnectionLabel(self.storage.connection, detailed=True), "Registry")
-        self.admin = AdminTab(None if settings_error else PinManager(self.settings_store), panel,
+        self.admin = AdminTab(None if settings_error else self.storage.pin_manager(self.settings_store), panel,
                               config.admin_idle_s or settings.admin_idle_s, settings_error,
                               settings_store=None if settings_error else self.settings_store, sounds=settings.sounds,
                               audit=self.storage.audit, mode=settings.kiosk_mode)
@@ -164,6 +165,9 @@ class MainWindow(QMainWindow):
         # an employee enrolled or deleted at another kiosk of the fleet (told from the sync thread)
         self.registry_changed.connect(self._on_registry_changed)
         self.storage.on_registry_change(self.registry_changed.emit)
+        # the threshold, liveness or admin PIN changed at another kiosk of the fleet (told from the sync thread)
+        self.settings_changed.connect(self._on_settings_changed)
+        self.storage.on_settings_change(self.settings_changed.emit)
         self.threshold_page.threshold_changed.connect(self._threshold_changed)
         self.liveness_page.liveness_changed.connect(self.worker.set_liveness)
 
@@ -286,6 +290,20 @@ class MainWindow(QMainWindow):
     def _on_registry_changed(self) -> None:
         self.employees.refresh()
         self.worker.request_walk_up_info()
+
+    def _on_settings_changed(self) -> None:
+        """The fleet's settings as changed elsewhere: the worker uses them for the next attempt, the admin
+        pages show them as applied, the admin gate as it stands (a PIN set or a lockout begun elsewhere)."""
+        try:
+            settings = self.settings_store.load()
+        except StorageError as exc:
+            log.error("the fleet's settings changed but cannot be read: %s", exc)
+            return
+        if self.threshold_page.show_applied(ThresholdPolicy(settings.threshold)):
+            self._threshold_changed(settings.threshold)
+        if self.liveness_page.show_applied(settings.liveness_policy):
+            self.worker.set_liveness(settings.liveness_policy)
+        self.admin.refresh_gate()
 
     def _on_refreshing(self, done: int, total: int) -> None:
         self.model_status.setText(f"Updating stored faces for the new model: {done}/{total}")

@@ -62,6 +62,10 @@ class SettingPage(QWidget):
     def _show(self) -> None:
         raise NotImplementedError
 
+    def _sync(self) -> None:
+        """Set the controls to ``preview_policy``, then ``_show``."""
+        raise NotImplementedError
+
     def _warning(self) -> str:
         """Extra words for the confirmation of the change previewed (e.g. what switching off means)."""
         return ""
@@ -104,6 +108,21 @@ class SettingPage(QWidget):
         log.info("admin: %s %s -> %s", self.SETTING, old, new)
         if changed:
             self._record(f"{old} -> {new}", new)
+
+    def show_applied(self, policy) -> bool:
+        """``policy`` was applied elsewhere (another kiosk of the fleet): show it as the one in use, without
+        saving, announcing or recording it (that kiosk did); a change the admin is previewing here stays
+        pending. False when it is the one in use already."""
+        if policy == self.policy:
+            return False
+        previewing = self.pending
+        self.policy = policy
+        if not previewing:
+            self.preview_policy = policy
+        self._sync()
+        self._say(f"Applied at another kiosk of the fleet: {self.SETTING} {self._describe(policy)}.")
+        log.info("%s %s applied at another kiosk", self.SETTING, self._describe(policy))
+        return True
 
     def _record(self, detail: str, new: str) -> None:
         """The audit entry ("old -> new"), written off the GUI thread."""

@@ -145,6 +145,28 @@ class Storage:
         """Audit entries of a fleet kiosk not yet in the registry (0 for the embedded store)."""
         return self.link.outbox.pending() if self.link is not None else 0
 
+    def settings_store(self) -> SettingsStore:
+        """This kiosk's settings: its settings.json; a fleet kiosk's with the fleet-wide ones (threshold,
+        liveness, admin PIN) from the registry (kiosk.storage.fleet_settings)."""
+        own = SettingsStore()
+        if self.link is None:
+            return own
+        from .fleet_settings import FleetSettingsStore  # noqa: PLC0415
+        return FleetSettingsStore(own, self.link.settings)
+
+    def pin_manager(self, settings: SettingsStore, **options) -> PinManager:
+        """The admin PIN: this kiosk's (kiosk.storage.pin), or the fleet's (kiosk.storage.fleet_pin)."""
+        if self.link is None:
+            return PinManager(settings, **options)
+        from .fleet_pin import FleetPinManager  # noqa: PLC0415
+        return FleetPinManager(settings, self.link.settings, **options)
+
+    def on_settings_change(self, callback) -> None:
+        """Call ``callback()`` (from the sync thread) after the fleet's settings changed elsewhere (threshold,
+        liveness, the admin PIN or its lockout). Nothing happens for the embedded store."""
+        if self.link is not None:
+            self.link.on_settings_change.append(callback)
+
     def on_registry_change(self, callback) -> None:
         """Call ``callback()`` (from the sync thread) after a change made elsewhere reached this kiosk's copy:
         an employee enrolled, re-enrolled or deleted at another kiosk. Nothing happens for the embedded store."""

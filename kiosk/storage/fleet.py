@@ -7,6 +7,8 @@
   registry's one hash chain, with this kiosk's ID; the audit page and ``kiosk audit verify`` read the
   registry (refused while it is away: the outbox's entries are shown there once it is back).
 - ``connection`` tells ONLINE / OFFLINE and when the mirror was last synchronised.
+- ``settings_store()`` and ``pin_manager()`` give the fleet's shared settings and admin PIN
+  (kiosk.storage.fleet_settings, kiosk.storage.fleet_pin), from a copy the sync thread keeps current.
 
 The data key is the fleet's: every kiosk needs the same ``data.key`` (the registry records its ID and
 refuses a kiosk with another key). Photos and features travel sealed with it.
@@ -35,10 +37,12 @@ from .employees import (
     new_photo_file,
     now_iso,
 )
+from .fleet_settings import FleetSettings
 from .keys import KeyMissingError
 from .mirror import Mirror
 from .outbox import Outbox, open_local_fleet_db
 from .pgconn import ConnectionConfig, RegistryUnavailableError
+from .settings import SettingsStore
 from .sync import FleetLink
 
 log = logging.getLogger(__name__)
@@ -201,11 +205,13 @@ def _attach(storage, config, local, data_key, readonly, poll_s, retry_s) -> None
     mirror = Mirror(employees, local)
     audit = FleetAuditLog(outbox, None, config, data_key, kiosk_id)
     link = FleetLink(config, mirror, outbox, status, kiosk_id, audit._digest, poll_s, retry_s)
-    employees.link, audit.link = link, link
+    link.settings = FleetSettings(local, SettingsStore())
+    employees.link, audit.link, link.settings.link = link, link, link
     try:
         with config.connect(autocommit=True) as conn:
             _check_registry(conn, config, local, sealer)
             mirror.pull(conn)
+            link.settings.pull(conn)
             link.drain(conn)
         status.update(ConnectionState.ONLINE, f"connected to {config.safe_url}", synced=True)
     except RegistryUnavailableError as exc:

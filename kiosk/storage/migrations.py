@@ -150,4 +150,7 @@ LOCAL_FLEET_MIGRATIONS: dict[int, list[str]] = {
         "CREATE TABLE mirrored (reference_id INTEGER PRIMARY KEY, features_version INTEGER NOT NULL)",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",  # registry_id, generation, synced_at
     ],
+    2: [  # the last synchronised copy of the registry's fleet-wide settings (kiosk.storage.fleet_settings), JSON
+        "CREATE TABLE fleet_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ],
 }

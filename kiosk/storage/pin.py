@@ -12,7 +12,9 @@ been set, a record that is missing, damaged or not the one the guard knows keeps
 and only ``kiosk admin reset-pin``, run in a terminal by the owner of the data folder, sets a new one.
 
 Lockouts escalate: ``max_attempts`` wrong entries lock for ``lockout_s``, each further lockout before a
-good entry lasts twice as long (at most ``max_lockout_s``); a restart changes nothing.
+good entry lasts twice as long (at most ``max_lockout_s``); a restart changes nothing (``LockoutRule``).
+
+A fleet kiosk keeps the same rules with the record and the guard in the registry (kiosk.storage.fleet_pin).
 """
 
 from __future__ import annotations
@@ -105,6 +107,45 @@ def verify_pin(pin: str, record: dict) -> bool:
     return hmac.compare_digest(actual, expected)
 
 
+def valid_guard(guard) -> bool:
+    return (isinstance(guard, dict) and isinstance(guard.get("fingerprint"), str)
+            and _int_in(guard.get("failures"), 0, 10 ** 6) and _int_in(guard.get("lockouts"), 0, 10 ** 6)
+            and isinstance(guard.get("locked_until"), (int, float)) and not isinstance(guard["locked_until"], bool)
+            and isinstance(guard.get("next"), (str, type(None))))
+
+
+def new_guard(record: dict | None, locked_until: float = 0.0, lockouts: int = 0) -> dict:
+    """The guard of a freshly set ``record``: no wrong entries, no lock."""
+    return {"fingerprint": fingerprint(record) if record is not None else "", "next": None, "failures": 0,
+            "lockouts": lockouts, "locked_until": float(locked_until)}
+
+
+@dataclass(frozen=True)
+class LockoutRule:
+    """How wrong entries lock PIN entry: the one home of this rule (single kiosk and fleet alike)."""
+
+    max_attempts: int = 5
+    lockout_s: float = 300.0
+    max_lockout_s: float = 24 * 3600.0
+
+    def length(self, lockouts: int) -> float:
+        return min(self.lockout_s * 2 ** max(lockouts - 1, 0), max(self.max_lockout_s, self.lockout_s))
+
+    def after_entry(self, guard: dict, ok: bool, now: float) -> dict:
+        """The guard after one PIN entry at ``now``: a good one clears the count and the escalation, a wrong
+        one counts, the ``max_attempts``-th starts the next lock. A guard locked meanwhile (at another kiosk
+        of a fleet) stays as it is."""
+        if guard["locked_until"] > now:
+            return guard
+        if ok:
+            return dict(guard, failures=0, lockouts=0, locked_until=0.0)
+        failures = guard["failures"] + 1
+        if failures >= self.max_attempts:
+            lockouts = guard["lockouts"] + 1
+            return dict(guard, failures=0, lockouts=lockouts, locked_until=now + self.length(lockouts))
+        return dict(guard, failures=failures)
+
+
 @dataclass(frozen=True)
 class PinResult:
     ok: bool
@@ -146,9 +187,10 @@ class PinManager:
                  clock: Callable[[], float] = time.time, guard_path: str | Path | None = None,
                  max_lockout_s: float = 24 * 3600.0):
         self.settings = settings
+        self.rule = LockoutRule(max_attempts, lockout_s, max(max_lockout_s, lockout_s))
         self.max_attempts = max_attempts
         self.lockout_s = lockout_s
-        self.max_lockout_s = max(max_lockout_s, lockout_s)
+        self.max_lockout_s = self.rule.max_lockout_s
         self.clock = clock
         self.guard_path = Path(guard_path) if guard_path else data_dir() / GUARD_NAME
 
@@ -168,10 +210,7 @@ class PinManager:
             guard = json.loads(text)
         except ValueError:
             guard = None
-        if not (isinstance(guard, dict) and isinstance(guard.get("fingerprint"), str)
-                and _int_in(guard.get("failures"), 0, 10 ** 6) and _int_in(guard.get("lockouts"), 0, 10 ** 6)
-                and isinstance(guard.get("locked_until"), (int, float)) and not isinstance(guard["locked_until"], bool)
-                and isinstance(guard.get("next"), (str, type(None)))):
+        if not valid_guard(guard):
             raise self._damaged_guard("damaged")
         return guard
 
@@ -179,10 +218,7 @@ class PinManager:
         private_dir(self.guard_path.parent)
         atomic_write_text(self.guard_path, json.dumps(guard, indent=2, sort_keys=True) + "\n")
 
-    @staticmethod
-    def _new_guard(record: dict | None, locked_until: float = 0.0, lockouts: int = 0) -> dict:
-        return {"fingerprint": fingerprint(record) if record is not None else "", "next": None, "failures": 0,
-                "lockouts": lockouts, "locked_until": float(locked_until)}
+    _new_guard = staticmethod(new_guard)
 
     def _guarded(self) -> tuple[dict, dict]:
         """(guard, record) of a PIN in good order; PinRecordError otherwise (PinError when none is set)."""
@@ -190,9 +226,13 @@ class PinManager:
         if state == UNSET:
             raise PinError("no admin PIN is set yet")
         if state != OK:
-            raise PinRecordError(f"{_LOCKED_REASONS[state]}. The admin tab stays locked: the owner of the data "
-                                 f"folder must run '{RESET_COMMAND}' in a terminal to set a new PIN.")
+            raise PinRecordError(self._locked_message(state))
         return guard, record
+
+    def _locked_message(self, state: str) -> str:
+        """Why administration is locked, and the way back."""
+        return (f"{_LOCKED_REASONS[state]}. The admin tab stays locked: the owner of the data folder must run "
+                f"'{RESET_COMMAND}' in a terminal to set a new PIN.")
 
     # -- state ----------------------------------------------------------------------------------------------
     def _state(self) -> tuple[str, dict | None, object]:
@@ -237,7 +277,7 @@ class PinManager:
         return True
 
     def _lock_length(self, lockouts: int) -> float:
-        return min(self.lockout_s * 2 ** max(lockouts - 1, 0), self.max_lockout_s)
+        return self.rule.length(lockouts)
 
     def locked_for(self) -> float:
         """Seconds until PIN entry is allowed again (0 when not locked). Capped at the current lock's length
@@ -292,15 +332,18 @@ class PinManager:
         if locked > 0:
             return PinResult(False, 0, locked)
         guard, record = self._guarded()
-        if verify_pin(pin, record):
-            if guard["failures"] or guard["lockouts"] or guard["locked_until"]:
-                self._save_guard(dict(guard, failures=0, lockouts=0, locked_until=0.0))
+        ok = verify_pin(pin, record)
+        now = self.clock()
+        guard = self._record_entry(guard, ok, now)
+        if guard["locked_until"] > now:  # this entry began a lock (or another kiosk of the fleet did meanwhile)
+            return PinResult(False, 0, min(guard["locked_until"] - now, self._lock_length(guard["lockouts"])))
+        if ok:
             return PinResult(True, self.max_attempts)
-        failures = guard["failures"] + 1
-        if failures >= self.max_attempts:
-            lockouts = guard["lockouts"] + 1
-            length = self._lock_length(lockouts)
-            self._save_guard(dict(guard, failures=0, lockouts=lockouts, locked_until=self.clock() + length))
-            return PinResult(False, 0, length)
-        self._save_guard(dict(guard, failures=failures))
-        return PinResult(False, self.max_attempts - failures)
+        return PinResult(False, self.max_attempts - guard["failures"])
+
+    def _record_entry(self, guard: dict, ok: bool, now: float) -> dict:
+        """Count one entry into the guard (LockoutRule) and keep it; returns the guard now."""
+        changed = self.rule.after_entry(guard, ok, now)
+        if changed != guard:
+            self._save_guard(changed)
+        return changed

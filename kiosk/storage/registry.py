@@ -188,3 +188,49 @@ def append_audit(conn, kiosk_id: str, entries: Iterable, digest: Callable[[str, 
                          "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", content + (e.entry_uuid, previous))
             written += 1
     return written
+
+
+# -- fleet-wide settings (kiosk.storage.fleet_settings): one JSON value per key; every change NOTIFYs ----------
+def settings(conn) -> dict[str, object]:
+    return {key: value for key, value in conn.execute("SELECT key, value FROM settings")}
+
+
+def put_settings(conn, values: dict[str, object], create_only: bool = False) -> bool:
+    """Write ``values`` in one transaction. ``create_only``: only if none of the keys is there yet (False, and
+    nothing written, otherwise)."""
+    from psycopg.types.json import Jsonb  # noqa: PLC0415
+
+    with conn.transaction():
+        if create_only and conn.execute("SELECT 1 FROM settings WHERE key = ANY(%s) FOR UPDATE",
+                                        (list(values),)).fetchone():
+            return False
+        conflict = "DO NOTHING" if create_only else "DO UPDATE SET value = excluded.value"
+        for key, value in values.items():
+            conn.execute(f"INSERT INTO settings (key, value) VALUES (%s, %s) ON CONFLICT (key) {conflict}",
+                         (key, Jsonb(value)))
+        conn.execute(f"NOTIFY {CHANNEL}")
+    return True
+
+
+def change_setting(conn, key: str, change: Callable[[object], object]) -> object:
+    """Replace the value of ``key`` (None when absent) by ``change(value)``, the row locked meanwhile: two
+    kiosks changing it at once are applied one after the other. Returns the new value."""
+    from psycopg.types.json import Jsonb  # noqa: PLC0415
+
+    with conn.transaction():
+        row = conn.execute("SELECT value FROM settings WHERE key = %s FOR UPDATE", (key,)).fetchone()
+        old = row[0] if row else None
+        new = change(old)
+        if new != old:
+            conn.execute("INSERT INTO settings (key, value) VALUES (%s, %s) ON CONFLICT (key) DO UPDATE SET "
+                         "value = excluded.value", (key, Jsonb(new)))
+            conn.execute(f"NOTIFY {CHANNEL}")
+    return new
+
+
+def owns_registry(conn) -> bool:
+    """Whether this connection's role owns the registry's tables (or is a superuser): a kiosk's role does not."""
+    row = conn.execute("SELECT (SELECT tableowner FROM pg_tables WHERE schemaname = current_schema() AND "
+                       "tablename = 'settings') = current_user OR (SELECT rolsuper FROM pg_roles WHERE "
+                       "rolname = current_user)").fetchone()
+    return bool(row and row[0])

@@ -1,6 +1,7 @@
 """Kiosk settings (threshold, fusion parameters, admin PIN hash) in one JSON file in config_dir(), written
 atomically and owner-only (it holds the PIN hash). The PIN's lock state and the guard that notices a
-deleted or replaced PIN record live in the data folder (kiosk.storage.pin)."""
+deleted or replaced PIN record live in the data folder (kiosk.storage.pin). A fleet kiosk shares the
+threshold, liveness and the PIN with the other kiosks through the registry (kiosk.storage.fleet_settings)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,11 @@
-"""The link between a fleet kiosk and the registry: one background thread that keeps the mirror current
-and drains the audit outbox, and the connection the kiosk's own writes (enrolment, deletion) use.
+"""The link between a fleet kiosk and the registry: one background thread that keeps the mirror and the
+copy of the fleet's settings current and drains the audit outbox, and the connection the kiosk's own writes
+(enrolment, deletion, shared settings) use.
 
 The thread LISTENs on ``kiosk_registry``: a change made at another kiosk wakes it at once (a missed
 notification is caught by comparing generations every ``poll_s``), and it pulls the change into the
-mirror. Every ``poll_s`` it also drains the outbox. When the registry goes away the state turns OFFLINE,
+mirror. Every ``poll_s`` it also pulls the fleet's settings (a few rows; kiosk.storage.fleet_settings) and
+drains the outbox. When the registry goes away the state turns OFFLINE,
 the thread retries every ``retry_s`` and, once back, pulls and drains first. Listeners of
 ``ConnectionStatus`` hear every change of state.
 """
@@ -52,6 +54,8 @@ class FleetLink:
         self._conn_lock = threading.RLock()
         self._drain_lock = threading.Lock()
         self.on_change: list[Callable[[], None]] = []  # told after a pull changed the mirror
+        self.settings = None  # kiosk.storage.fleet_settings.FleetSettings (set by kiosk.storage.fleet)
+        self.on_settings_change: list[Callable[[], None]] = []  # told after a pull changed the settings' copy
 
     # -- the foreground connection -------------------------------------------------------------------------
     def _foreground(self):
@@ -95,12 +99,16 @@ class FleetLink:
                     pass
                 self._conn = None
 
-    def _changed(self) -> None:
-        for callback in list(self.on_change):
+    def _changed(self, listeners: list[Callable[[], None]] | None = None) -> None:
+        for callback in list(self.on_change if listeners is None else listeners):
             try:
                 callback()
             except Exception:  # noqa: BLE001 -- a listener's bug must not stop synchronisation
-                log.exception("a mirror-change listener failed")
+                log.exception("a registry-change listener failed")
+
+    def pull_settings(self, conn) -> None:
+        if self.settings is not None and self.settings.pull(conn):
+            self._changed(self.on_settings_change)
 
     # -- the outbox -------------------------------------------------------------------------------------------
     def drain(self, conn, batch: int = 500) -> int:
@@ -159,5 +167,6 @@ class FleetLink:
         if force or registry.generation(conn) != self.mirror.generation:
             if self.mirror.pull(conn):
                 self._changed()
+        self.pull_settings(conn)
         self.status.update(synced=True)
         self.drain(conn)
