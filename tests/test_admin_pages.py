@@ -4,12 +4,14 @@ clearing the form after saving, and opening file dialogs in Pictures or home."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QStandardPaths, Qt
+from PySide6.QtCore import QStandardPaths, Qt, QTimer
 
 from kiosk.decision import estimate_rates
 from kiosk.enrolment import check_photo, enrol_images
@@ -70,6 +72,7 @@ def test_threshold_apply_confirmed_saves_tells_the_worker_says_so_and_is_audited
     page.confirm = lambda title, text: True
     page.slider.setValue(700)
     qtbot.mouseClick(page.apply_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not page.saving, timeout=5000)  # saved off the GUI thread
     assert SettingsStore().load().threshold == 0.7 and told == [0.7] and page.threshold == 0.7
     assert "Applied: threshold 0.700; it was 0.600 (model default)." in page.status.text()
     assert "(saved)" in page.value_label.text() and not page.apply_button.isEnabled()
@@ -79,6 +82,7 @@ def test_threshold_apply_confirmed_saves_tells_the_worker_says_so_and_is_audited
     qtbot.mouseClick(page.reset_button, Qt.MouseButton.LeftButton)
     assert SettingsStore().load().threshold == 0.7 and told == [0.7]
     qtbot.mouseClick(page.apply_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: not page.saving, timeout=5000)
     assert SettingsStore().load().threshold is None and told == [0.7, None] and page.threshold == 0.6
     assert events(storage)[1:] == [(EVENT_THRESHOLD, "0.700 -> 0.600 (model default)")]
 
@@ -215,3 +219,28 @@ def test_file_dialogs_start_in_pictures_or_home(qtbot, employees_page, tmp_path,
         assert seen[-1] == pictures
     finally:
         QStandardPaths.setTestModeEnabled(False)
+
+
+def test_applying_a_threshold_saves_off_the_gui_thread(qtbot, threshold_page, monkeypatch):
+    """A fleet's registry may be slow to answer: the window must not freeze while the setting is saved."""
+    page, told = threshold_page
+    page.confirm = lambda title, text: True
+    threads = []
+    real_save = page._save
+
+    def slow_save(policy):
+        threads.append(threading.current_thread() is threading.main_thread())
+        time.sleep(0.5)
+        real_save(policy)
+
+    monkeypatch.setattr(page, "_save", slow_save)
+    page.slider.setValue(720)
+    ticks = []
+    timer = QTimer()
+    timer.timeout.connect(lambda: ticks.append(1))
+    timer.start(20)
+    qtbot.mouseClick(page.apply_button, Qt.MouseButton.LeftButton)
+    assert page.saving and not page.isEnabled() and not told  # not applied before it is saved
+    qtbot.waitUntil(lambda: not page.saving, timeout=5000)
+    timer.stop()
+    assert threads == [False] and len(ticks) >= 10 and told == [0.72] and page.isEnabled()

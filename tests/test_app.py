@@ -197,10 +197,12 @@ def test_moving_the_threshold_changes_the_verdict_mechanics(qtbot, make_window, 
     unlock_admin(qtbot, window)
     window.admin.panel.setCurrentWidget(window.threshold_page)
     window.threshold_page.set_threshold(first.score - 0.01)
+    qtbot.waitUntil(lambda: not window.threshold_page.saving, timeout=5000)
     assert verify(qtbot, window, "E1").verdict == "ACCEPT"
     window.tabs.setCurrentWidget(window.admin)
     unlock_admin(qtbot, window)
     window.threshold_page.set_threshold(first.score + 0.01)
+    qtbot.waitUntil(lambda: not window.threshold_page.saving, timeout=5000)
     stricter = verify(qtbot, window, "E1")
     assert stricter.verdict == "REJECT" and stricter.reason == REASON_NO_MATCH
     assert stricter.score == pytest.approx(first.score, abs=1e-6)
@@ -466,10 +468,12 @@ def test_threshold_page_shows_estimated_rates_from_the_roc(qtbot, make_window, t
     page = window.threshold_page
     assert page.threshold == 0.5 and "(model default)" in page.value_label.text()
     page.set_threshold(0.8)
+    qtbot.waitUntil(lambda: not page.saving, timeout=5000)
     assert window.model_status.text().endswith("threshold 0.800")
     assert "false accepts 1.00%" in page.rates_label.text() and "false rejects 20.00%" in page.rates_label.text()
     assert SettingsStore().load().threshold == 0.8
     page.use_model_default()
+    qtbot.waitUntil(lambda: not page.saving, timeout=5000)
     assert SettingsStore().load().threshold is None and page.threshold == 0.5
     assert "false accepts 10.50%" in page.rates_label.text()
 

@@ -159,15 +159,18 @@ def test_liveness_page_shows_held_out_rates_and_applies_on_off_with_an_audit_ent
         page.enabled_box.setChecked(False)
         page.confirm = lambda *args: False
         page.apply()
+        qtbot.waitUntil(lambda: not page.saving, timeout=5000)
         assert not applied and settings.load().liveness  # refused at the confirmation: nothing changed
         page.confirm = lambda *args: True
         page.apply()
+        qtbot.waitUntil(lambda: not page.saving, timeout=5000)
         assert applied == [LivenessPolicy(False, None)] and settings.load().liveness is False
         qtbot.waitUntil(lambda: bool(storage.audit.entries(kind=EVENT_LIVENESS)), timeout=5000)
         assert storage.audit.entries(kind=EVENT_LIVENESS)[0].detail.endswith("-> off")
         page.enabled_box.setChecked(True)
         page.slider.setValue(700)
         page.apply()
+        qtbot.waitUntil(lambda: not page.saving, timeout=5000)
         assert applied[-1] == LivenessPolicy(True, 0.7) and settings.load().liveness_threshold == 0.7
     finally:
         storage.close()

@@ -208,7 +208,8 @@ def test_a_threshold_applied_at_one_kiosks_window_is_used_by_anothers(
     wait_ready(qtbot, window_a, timeout=30000)
     wait_ready(qtbot, window_b, timeout=30000)
     assert window_b.worker.service.threshold != pytest.approx(0.812)
-    window_a.threshold_page.set_threshold(0.812)  # applied by A's admin (confirmed)
+    window_a.threshold_page.set_threshold(0.812)  # applied by A's admin (confirmed), saved off the GUI thread
+    qtbot.waitUntil(lambda: not window_a.threshold_page.saving, timeout=5000)
     applied = time.monotonic()
     qtbot.waitUntil(lambda: window_b.worker.service.threshold == pytest.approx(0.812), timeout=5000)
     print(f"window B uses A's threshold {time.monotonic() - applied:.2f} s later")

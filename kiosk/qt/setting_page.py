@@ -8,7 +8,7 @@ import logging
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QSlider, QWidget
 
-from ..storage import SettingsStore, StorageError
+from ..storage import SettingsStore
 from .background import Background
 
 log = logging.getLogger(__name__)
@@ -92,22 +92,33 @@ class SettingPage(QWidget):
             return
         self._commit()
 
+    @property
+    def saving(self) -> bool:
+        """A save (or its audit entry) is still under way off the GUI thread."""
+        return self.ops.running > 0
+
     def _commit(self) -> None:
-        old, new = self._describe(self.policy), self._describe(self.preview_policy)
-        changed = self.pending
-        try:
-            self._save(self.preview_policy)
-        except StorageError as exc:
+        """Save off the GUI thread (a fleet's registry may take seconds to answer, or not at all); once saved,
+        apply, tell the kiosk and record the change."""
+        policy = self.preview_policy
+        old, new = self._describe(self.policy), self._describe(policy)
+
+        def saved(_result: object) -> None:
+            changed = policy != self.policy
+            self.policy = policy
+            self._show()
+            self._announce(policy)
+            self._say(f"Applied: {self.SETTING} {new}" + (f"; it was {old}." if changed else "."))
+            log.info("admin: %s %s -> %s", self.SETTING, old, new)
+            if changed:
+                self._record(f"{old} -> {new}", new)
+
+        def failed(exc: BaseException) -> None:
             self._say(f"Cannot save the {self.SETTING}: {exc}", error=True)
             log.error("cannot save the %s: %s", self.SETTING, exc)
-            return
-        self.policy = self.preview_policy
-        self._show()
-        self._announce(self.policy)
-        self._say(f"Applied: {self.SETTING} {new}" + (f"; it was {old}." if changed else "."))
-        log.info("admin: %s %s -> %s", self.SETTING, old, new)
-        if changed:
-            self._record(f"{old} -> {new}", new)
+
+        self._say(f"Saving the {self.SETTING}...")
+        self.ops.run(lambda: self._save(policy), saved, failed, busy=[self], key="save")
 
     def show_applied(self, policy) -> bool:
         """``policy`` was applied elsewhere (another kiosk of the fleet): show it as the one in use, without
