@@ -169,8 +169,7 @@ class VerificationService:
         references = current_references(self.engine, self.storage.employees, claimed_id)
         if references.size == 0:
             return self._finish(refused(claimed_id, REASON_NO_REFERENCE, threshold))
-        if self.liveness.enabled and self.engine.liveness is None:  # fail closed: no check, nobody in
-            self._say(f"liveness is on but unavailable: {self.engine.liveness_problem}")
+        if self._liveness_missing():
             return self._finish(refused(claimed_id, REASON_NO_LIVENESS, threshold))
         start = self.clock() if started_at is None else started_at
         session = VerificationSession(claimed_id, threshold, self.fusion, start, self.liveness_threshold)
@@ -178,24 +177,33 @@ class VerificationService:
         return None
 
     # -- walk-ups (1:N) -----------------------------------------------------------------------------------------
-    def walk_up_rule(self) -> IdentifyRule | None:
-        """The 1:N rule for this engine (weights/identify.json), or None (then says why through ``report``)."""
+    def walk_up_calibration(self) -> tuple[IdentifyCalibration | None, str]:
+        """(the 1:N calibration for this engine, weights/identify.json; or None and why walk-ups are unavailable)."""
         if self.engine is None:
-            return None
+            return None, "no model loaded"
         if self._calibration is None:
             try:
                 self._calibration = IdentifyCalibration.load()
             except WeightsError as exc:
-                self._say(f"walk-up identification unavailable: {exc}")
-                return None
+                return None, str(exc)
         if not self._calibration.matches(self.engine):
-            self._say("walk-up identification unavailable: its calibration was measured with another face model")
-            return None
-        return self._calibration.rule
+            return None, "its calibration was measured with another face model"
+        return self._calibration, ""
 
-    @property
-    def calibration(self) -> IdentifyCalibration | None:
-        return self._calibration if self.walk_up_rule() is not None else None
+    def walk_up_rule(self) -> IdentifyRule | None:
+        """The 1:N rule for this engine, or None (then says why through ``report``)."""
+        calibration, problem = self.walk_up_calibration()
+        if calibration is None:
+            self._say(f"walk-up identification unavailable: {problem}")
+            return None
+        return calibration.rule
+
+    def _liveness_missing(self) -> bool:
+        """Liveness is on but its model is not loaded: fail closed (no check, nobody in), and say so."""
+        if self.liveness.enabled and self.engine is not None and self.engine.liveness is None:
+            self._say(f"liveness is on but unavailable: {self.engine.liveness_problem}")
+            return True
+        return False
 
     def gallery(self) -> GalleryIndex:
         """Everyone enrolled, in memory, brought up to date with the store (a cheap check when nothing changed)."""
@@ -216,8 +224,7 @@ class VerificationService:
         rule = self.walk_up_rule()
         if rule is None:
             return self._finish(refused("", REASON_NO_WALK_UP, self.threshold, MODE_WALK_UP))
-        if self.liveness.enabled and self.engine.liveness is None:
-            self._say(f"liveness is on but unavailable: {self.engine.liveness_problem}")
+        if self._liveness_missing():
             return self._finish(refused("", REASON_NO_LIVENESS, rule.threshold, MODE_WALK_UP))
         if len(self.gallery()) == 0:
             return self._finish(refused("", REASON_NOBODY_ENROLLED, rule.threshold, MODE_WALK_UP))
@@ -235,7 +242,8 @@ class VerificationService:
     def _decide_walk_up(self, walk_up: _WalkUp) -> Decision:
         if not walk_up.features:
             return self._finish(refused("", REASON_NO_FACE, walk_up.rule.threshold, MODE_WALK_UP))
-        found = self.gallery().identify(np.stack(walk_up.features), walk_up.rule, walk_up.params.aggregate)
+        # the index as synced when the walk-up began; someone deleted since is caught by the lookup below
+        found = self._gallery.identify(np.stack(walk_up.features), walk_up.rule, walk_up.params.aggregate)
         liveness = fuse_liveness(walk_up.liveness) if walk_up.liveness else None
         decision = decide_walk_up(found.person_id, found.accepted, found.reason, found.score, walk_up.rule.threshold,
                                   liveness, walk_up.liveness_threshold)

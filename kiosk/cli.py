@@ -368,11 +368,15 @@ def build_parser() -> argparse.ArgumentParser:
         e.add_argument("--peer-only", action="store_true", help="evaluate only face_recognition")
         e.set_defaults(func=func)
 
+    def lfw_people(parser, folds: str, folds_help: str) -> None:
+        """The open-set protocol's LFW folder, pairs file and folds (kiosk/open_set.py)."""
+        parser.add_argument("--root", type=Path, default=lfw / "lfw-deepfunneled")
+        parser.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
+        parser.add_argument("--folds", default=folds, help=folds_help)
+
     e = esub.add_parser("identify", help="open-set identification (1:N) on LFW folds (gallery, mated and "
                                          "non-mated probes; kiosk/open_set.py)")
-    e.add_argument("--root", type=Path, default=lfw / "lfw-deepfunneled")
-    e.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
-    e.add_argument("--folds", default="1-5", help="folds whose people make the protocol (default 1-5)")
+    lfw_people(e, "1-5", "folds whose people make the protocol (default 1-5)")
     e.add_argument("--calibration", type=Path, help="the 1:N rule (default: the shipped weights/identify.json)")
     e.add_argument("--json", type=Path, help="write the metrics to this JSON file")
     e.add_argument("--peer", action="store_true", help="also evaluate face_recognition on the same gallery and probes")
@@ -403,9 +407,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("calibrate-identify", help="choose the 1:N rule (gap, threshold) on LFW folds 6-10 and store "
                                                   "it with the impostor statistics")
-    p.add_argument("--root", type=Path, default=lfw / "lfw-deepfunneled")
-    p.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
-    p.add_argument("--folds", default="6-10", help="folds whose people calibrate (never the reported 1-5)")
+    lfw_people(p, "6-10", "folds whose people calibrate (never the reported 1-5)")
     p.add_argument("--target-fpir", type=float, default=1e-3, help="non-mated walk-ups accepted at most")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped calibration")

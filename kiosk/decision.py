@@ -186,6 +186,11 @@ def fuse(scores: Sequence[float], aggregate: str = "mean") -> float:
     return float(median(scores) if aggregate == "median" else mean(scores))
 
 
+def looks_live(liveness: float | None, liveness_threshold: float | None) -> bool:
+    """THE liveness rule of a decision: liveness off (no threshold), or the fused P(live) reaches it."""
+    return liveness_threshold is None or (liveness is not None and liveness >= liveness_threshold)
+
+
 def decide(claimed_id: str, frame_scores: Sequence[float], threshold: float, aggregate: str | None = "mean",
            fused: float | None = None, liveness: float | None = None, liveness_threshold: float | None = None,
            mode: str = MODE_ID) -> Decision:
@@ -197,7 +202,7 @@ def decide(claimed_id: str, frame_scores: Sequence[float], threshold: float, agg
         return Decision(claimed_id, False, REASON_NO_FACE, None, threshold, liveness_threshold=liveness_threshold,
                         mode=mode)
     score = fused if fused is not None else fuse(scores, aggregate or "mean")
-    if liveness_threshold is not None and (liveness is None or liveness < liveness_threshold):
+    if not looks_live(liveness, liveness_threshold):
         reason, accepted = REASON_ATTACK, False
     else:
         accepted = score >= threshold
@@ -214,7 +219,7 @@ def decide_walk_up(person_id: str | None, recognised: bool, reason: str, score: 
     if score is None:  # no frame was searched
         return Decision("", False, reason, None, threshold, liveness_threshold=liveness_threshold,
                         mode=MODE_WALK_UP)
-    if liveness_threshold is not None and (liveness is None or liveness < liveness_threshold):
+    if not looks_live(liveness, liveness_threshold):
         return Decision((person_id or "") if recognised else "", False, REASON_ATTACK, score, threshold,
                         liveness=liveness, liveness_threshold=liveness_threshold, mode=MODE_WALK_UP)
     return Decision((person_id or "") if recognised else "", recognised, reason, score, threshold, liveness=liveness,

@@ -240,12 +240,8 @@ def references_by_person(store: "EmployeeStore", model_id: str) -> dict[str, np.
 
 
 def store_fingerprint(store: "EmployeeStore", model_id: str = "") -> str:
-    """A cheap digest of which reference photos exist and which model made their features (one query, no
-    decryption): it changes with every enrolment, re-enrolment, deletion and re-embedding."""
-    sha = hashlib.sha256(model_id.encode())
-    for row in store.db.query("SELECT id, employee_id, model_sha, created FROM reference_photos ORDER BY id"):
-        sha.update(repr(tuple(row)).encode())
-    return sha.hexdigest()
+    """The store's reference photos (EmployeeStore.fingerprint) as seen by the index of ``model_id``."""
+    return hashlib.sha256(f"{model_id}\n{store.fingerprint()}".encode()).hexdigest()
 
 
 # -- the decision -------------------------------------------------------------------------------------------

@@ -356,12 +356,10 @@ class VerificationWorker(QObject):
     def _emit_walk_up_info(self) -> None:
         if self.engine is None:
             return
-        problems: list[str] = []
-        report, self.service.report = self.service.report, problems.append  # said here, not as a kiosk error
         try:
-            calibration = self.service.calibration
+            calibration, problem = self.service.walk_up_calibration()
             if calibration is None:
-                self.walk_up_info.emit(WalkUpInfo(False, problems[0] if problems else "unavailable"))
+                self.walk_up_info.emit(WalkUpInfo(False, problem))
                 return
             gallery = self.service.gallery()
             rule = calibration.rule
@@ -370,8 +368,6 @@ class VerificationWorker(QObject):
         except Exception as exc:  # the store could not be read: say so, never crash the worker
             log.exception("walk-up information")
             self.walk_up_info.emit(WalkUpInfo(False, f"{type(exc).__name__}: {exc}"))
-        finally:
-            self.service.report = report
 
     @Slot(str, str, object, bool)
     def _do_enrol(self, employee_id: str, name: str, images: list, replace: bool) -> None:

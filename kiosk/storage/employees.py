@@ -11,6 +11,7 @@ than its writer lock and not in flight in this process.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
@@ -155,6 +156,14 @@ class EmployeeStore:
         if not refs:
             return np.zeros((0, 0), np.float32)
         return np.stack([r.features for r in refs])
+
+    def fingerprint(self) -> str:
+        """A cheap digest of which reference photos exist and which model made their features (one query, no
+        decryption): it changes with every enrolment, re-enrolment, deletion and re-embedding."""
+        sha = hashlib.sha256()
+        for row in self.db.query("SELECT id, employee_id, model_sha, created FROM reference_photos ORDER BY id"):
+            sha.update(repr(tuple(row)).encode())
+        return sha.hexdigest()
 
     def stale_references(self, model_sha: str) -> list[ReferencePhoto]:
         """Photos whose features must be recomputed: made with other weights, or damaged."""

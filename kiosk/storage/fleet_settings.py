@@ -146,8 +146,8 @@ class FleetSettings:
         """Make the copy the registry's (after adding what this kiosk holds for it); True when it changed."""
         with self._lock:
             values = registry.settings(conn)
-            missing = {k: v for k, v in self._seed().items() if k not in values}
-            if missing:
+            if any(key not in values for key in FLEET_SETTINGS):  # settings.json is read then, not at every poll
+                missing = {k: v for k, v in self._seed().items() if k not in values}
                 registry.put_settings(conn, missing, create_only=True)
                 log.info("fleet settings %s taken from this kiosk's settings", ", ".join(sorted(missing)))
                 values = registry.settings(conn)

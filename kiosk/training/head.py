@@ -131,7 +131,8 @@ def validation_summary(scores: np.ndarray, val: PairSet, target_far: float) -> d
 
 def _engine(head: str, flip_average: bool, sha: str) -> FaceEngine:
     model = SiameseNet("dlib_resnet", {"source_sha256": sha}, head)
-    return FaceEngine(loaded=(model, InputSpec(), {"threshold": 0.5, "flip_average": flip_average}))
+    return FaceEngine(loaded=(model, InputSpec(), {"threshold": 0.5, "flip_average": flip_average}),
+                      liveness_weights=None)  # features only: no liveness check
 
 
 def train_head(config: HeadConfig, out_path: Path) -> dict:
@@ -201,7 +202,7 @@ def recalibrate(weights_path: Path, out_path: Path, target_far: float, lfw_root:
     folds = list(metadata.get("validation", {}).get("folds") or HeadConfig([], "", "").validation_folds)
     if set(folds) & set(metadata.get("training", {}).get("config", {}).get("report_folds", [1, 2, 3, 4, 5])):
         raise ValueError("the weights' validation folds overlap the reported folds")
-    engine = FaceEngine(loaded=(model, spec, metadata))
+    engine = FaceEngine(loaded=(model, spec, metadata), liveness_weights=None)
     pairs = read_lfw_pairs(pairs_file, lfw_root, folds)
     cache = build_feature_cache(sorted({p for pair in pairs for p in (pair.left, pair.right)}), engine,
                                 desc="validation faces")
