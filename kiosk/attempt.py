@@ -7,6 +7,12 @@ is kept, the verdict gets the employee's name when accepted, and every verdict i
 The caller (the Qt worker, a command, a test) only moves frames in and decisions out; with a fake clock a
 test runs a whole attempt in microseconds.
 
+The site's own evidence (kiosk.site) decides too: the threshold in force is the stricter of the admin's (or the
+model's) and the site threshold measured from the enrolled people's scores against each other (recomputed when
+enrolments change, audited when it moves), and a typed ID's frames are also scored against everyone enrolled
+(the walk-up gallery in memory): another employee closer than the claimed one refuses the claim (the insider
+check), the audit naming them.
+
 A walk-up (no ID typed) is an attempt too: its good frames are searched among everyone enrolled
 (kiosk.identification: the in-memory index, synced from the store when a walk-up begins; the 1:N rule and
 threshold of weights/identify.json), and the same liveness rule applies. Every verdict is audited with its
@@ -44,7 +50,8 @@ from .engine import FaceEngine
 from .enrolment import current_references
 from .errors import WeightsError
 from .identification import REASON_NOBODY_ENROLLED, GalleryIndex, IdentifyCalibration, IdentifyRule
-from .storage import Storage
+from .site import SiteCalibration, SiteRule, SiteRuleFile, measure_site
+from .storage import EVENT_SITE, Storage
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +83,8 @@ class _Attempt:
     references: np.ndarray
     name: str
     walk_up: _WalkUp | None = None       # or a walk-up (1:N)
+    snapshot: object = None              # the gallery as it was when the attempt began (insider check)
+    others: np.ndarray | None = None     # columns of the other people in that snapshot
 
     @property
     def frames(self) -> int:
@@ -109,6 +118,10 @@ class VerificationService:
         self._attempt: _Attempt | None = None
         self._gallery: GalleryIndex | None = None    # walk-ups: everyone's features in memory
         self._calibration: IdentifyCalibration | None = None  # the 1:N rule (weights/identify.json)
+        self._site_rule: SiteRule | None = None      # weights/site.json
+        self._site: SiteCalibration | None = None    # measured on the gallery of generation _site_generation
+        self._site_generation = -1
+        self._site_audited: float | None = None  # the site threshold last written to the audit log
 
     # -- configuration (applies to the next attempt) -------------------------------------------------------
     @property
@@ -120,6 +133,49 @@ class VerificationService:
 
     def set_fusion(self, fusion: FusionParams) -> None:
         self.fusion = fusion
+
+    def site_rule(self) -> SiteRule:
+        """The site rule for this engine (weights/site.json); its built-in defaults (the fit, no margin, no fallback
+        threshold), with a warning in the log, when the file is missing, damaged or was measured with another model."""
+        if self._site_rule is None:
+            try:
+                loaded = SiteRuleFile.load()
+                if self.engine is not None and not loaded.matches(self.engine):
+                    raise WeightsError("the site rule was measured with another face model")
+                self._site_rule = loaded.rule
+            except WeightsError as exc:
+                log.warning("site rule unavailable, its defaults apply: %s", exc)
+                self._site_rule = SiteRule()
+        return self._site_rule
+
+    def site(self) -> SiteCalibration:
+        """The site calibration of everyone enrolled now (measured again only when enrolments changed; a change of
+        the site threshold or of the number of people is written to the audit log)."""
+        gallery = self.gallery()
+        if self._site is None or self._site_generation != gallery.generation:
+            self._site = measure_site(gallery, self.site_rule())
+            self._site_generation = gallery.generation
+            log.info("site calibration: %s", self._site.describe())
+            self._audit_site(self._site)
+        return self._site
+
+    def _audit_site(self, site: SiteCalibration) -> None:
+        """A site threshold that appears, moves or goes is written to the audit log (with what it rests on)."""
+        now = None if site.threshold is None else round(site.threshold, 4)
+        if self._site_audited == now:
+            return
+        show = lambda t: "-" if t is None else f"{t:.4f}"  # noqa: E731
+        try:
+            self.storage.audit.record_event(EVENT_SITE, f"{show(self._site_audited)} -> {show(now)}", site.describe())
+            self._site_audited = now
+        except Exception as exc:  # the decision still uses it
+            log.exception("writing the audit log failed")
+            if self.report is not None:
+                self.report(f"the audit log could not be written: {exc}")
+
+    def threshold_in_force(self) -> float:
+        """The threshold the next 1:1 attempt uses: the stricter of the admin's (or the model's) and the site's."""
+        return self.site().in_force(self.threshold)
 
     @property
     def liveness_threshold(self) -> float | None:
@@ -162,7 +218,7 @@ class VerificationService:
         if self._attempt is not None:
             log.info("verification of %r replaced by %s", self.claimed_id, claimed_id)
             self._attempt = None
-        threshold = self.threshold
+        threshold = self.threshold_in_force()
         employee = self.storage.employees.get(claimed_id)
         if employee is None:
             return self._finish(refused(claimed_id, REASON_UNKNOWN_ID, threshold))
@@ -172,8 +228,12 @@ class VerificationService:
         if self._liveness_missing():
             return self._finish(refused(claimed_id, REASON_NO_LIVENESS, threshold))
         start = self.clock() if started_at is None else started_at
-        session = VerificationSession(claimed_id, threshold, self.fusion, start, self.liveness_threshold)
-        self._attempt = _Attempt(session, references, employee.name)
+        snapshot = self.gallery().snapshot()  # synced by threshold_in_force() above
+        columns = [i for i, person in enumerate(snapshot.ids) if person != claimed_id]
+        session = VerificationSession(claimed_id, threshold, self.fusion, start, self.liveness_threshold,
+                                      others=[snapshot.ids[i] for i in columns], margin=self.site_rule().insider_margin)
+        self._attempt = _Attempt(session, references, employee.name, snapshot=snapshot,
+                                 others=np.asarray(columns, np.int64))
         return None
 
     # -- walk-ups (1:N) -----------------------------------------------------------------------------------------
@@ -228,6 +288,7 @@ class VerificationService:
             return self._finish(refused("", REASON_NO_LIVENESS, rule.threshold, MODE_WALK_UP))
         if len(self.gallery()) == 0:
             return self._finish(refused("", REASON_NOBODY_ENROLLED, rule.threshold, MODE_WALK_UP))
+        rule = IdentifyRule(self.site().in_force(rule.threshold), rule.gap)  # the site's threshold holds here too
         start = self.clock() if started_at is None else started_at
         self._attempt = _Attempt(None, np.zeros((0, 0), np.float32), "",
                                  _WalkUp(start, self.fusion, rule, self.liveness_threshold))
@@ -290,7 +351,11 @@ class VerificationService:
                 decision = self._add_walk_up_frame(attempt.walk_up, features, liveness)
                 return decision if decision is not None else self.expire()
             score = frame_score(self.engine.similarity, features, attempt.references)
-            decision = attempt.session.add_score(score, captured_at, liveness)
+            others = None
+            if attempt.session.others:
+                _, everyone = self._gallery.person_scores(features, attempt.snapshot)
+                others = everyone[0, attempt.others]
+            decision = attempt.session.add_score(score, captured_at, liveness, others)
             if decision is not None:
                 return self._finish(decision)
         return self.expire()
@@ -338,7 +403,7 @@ class VerificationService:
                  "-" if decision.liveness is None else f"{decision.liveness:.3f}")
         try:
             self.storage.audit.record(decision.claimed_id, decision.verdict, decision.reason, decision.score,
-                                      liveness=decision.liveness, mode=decision.mode)
+                                      liveness=decision.liveness, mode=decision.mode, detail=decision.detail)
         except Exception as exc:  # the person still gets the verdict
             log.exception("writing the audit log failed")
             if self.report is not None:

@@ -231,6 +231,64 @@ def cmd_calibrate_identify(args) -> int:
     return 0
 
 
+def _site_people(args):
+    from .datasets import parse_folds  # noqa: PLC0415
+    from .site_eval import lfw_fold_people, site_people  # noqa: PLC0415
+    only = None
+    if args.lfw_folds:
+        only = lfw_fold_people(args.pairs or Path(args.root).parent / "pairs.txt", args.root, parse_folds(args.lfw_folds))
+    return site_people(args.root, args.engine, args.references, args.frames, args.max_photos, only)
+
+
+def _walk_up_rule(engine):
+    from .identification import IdentifyCalibration  # noqa: PLC0415
+    calibration = IdentifyCalibration.load()
+    if not calibration.matches(engine):
+        raise KioskError("weights/identify.json was calibrated for another model; run kiosk calibrate-identify")
+    return calibration.rule
+
+
+def cmd_evaluate_site(args) -> int:
+    """Whole simulated sites from a folder of people (kiosk/site_eval.py), today's rule beside the site rules."""
+    from .site import SITE_RULE_FILE, SiteRuleFile  # noqa: PLC0415
+    from .site_eval import evaluate_site, print_site_report  # noqa: PLC0415
+    if not 0.0 <= args.outsiders < 1.0 or args.references < 1 or args.frames < 1:
+        raise KioskError("--outsiders in [0, 1), --references and --frames at least 1")
+    args.engine = _engine(args)
+    rule_file = SiteRuleFile.load(args.site_rule or SITE_RULE_FILE)
+    if not rule_file.matches(args.engine):
+        raise KioskError("the site rule was calibrated for another model; run kiosk calibrate-site")
+    result = evaluate_site(args.engine, _site_people(args), rule_file.rule, _walk_up_rule(args.engine),
+                           args.outsiders, args.seed)
+    result.update(root=str(args.root), references=args.references, frames=args.frames, lfw_folds=args.lfw_folds)
+    print_site_report(result)
+    _write_json(args.json, result)
+    return 0
+
+
+def cmd_calibrate_site(args) -> int:
+    """The site rule's numbers (insider margin, fallback threshold) on LFW folds 6-10 sites."""
+    from .datasets import parse_folds  # noqa: PLC0415
+    from .identification import head_parameters  # noqa: PLC0415
+    from .site import SITE_FORMAT, SITE_RULE_FILE, seal_site_rule  # noqa: PLC0415
+    from .site_eval import calibrate_site  # noqa: PLC0415
+    from .storage.files import atomic_write_text  # noqa: PLC0415
+    refuse_shipped(args.out, SITE_RULE_FILE, args.replace_shipped)
+    if set(parse_folds(args.lfw_folds)) & {1, 2, 3, 4, 5}:
+        raise KioskError("LFW folds 1-5 are for reporting only: calibrate on folds 6-10")
+    args.engine = _engine(args)
+    rule = calibrate_site(args.engine, _site_people(args), _walk_up_rule(args.engine), args.target_far)
+    weight, bias = head_parameters(args.engine)
+    body = {"format": SITE_FORMAT, "rule": rule.to_dict(), "model_id": args.engine.model_id,
+            "head": {"weight": weight, "bias": bias},
+            "calibration": {"lfw_folds": args.lfw_folds, "references": args.references, "frames": args.frames,
+                            "max_photos": args.max_photos, "genuine_loss": 0.0025, "fallback_far": 0.001,
+                            "command": "kiosk calibrate-site --out weights/site.json --replace-shipped"}}
+    atomic_write_text(args.out, json.dumps(seal_site_rule(body), indent=1) + "\n", mode=0o644)
+    print(f"wrote {args.out}: {rule}")
+    return 0
+
+
 def _read_new_pin() -> tuple[str, str | None]:
     """From the terminal (hidden, twice), or, scripted, the first line of stdin (a second line must repeat it)."""
     if sys.stdin.isatty():
@@ -412,6 +470,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped calibration")
     p.set_defaults(func=cmd_calibrate_identify)
+
+    def site_args(parser, root: Path, lfw_folds: str | None) -> None:
+        parser.add_argument("--root", type=Path, default=root, help="one folder per person (default: %(default)s)")
+        parser.add_argument("--references", type=int, default=1, help="enrolled photos per person (the first ones)")
+        parser.add_argument("--frames", type=int, default=3, help="camera frames per attempt")
+        parser.add_argument("--max-photos", type=int, default=100, help="photos read per person at most (LFW has a few people with hundreds)")
+        parser.add_argument("--lfw-folds", default=lfw_folds, help="only the people of these LFW folds (pairs.txt)")
+        parser.add_argument("--pairs", type=Path, help="LFW pairs.txt for --lfw-folds (default: beside --root)")
+
+    e = esub.add_parser("site", help="whole simulated sites from a folder of people: genuine, insider (a colleague's "
+                                     "ID), outsider (not enrolled) and walk-up figures, today's rule beside the site's")
+    site_args(e, datasets_dir() / "nuaa" / "live", None)
+    e.add_argument("--outsiders", type=float, default=0.2, help="fraction of people never enrolled at each site")
+    e.add_argument("--seed", type=int, default=0, help="the permutation that picks the outsiders")
+    e.add_argument("--site-rule", type=Path, help="the site rule (default: the shipped weights/site.json)")
+    e.add_argument("--json", type=Path, help="write the figures to this JSON file")
+    e.set_defaults(func=cmd_evaluate_site)
+
+    p = sub.add_parser("calibrate-site", help="the site rule's insider margin and fallback on LFW folds 6-10 sites")
+    site_args(p, lfw / "lfw-deepfunneled", "6-10")
+    p.add_argument("--target-far", type=float, default=0.01, help="the site threshold's false accepts per pair")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--replace-shipped", action="store_true", help="allow --out to be the shipped site rule")
+    p.set_defaults(func=cmd_calibrate_site)
 
     p = sub.add_parser("train", help="train the Siamese head on the pretrained twin encoder")
     p.add_argument("--data", type=Path, action="append", help="identity folder root (repeatable; default: LFW + CelebA subset)")

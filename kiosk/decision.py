@@ -6,6 +6,12 @@ mean (or median) of the frame scores against the threshold. Pure Python, no Qt, 
 computes the scores (e.g. with :func:`frame_score` and FaceEngine.similarity); kiosk.attempt runs a whole
 attempt around it.
 
+The insider check (kiosk.site): with the gallery of everyone enrolled, each frame is also scored against every
+other enrolled person, fused per person like the claimed one, and the attempt is refused when another employee
+comes within ``margin`` logits of the claimed one (:func:`insider_ok`): a colleague with a borrowed badge is
+closer to themself than to the badge's owner. The person is told only "not recognised, please see the front
+desk"; the audit names the closer employee.
+
 Liveness (kiosk.liveness) is fused too: each good frame also carries P(live), and an attempt is refused as a
 suspected presentation attack, whatever the face score (a printed photo of the right person matches the
 face), unless EVERY one of its frames looks live (:func:`fuse_liveness`, the lowest P(live)).
@@ -40,6 +46,8 @@ REASON_ATTACK = "presentation attack suspected"  # the audit's words; the person
 REASON_NO_LIVENESS = "liveness check unavailable"
 REASON_NO_WALK_UP = "walk-up identification unavailable, please enter your ID"
 LOOK_AT_CAMERA = "Please look at the camera yourself"
+REASON_CLOSER = "face closer to another employee"  # the audit's words (with the employee in its detail)
+SEE_FRONT_DESK = "Not recognised, please see the front desk"
 
 # How the person states who they are; every decision is audited with the mode that made it.
 MODE_ID = "id"          # an ID or badge is typed, then one face comparison (1:1)
@@ -51,6 +59,21 @@ KIOSK_MODES = {MODE_ID: "ID + face", MODE_WALK_UP: "Face only (walk-up)",
 
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_EPS = 1e-7
+
+
+def logit(p):
+    """log(p / (1 - p)), clipped away from 0 and 1 (scalars or arrays)."""
+    p = np.clip(np.asarray(p, np.float64), _EPS, 1 - _EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+def insider_ok(score: float, rival_score: float | None, margin: float) -> bool:
+    """THE insider rule: the claimed employee's fused score beats the best other enrolled person's by at least
+    ``margin`` logits (no other person enrolled: nothing to beat)."""
+    return rival_score is None or float(logit(score) - logit(rival_score)) >= margin
 
 
 def valid_threshold(value: object) -> bool:
@@ -139,15 +162,35 @@ class Decision:
     liveness: float | None = None            # fused P(live) (the least live frame); None: off or nothing seen
     liveness_threshold: float | None = None  # None: liveness off
     mode: str = MODE_ID
+    rival_id: str | None = None         # the best-scoring OTHER enrolled employee (insider check), if any
+    rival_score: float | None = None    # their fused score
+    margin: float = 0.0                 # the insider margin it was judged with (logits)
 
     @property
     def attack_suspected(self) -> bool:
         return self.reason == REASON_ATTACK
 
     @property
+    def closer_to_other(self) -> bool:
+        return self.reason == REASON_CLOSER
+
+    @property
     def message(self) -> str:
-        """What the person at the kiosk is told (the audit keeps ``reason``)."""
-        return LOOK_AT_CAMERA if self.attack_suspected else self.reason[:1].upper() + self.reason[1:]
+        """What the person at the kiosk is told (the audit keeps ``reason`` and ``detail``)."""
+        if self.attack_suspected:
+            return LOOK_AT_CAMERA
+        if self.closer_to_other:
+            return SEE_FRONT_DESK
+        return self.reason[:1].upper() + self.reason[1:]
+
+    @property
+    def detail(self) -> str:
+        """The audit entry's detail: the closer employee of a refused claim, for the admin to follow up."""
+        if self.rival_id is None or self.rival_score is None:
+            return ""
+        closer = "closer to" if self.closer_to_other else "next best"
+        own = "-" if self.score is None else f"{self.score:.3f}"
+        return f"{closer} {self.rival_id} (P {self.rival_score:.3f} against {own})"
 
     @property
     def verdict(self) -> str:
@@ -157,8 +200,10 @@ class Decision:
         """The same evidence judged against another threshold."""
         if self.score is None:
             return replace(self, threshold=threshold)
+        rival = (self.rival_id, self.rival_score) if self.rival_id is not None else None
         judged = decide(self.claimed_id, self.frame_scores, threshold, aggregate=None, fused=self.score,
-                        liveness=self.liveness, liveness_threshold=self.liveness_threshold, mode=self.mode)
+                        liveness=self.liveness, liveness_threshold=self.liveness_threshold, mode=self.mode,
+                        rival=rival, margin=self.margin)
         return replace(judged, name=self.name if judged.accepted else None)
 
 
@@ -193,22 +238,28 @@ def looks_live(liveness: float | None, liveness_threshold: float | None) -> bool
 
 def decide(claimed_id: str, frame_scores: Sequence[float], threshold: float, aggregate: str | None = "mean",
            fused: float | None = None, liveness: float | None = None, liveness_threshold: float | None = None,
-           mode: str = MODE_ID) -> Decision:
-    """ACCEPT iff the fused score >= threshold AND (liveness off, or the fused P(live) ``liveness`` >=
-    ``liveness_threshold``). Liveness below its threshold -> REJECT 'presentation attack suspected', whatever
-    the face score; no frames -> REJECT 'no usable face in time'."""
+           mode: str = MODE_ID, rival: tuple[str, float] | None = None, margin: float = 0.0) -> Decision:
+    """ACCEPT iff (liveness off, or the fused P(live) ``liveness`` >= ``liveness_threshold``) AND no other
+    enrolled employee (``rival``: the best other person and their fused score) comes within ``margin`` logits
+    of the claimed one AND the fused score >= threshold. In that order: liveness below its threshold -> REJECT
+    'presentation attack suspected', whatever the face score; a closer employee -> REJECT 'face closer to another
+    employee'; no frames -> REJECT 'no usable face in time'."""
     scores = tuple(float(s) for s in frame_scores)
     if not scores:
         return Decision(claimed_id, False, REASON_NO_FACE, None, threshold, liveness_threshold=liveness_threshold,
                         mode=mode)
     score = fused if fused is not None else fuse(scores, aggregate or "mean")
+    rival_id, rival_score = rival if rival is not None else (None, None)
     if not looks_live(liveness, liveness_threshold):
         reason, accepted = REASON_ATTACK, False
+    elif not insider_ok(score, rival_score, margin):
+        reason, accepted = REASON_CLOSER, False
     else:
         accepted = score >= threshold
         reason = REASON_MATCH if accepted else REASON_NO_MATCH
     return Decision(claimed_id, accepted, reason, score, threshold, scores, liveness=liveness,
-                    liveness_threshold=liveness_threshold, mode=mode)
+                    liveness_threshold=liveness_threshold, mode=mode, rival_id=rival_id,
+                    rival_score=None if rival_score is None else float(rival_score), margin=margin)
 
 
 def decide_walk_up(person_id: str | None, recognised: bool, reason: str, score: float | None, threshold: float,
@@ -240,8 +291,14 @@ class VerificationSession:
     capture time) and the clock; it decides once, at ``frames`` scores or at the deadline."""
 
     def __init__(self, claimed_id: str, threshold: float, params: FusionParams = FusionParams(),
-                 started_at: float = 0.0, liveness_threshold: float | None = None, mode: str = MODE_ID):
+                 started_at: float = 0.0, liveness_threshold: float | None = None, mode: str = MODE_ID,
+                 others: Sequence[str] = (), margin: float = 0.0):
+        """``others``: the other enrolled people (the insider check); each frame then brings its score against
+        each of them (``add_score(..., others=)``), fused per person like the claimed score."""
         self.claimed_id = claimed_id
+        self.others = tuple(others)
+        self.margin = margin
+        self.other_scores: list[np.ndarray] = []  # (len(others),) per frame
         self.threshold = threshold
         self.params = params
         self.started_at = started_at
@@ -260,10 +317,17 @@ class VerificationSession:
         """Only frames captured after the ID was entered and before the deadline count."""
         return not self.done and self.started_at <= captured_at <= self.deadline
 
-    def add_score(self, score: float, captured_at: float, liveness: float | None = None) -> Decision | None:
-        """A good frame's face score and, with liveness on, its P(live) (a frame without one cannot count)."""
+    def add_score(self, score: float, captured_at: float, liveness: float | None = None,
+                  others: np.ndarray | None = None) -> Decision | None:
+        """A good frame's face score, with liveness on its P(live) (a frame without one cannot count), and with
+        other people enrolled its scores against each of them (in ``self.others`` order)."""
         if not self.wants(captured_at):
             return self.decision
+        if self.others:
+            row = np.asarray(others if others is not None else (), np.float64).reshape(-1)
+            if row.shape != (len(self.others),):
+                raise ValueError(f"the insider check needs a score for each of the {len(self.others)} other people")
+            self.other_scores.append(row)
         if self.liveness_threshold is not None:
             if liveness is None:
                 raise ValueError("liveness is on: every frame needs its P(live)")
@@ -279,10 +343,20 @@ class VerificationSession:
             self._decide()
         return self.decision
 
+    def rival(self) -> tuple[str, float] | None:
+        """The best other person over the frames so far (scores fused per person as the claimed one's)."""
+        if not self.others or not self.other_scores:
+            return None
+        scores = np.stack(self.other_scores)
+        fused = scores.mean(axis=0) if self.params.aggregate == "mean" else np.median(scores, axis=0)
+        best = int(np.argmax(fused))
+        return self.others[best], float(fused[best])
+
     def _decide(self) -> None:
         liveness = fuse_liveness(self.liveness) if self.liveness else None
         self.decision = decide(self.claimed_id, self.scores, self.threshold, self.params.aggregate,
-                               liveness=liveness, liveness_threshold=self.liveness_threshold, mode=self.mode)
+                               liveness=liveness, liveness_threshold=self.liveness_threshold, mode=self.mode,
+                               rival=self.rival(), margin=self.margin)
 
     def remaining(self, now: float) -> float:
         return max(0.0, self.deadline - now)

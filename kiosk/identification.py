@@ -211,9 +211,10 @@ class GalleryIndex:
                                            (matrix * matrix).sum(axis=1, dtype=np.float32), starts)
             return self._snapshot
 
-    def person_scores(self, probes: np.ndarray) -> tuple[tuple[str, ...], np.ndarray]:
-        """(people, (F, P) scores): each probe's best score over each person's photos."""
-        s = self.snapshot()
+    def person_scores(self, probes: np.ndarray, snapshot: _Snapshot | None = None) -> tuple[tuple[str, ...], np.ndarray]:
+        """(people, (F, P) scores): each probe's best score over each person's photos (in ``snapshot``, default
+        the current one: an attempt keeps the one it began with, so its columns stay the same people)."""
+        s = snapshot if snapshot is not None else self.snapshot()
         probes = np.atleast_2d(np.asarray(probes, np.float32))
         if not s.ids:
             return s.ids, np.zeros((len(probes), 0), np.float32)

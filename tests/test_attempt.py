@@ -14,6 +14,7 @@ import pytest
 from kiosk.attempt import VerificationService
 from kiosk.decision import (
     FALLBACK_THRESHOLD,
+    REASON_CLOSER,
     REASON_ERROR,
     REASON_MATCH,
     REASON_NO_FACE,
@@ -100,11 +101,24 @@ def test_accepts_after_n_good_frames_with_the_name_and_an_audit_entry(service, s
 
 
 def test_another_persons_face_is_rejected_without_a_name(service, storage, clock, bush_faces):
+    """Bush is enrolled too: claiming Powell's ID, his face is closer to his own references (the insider check),
+    and the audit names him for the admin."""
     assert service.begin("POWELL") is None
     decision = feed(service, clock, bush_faces)
-    assert (decision.verdict, decision.reason, decision.name) == ("REJECT", REASON_NO_MATCH, None)
+    assert (decision.verdict, decision.reason, decision.name) == ("REJECT", REASON_CLOSER, None)
     assert decision.score < decision.threshold and len(decision.frame_scores) == 3
-    assert last_audit(storage) == ("POWELL", "REJECT", REASON_NO_MATCH, pytest.approx(decision.score))
+    assert decision.rival_id == "BUSH" and decision.rival_score > decision.score
+    assert last_audit(storage) == ("POWELL", "REJECT", REASON_CLOSER, pytest.approx(decision.score))
+    assert storage.audit.entries()[0].detail.startswith("closer to BUSH (P ")
+
+
+def test_a_stranger_is_judged_by_the_threshold(service, storage, clock, bush_faces):
+    """Without Bush enrolled, his face claiming Powell's ID has nobody closer: the threshold refuses it."""
+    storage.employees.delete("BUSH")
+    assert service.begin("POWELL") is None
+    decision = feed(service, clock, bush_faces)
+    assert (decision.verdict, decision.reason, decision.rival_id) == ("REJECT", REASON_NO_MATCH, None)
+    assert decision.score < decision.threshold
 
 
 def test_unknown_id_is_rejected_at_once_and_logged(service, storage):

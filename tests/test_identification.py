@@ -79,7 +79,7 @@ def test_index_scores_are_the_models_p_same_with_max_over_each_persons_photos(in
     people, scores = index.person_scores(probes)
     assert people == tuple(sorted(gallery)) and scores.shape == (4, 40)
     expected = np.array([[model_similarity(stub, p, gallery[pid]).max() for pid in people] for p in probes])
-    assert np.abs(scores - expected).max() < 2e-6
+    assert np.abs(scores - expected).max() < 1e-5  # float32 sums in another order (the BLAS's threads)
     assert people[int(np.argmax(scores[0]))] == "p007"
 
 
@@ -273,7 +273,7 @@ def test_real_faces_index_equals_engine_similarity_and_identifies(trained_engine
     ids, scores = index.person_scores(probes)
     expected = np.array([[float(np.max(trained_engine.similarity(p, np.stack(people[n][:2])))) for n in ids]
                          for p in probes])
-    assert np.abs(scores - expected).max() < 2e-6
+    assert np.abs(scores - expected).max() < 1e-5  # float32 sums in another order (the BLAS's threads)
     calibration = IdentifyCalibration.load()
     assert calibration.matches(trained_engine)
     for name, probe in zip(people, probes):  # each third photo, three frames of it

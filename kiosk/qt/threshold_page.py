@@ -64,6 +64,10 @@ class ThresholdPage(SettingPage):
         self.rates_label.setWordWrap(True)
         self.walk_up_label = QLabel("")  # walk-ups (1:N): their own rule, and what it means for the people enrolled
         self.walk_up_label.setWordWrap(True)
+        self.site = None  # kiosk.site.SiteCalibration of the people enrolled (the worker's WalkUpInfo)
+        self.site_label = QLabel("")  # what the slider means for the people enrolled HERE
+        self.site_label.setObjectName("site")
+        self.site_label.setWordWrap(True)
         self.apply_button = QPushButton("Apply...")
         self.apply_button.clicked.connect(self.apply)
         self.reset_button = QPushButton("Use the model's threshold")
@@ -107,6 +111,7 @@ class ThresholdPage(SettingPage):
         layout.addWidget(explain)
         layout.addLayout(slider_row(self.slider, self.value_label))
         layout.addWidget(self.rates_label)
+        layout.addWidget(self.site_label)
         layout.addWidget(self.walk_up_label)
         layout.addLayout(button_row(self.apply_button, self.reset_button))
         layout.addWidget(self.status)
@@ -137,7 +142,9 @@ class ThresholdPage(SettingPage):
                 or self.preview_threshold != self.threshold)
 
     def set_walk_up(self, info: WalkUpInfo) -> None:
-        """What walk-up identification means for the people enrolled now (the worker's WalkUpInfo)."""
+        """What walk-up identification and the slider mean for the people enrolled now (the worker's WalkUpInfo)."""
+        self.site = info.site
+        self._show()
         if not info.available:
             self.walk_up_label.setText(f"Walk-up identification (face only): unavailable ({info.problem}).")
             return
@@ -227,4 +234,22 @@ class ThresholdPage(SettingPage):
             self.rates_label.setText(
                 f"Estimated on the model's validation pairs at {value:.3f}: false accepts {far:.2%} "
                 f"(impostors let in), false rejects {frr:.2%} (employees asked to try again). "
-                f"Real conditions differ.")
+                f"Those pairs are LFW's, mostly Western public figures: other people score differently.")
+        self.site_label.setText(self._site_text(value))
+
+    def _site_text(self, value: float) -> str:
+        """The slider's value for the people enrolled here (kiosk.site): colleagues it alone would let in, and the
+        site's own threshold, in force when stricter."""
+        site = self.site
+        if site is None:
+            return ""
+        if not site.fitted:
+            return f"At this site: {site.describe()}. Enrol at least {site.rule.min_people} people to measure it."
+        share = site.colleagues_above(value)
+        in_force = site.in_force(value)
+        strict = (f"The site's own threshold, {site.threshold:.3f}, is stricter and is used instead."
+                  if in_force > value else "It is stricter than the site's own threshold "
+                  f"({site.threshold:.3f}), so it is used.")
+        return (f"At this site ({site.people} people enrolled): {value:.3f} alone would let about {share:.0%} of "
+                f"colleagues in on each other's ID ({site.pairs} pairs of enrolled people compared). {strict} "
+                f"Besides, a claim is refused when the face is closer to another enrolled employee.")

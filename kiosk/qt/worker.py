@@ -58,6 +58,7 @@ class WalkUpInfo:
     people: int = 0
     photos: int = 0
     expected_false_accepts: float | None = None
+    site: object = None  # kiosk.site.SiteCalibration of the people enrolled now (also without walk-ups)
 
 
 @dataclass(frozen=True)
@@ -357,14 +358,15 @@ class VerificationWorker(QObject):
         if self.engine is None:
             return
         try:
+            site = self.service.site()  # measured again here when enrolments changed (this thread, not the GUI's)
             calibration, problem = self.service.walk_up_calibration()
             if calibration is None:
-                self.walk_up_info.emit(WalkUpInfo(False, problem))
+                self.walk_up_info.emit(WalkUpInfo(False, problem, site=site))
                 return
             gallery = self.service.gallery()
-            rule = calibration.rule
-            self.walk_up_info.emit(WalkUpInfo(True, "", rule.threshold, rule.gap, len(gallery), gallery.photos,
-                                              calibration.expected_fpir(rule.threshold, gallery.photos)))
+            threshold, gap = site.in_force(calibration.rule.threshold), calibration.rule.gap
+            self.walk_up_info.emit(WalkUpInfo(True, "", threshold, gap, len(gallery), gallery.photos,
+                                              calibration.expected_fpir(threshold, gallery.photos), site))
         except Exception as exc:  # the store could not be read: say so, never crash the worker
             log.exception("walk-up information")
             self.walk_up_info.emit(WalkUpInfo(False, f"{type(exc).__name__}: {exc}"))

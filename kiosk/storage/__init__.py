@@ -22,6 +22,7 @@ from .audit import (
     EVENT_PIN_SET,
     EVENT_PIN_WRONG,
     EVENT_RE_ENROL,
+    EVENT_SITE,
     EVENT_START,
     EVENT_STOP,
     EVENT_THRESHOLD,
@@ -46,7 +47,7 @@ from .sealing import seal_plain_rows
 from .settings import Settings, SettingsStore
 
 __all__ = ["EVENT_DELETE", "EVENT_ENROL", "EVENT_EXPORT", "EVENT_KINDS", "EVENT_LABELS", "EVENT_LOCKOUT",
-           "EVENT_MODEL", "EVENT_PIN_CHANGED", "EVENT_PIN_SET", "EVENT_PIN_WRONG", "EVENT_RE_ENROL", "EVENT_START",
+           "EVENT_MODEL", "EVENT_SITE", "EVENT_PIN_CHANGED", "EVENT_PIN_SET", "EVENT_PIN_WRONG", "EVENT_RE_ENROL", "EVENT_START",
            "EVENT_STOP", "EVENT_THRESHOLD", "EVENT_LIVENESS", "EVENT_MODE", "EVENT_UNLOCK", "KIND_DECISION", "AuditEntry", "AuditLog", "ChainBreak", "ConnectionInfo", "ConnectionState", "ConnectionStatus",
            "DamagedDataError", "Database", "Employee", "EmployeeStore", "IntegrityReport", "KeyMissingError", "NewPhoto", "PinError", "PinManager", "PinResult",
            "ReferenceDamage", "ReferencePhoto", "Settings", "SettingsStore", "Storage", "StorageError",

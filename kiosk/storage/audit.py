@@ -52,6 +52,7 @@ EVENT_LIVENESS = "liveness"
 EVENT_MODE = "mode"
 EVENT_EXPORT = "export"
 EVENT_MODEL = "model"
+EVENT_SITE = "site"  # the site calibration (kiosk.site) changed: enrolments moved the site threshold
 EVENT_START = "start"
 EVENT_STOP = "stop"
 
@@ -70,6 +71,7 @@ EVENT_LABELS: dict[str, str] = {
     EVENT_MODE: "Kiosk mode change",
     EVENT_EXPORT: "Export",
     EVENT_MODEL: "Model change / re-embedding",
+    EVENT_SITE: "Site calibration",
     EVENT_START: "Start",
     EVENT_STOP: "Stop",
 }
@@ -193,9 +195,11 @@ class AuditLog:
             conn.execute("UPDATE audit_log SET hash = ? WHERE id = ?", (self._digest(previous, row), rid))
 
     def record(self, claimed_id: str, verdict: str, reason: str, score: float | None = None,
-               time: str | None = None, liveness: float | None = None, mode: str = "") -> None:
-        """A verification decision (ACCEPT / REJECT), with its fused P(live) and the kiosk mode when known."""
-        self._append(KIND_DECISION, claimed_id[:200], score, verdict, "", reason, time, liveness, mode[:20])
+               time: str | None = None, liveness: float | None = None, mode: str = "", detail: str = "") -> None:
+        """A verification decision (ACCEPT / REJECT), with its fused P(live) and the kiosk mode when known;
+        ``detail``: e.g. the closer employee of a claim refused by the insider check (an ID, never biometrics)."""
+        self._append(KIND_DECISION, claimed_id[:200], score, verdict, str(detail)[:_TEXT_LIMIT], reason, time,
+                     liveness, mode[:20])
 
     def record_event(self, kind: str, detail: str = "", reason: str = "") -> None:
         """An admin event: ``kind`` one of the EVENT_* constants, ``detail`` what changed (an employee ID, never

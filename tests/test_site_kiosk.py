@@ -1,0 +1,123 @@
+"""The site rules in the kiosk, on NUAA webcam frames (9 East Asian people; with the LFW threshold alone, 8 of 8
+colleagues were let in on person 0001's ID): every person enrolled from one live frame, then each of the others
+claims 0001's ID and is refused because their face is closer to another enrolled employee (the audit names who),
+while 0001 is let in. With the shipped face, liveness and site weights at their defaults."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from helpers import DATASETS
+from test_app import make_window, verify, wait_ready
+
+from kiosk.attempt import VerificationService
+from kiosk.decision import REASON_CLOSER, SEE_FRONT_DESK, FusionParams
+from kiosk.enrolment import enrol_files
+from kiosk.imageio import read_image
+from kiosk.storage import EVENT_SITE, KIND_DECISION, Storage
+
+LIVE = DATASETS / "nuaa" / "live"
+CLAIMED = "0001"
+FIXTURES = (make_window,)  # the kiosk windows of tests/test_app.py, used here by name
+
+pytestmark = pytest.mark.skipif(not LIVE.is_dir(), reason=f"NUAA frames not found at {LIVE}")
+
+
+def people() -> list[str]:
+    return sorted(p.name for p in LIVE.iterdir() if p.is_dir())
+
+
+def reference(person: str) -> Path:
+    return sorted((LIVE / person).glob("*.jpg"))[0]  # the first frame: one live frame each
+
+
+def camera_frames(person: str, count: int) -> list[Path]:
+    """Frames of later recordings than the reference (every few, across the person's sessions)."""
+    files = sorted((LIVE / person).glob("*.jpg"))[1:]
+    step = max(1, len(files) // count)
+    return files[::step][:count]
+
+
+def enrol_site(engine) -> None:
+    storage = Storage.open()
+    for person in people():
+        enrol_files(engine, storage.employees, person, f"NUAA person {int(person)}", [reference(person)])
+    storage.close()
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def attempt(service: VerificationService, engine, clock: Clock, claimed: str, paths: list[Path]):
+    assert service.begin(claimed) is None
+    for path in paths:
+        clock.now += 0.2
+        analysis = engine.analyse(read_image(path))
+        decision = service.add_frame(analysis.crop if analysis.quality.ok else None, clock.now, analysis.liveness)
+        if decision is not None:
+            return decision
+    clock.now += 10
+    return service.expire()
+
+
+def test_colleagues_are_refused_on_each_others_id_and_the_owner_is_let_in(trained_engine):
+    enrol_site(trained_engine)
+    storage = Storage.open()
+    try:
+        clock = Clock()
+        service = VerificationService(storage, trained_engine, FusionParams(frames=3, window_s=4.0), clock=clock)
+        site = service.site()
+        assert site.fitted and site.people == 9 and site.pairs == 36
+        # the LFW threshold alone would let most colleagues in here; the site's own threshold is stricter
+        assert site.colleagues_above(trained_engine.default_threshold) > 0.5
+        assert service.threshold_in_force() == site.threshold > trained_engine.default_threshold
+        event = storage.audit.entries(kind=EVENT_SITE)[0]
+        assert event.detail == f"- -> {site.threshold:.4f}" and "9 people" in event.reason
+        for person in people()[1:]:
+            decision = attempt(service, trained_engine, clock, CLAIMED, camera_frames(person, 6))
+            assert not decision.accepted, person
+            assert decision.reason == REASON_CLOSER and decision.message == SEE_FRONT_DESK, (person, decision)
+            assert decision.rival_id == person  # the audit names the employee the face belongs to
+            entry = storage.audit.entries(kind=KIND_DECISION)[0]
+            assert (entry.claimed_id, entry.verdict, entry.reason) == (CLAIMED, "REJECT", REASON_CLOSER)
+            assert entry.detail.startswith(f"closer to {person} ")
+        frames = camera_frames(CLAIMED, 30)
+        accepted = sum(attempt(service, trained_engine, clock, CLAIMED, frames[i:i + 3]).accepted
+                       for i in range(0, 30, 3))
+        assert accepted >= 9
+        assert len(storage.audit.entries(kind=EVENT_SITE)) == 1  # nothing changed: measured once
+        assert storage.audit.verify_chain() is None
+    finally:
+        storage.close()
+
+
+def camera_folder(tmp_path: Path, person: str, count: int) -> Path:
+    folder = tmp_path / f"camera-{person}"
+    folder.mkdir()
+    for path in camera_frames(person, count):
+        shutil.copy(path, folder / path.name)
+    return folder
+
+
+def test_the_kiosk_refuses_a_colleague_on_0001s_id_and_lets_0001_in(qtbot, make_window, trained_weights,
+                                                                    trained_engine, tmp_path):
+    enrol_site(trained_engine)
+    window = make_window(trained_weights, camera_folder(tmp_path, "0002", 12), liveness=True)
+    wait_ready(qtbot, window, timeout=30000)
+    decision = verify(qtbot, window, CLAIMED)
+    assert not decision.accepted and window.kiosk.reason.text() == SEE_FRONT_DESK
+    entry = window.storage.audit.entries(kind=KIND_DECISION)[0]
+    assert entry.verdict == "REJECT" and entry.reason == REASON_CLOSER and entry.detail.startswith("closer to 0002 ")
+    window.shutdown()
+
+    window = make_window(trained_weights, camera_folder(tmp_path, CLAIMED, 30), liveness=True)
+    wait_ready(qtbot, window, timeout=30000)
+    accepted = sum(verify(qtbot, window, CLAIMED).accepted for _ in range(10))
+    assert accepted >= 9
