@@ -52,6 +52,43 @@ def check_photo(image: np.ndarray, detector: HaarFaceDetector | None = None) -> 
     return PhotoCheck(detection.primary, assess_quality(image, detection))
 
 
+@dataclass
+class FrameBurst:
+    """Several camera frames for one enrolment, taken in one action: the next ``count`` good frames captured
+    after ``started_at``, each at most ``fresh_s`` old when offered and at least ``gap_s`` after the previous
+    one taken (never the same frame twice, nor near copies), all within ``timeout_s`` of the start. Qt-free:
+    the caller brings the clock (``now``) and the quality verdict (the enrolment checks, ``check_photo``'s)."""
+
+    started_at: float
+    count: int
+    gap_s: float
+    timeout_s: float
+    fresh_s: float
+    taken: list = field(default_factory=list)  # (item, captured_at), oldest first
+
+    @property
+    def done(self) -> bool:
+        return len(self.taken) >= self.count
+
+    def expired(self, now: float) -> bool:
+        """Time is up and frames are still missing."""
+        return not self.done and now - self.started_at >= self.timeout_s
+
+    def remaining(self, now: float) -> float:
+        return max(0.0, self.started_at + self.timeout_s - now)
+
+    def offer(self, item, ok: bool, captured_at: float, now: float) -> bool:
+        """Take ``item`` (a frame that passed the checks when ``ok``) if it is wanted; True when taken."""
+        if self.done or self.expired(now) or not ok:
+            return False
+        if captured_at < self.started_at or now - captured_at > self.fresh_s:
+            return False
+        if self.taken and captured_at - self.taken[-1][1] < self.gap_s:
+            return False
+        self.taken.append((item, captured_at))
+        return True
+
+
 def enrol_images(engine: FaceEngine, store: EmployeeStore, employee_id: str, name: str,
                  images: list[tuple[np.ndarray, str]], replace: bool = True) -> Employee:
     """All photos must pass the quality checks, else nothing is stored (FaceNotUsableError lists them)."""

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import cv2
-from PySide6.QtCore import QSize, QStandardPaths, Signal
+from PySide6.QtCore import QSize, QStandardPaths, QTimer, Signal
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import (
     QAbstractItemView,
@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from ..detection import Box, HaarFaceDetector
-from ..enrolment import check_photo
+from ..enrolment import FrameBurst, check_photo
 from ..errors import KioskError
 from ..imageio import IMAGE_FILE_FILTER, read_image
 from ..quality import SEVERAL_FACES
@@ -44,6 +44,9 @@ from .worker import FrameResult
 log = logging.getLogger(__name__)
 
 FRESH_S = 1.0  # a camera photo must come from an analysis at most this old
+ENROL_FRAMES = 3         # "Take N frames": good camera frames taken in one action, one reference each
+FRAME_GAP_S = 0.3        # ... captured at least this far apart (not the same frame twice)
+FRAMES_TIMEOUT_S = 10.0  # ... all within this time of the click, else none are added
 
 
 class EmployeesPage(QWidget):
@@ -60,6 +63,10 @@ class EmployeesPage(QWidget):
         self._saving = False
         self._enrolling: tuple[str, bool] | None = None  # (employee ID, re-enrolment) while saving
         self._detector: HaarFaceDetector | None = None
+        self._burst: FrameBurst | None = None  # while taking several camera frames
+        self._burst_timer = QTimer(self)       # ends the burst when good frames don't come (or none at all)
+        self._burst_timer.setSingleShot(True)
+        self._burst_timer.timeout.connect(self._check_burst_time)
         self.ops = Background(self)
 
         # left: the list
@@ -92,6 +99,8 @@ class EmployeesPage(QWidget):
         self.preview = VideoView(mirror=mirror, min_size=(240, 180))
         self.take_button = QPushButton("Take photo")
         self.take_button.clicked.connect(self.take_photo)
+        self.frames_button = QPushButton(f"Take {ENROL_FRAMES} frames")  # "Cancel" while taking them
+        self.frames_button.clicked.connect(self._on_frames_button)
         self.files_button = QPushButton("Add photo files...")
         self.files_button.clicked.connect(self.add_files)
         self.photos = QListWidget()
@@ -114,7 +123,7 @@ class EmployeesPage(QWidget):
         form.addRow("Employee ID", self.id_field)
         form.addRow("Name", self.name_field)
         capture_row = QHBoxLayout()
-        for button in (self.take_button, self.files_button, self.remove_button):
+        for button in (self.take_button, self.frames_button, self.files_button, self.remove_button):
             capture_row.addWidget(button)
         group = QGroupBox("Enrol or re-enrol (re-enrolling replaces the person's photos)")
         right = QVBoxLayout(group)
@@ -134,6 +143,7 @@ class EmployeesPage(QWidget):
 
     # -- hooks (tests replace these instead of driving modal dialogs) -------------------------------------
     file_dialog = staticmethod(QFileDialog.getOpenFileNames)  # (parent, caption, directory, filter)
+    clock = staticmethod(time.monotonic)  # the clock of FrameResult.captured_at
 
     def choose_files(self) -> list[str]:
         files, _ = self.file_dialog(self, "Reference photos", start_folder(), IMAGE_FILE_FILTER)
@@ -146,6 +156,7 @@ class EmployeesPage(QWidget):
     def set_engine_state(self, ok: bool, reason: str = "") -> None:
         self._engine_ok = ok
         if not ok:
+            self._stop_burst()
             self._say(f"Enrolment is unavailable: {reason}", error=True)
         self._update_buttons()
 
@@ -157,6 +168,8 @@ class EmployeesPage(QWidget):
 
     def set_camera_state(self, ok: bool) -> None:
         self._camera_ok = ok
+        if not ok and self._burst is not None:
+            self._stop_burst("The camera stopped while taking frames; none were added.", error=True)
         self._update_buttons()
 
     def on_frame(self, frame) -> None:
@@ -168,6 +181,8 @@ class EmployeesPage(QWidget):
         if self.preview.isVisible():
             self.preview.set_face(result.box, result.ok)
             self.preview.set_message("" if result.ok else result.advice)
+        if self._burst is not None:
+            self._offer_to_burst(result)
         self._update_buttons()
 
     def on_enrolled(self, employee) -> None:
@@ -216,10 +231,80 @@ class EmployeesPage(QWidget):
 
     def take_photo(self) -> None:
         result = self._last_good
-        if result is None or time.monotonic() - result.captured_at > FRESH_S:
+        if result is None or self.clock() - result.captured_at > FRESH_S:
             self._say("No good face in view: look at the camera and try again.", error=True)
             return
         self._add_pending(result.frame, f"camera photo {len(self.pending) + 1}", result.box, [])
+
+    def take_frames(self) -> None:
+        """Start taking the next ENROL_FRAMES good camera frames (FrameBurst's rule); returns at once: the
+        frames come with on_analysed, and the timer ends the wait if they don't."""
+        if self._burst is not None or self._saving or not (self._engine_ok and self._camera_ok):
+            return
+        self._burst = FrameBurst(self.clock(), ENROL_FRAMES, FRAME_GAP_S, FRAMES_TIMEOUT_S, FRESH_S)
+        self._burst_timer.start(int(FRAMES_TIMEOUT_S * 1000) + 20)
+        self._say(self._burst_progress())
+        self._update_buttons()
+
+    def cancel_frames(self) -> None:
+        if self._burst is not None:
+            self._stop_burst("Taking frames cancelled; none were added.")
+
+    def _on_frames_button(self) -> None:
+        if self._burst is not None:
+            self.cancel_frames()
+        else:
+            self.take_frames()
+
+    def _offer_to_burst(self, result: FrameResult) -> None:
+        burst, now = self._burst, self.clock()
+        if burst.expired(now):
+            self._burst_timed_out()
+            return
+        if not burst.offer(result, result.ok, result.captured_at, now):
+            self._say_progress(self._burst_progress(result.advice))
+            return
+        if not burst.done:
+            self._say_progress(self._burst_progress())
+            return
+        self._stop_burst()
+        for k, (taken, _) in enumerate(burst.taken, start=1):
+            self._add_pending(taken.frame, f"camera frame {k} of {burst.count}", taken.box, [])
+        self._say(f"{burst.count} camera frames taken; {len(self.pending)} photo(s) ready; add more or save.")
+
+    def _say_progress(self, text: str) -> None:
+        if text != self.status.text():  # analyses come ~10 times a second: say (and log) changes only
+            self._say(text)
+
+    def _burst_progress(self, advice: str = "") -> str:
+        burst = self._burst
+        return f"Hold still: {len(burst.taken)} of {burst.count} frames" + (f" ({advice})" if advice else "")
+
+    def _check_burst_time(self) -> None:
+        if self._burst is None:
+            return
+        now = self.clock()
+        if self._burst.expired(now):
+            self._burst_timed_out()
+        else:  # woke early (or the clock is not the timer's): wait for the rest
+            self._burst_timer.start(int(self._burst.remaining(now) * 1000) + 20)
+
+    def _burst_timed_out(self) -> None:
+        burst = self._burst
+        self._stop_burst(f"Only {len(burst.taken)} of {burst.count} good frames came in {burst.timeout_s:g} s; "
+                         f"none were added. Face the camera in good light, hold still and try again.", error=True)
+
+    def _stop_burst(self, message: str = "", error: bool = False) -> None:
+        self._burst = None
+        self._burst_timer.stop()
+        if message:
+            self._say(message, error=error)
+        self._update_buttons()
+
+    def hideEvent(self, event) -> None:  # the admin left the page (or locked): don't take frames unseen
+        if self._burst is not None:
+            self._stop_burst("Taking frames stopped: the page was left; none were added.")
+        super().hideEvent(event)
 
     def add_files(self) -> None:
         """Each photo is checked as enrolment will check it: one with several faces, or none, is refused at
@@ -260,7 +345,7 @@ class EmployeesPage(QWidget):
             self._update_buttons()
 
     def save(self) -> None:
-        if self._saving:
+        if self._saving or self._burst is not None:
             return
         try:
             employee_id, name = clean_employee_id(self.id_field.text()), clean_name(self.name_field.text())
@@ -343,9 +428,14 @@ class EmployeesPage(QWidget):
         (log.warning if error else log.info)("admin: %s", text)
 
     def _update_buttons(self) -> None:
-        idle = not self._saving
-        fresh = self._last_good is not None and time.monotonic() - self._last_good.captured_at <= FRESH_S
+        collecting = self._burst is not None
+        idle = not self._saving and not collecting
+        fresh = self._last_good is not None and self.clock() - self._last_good.captured_at <= FRESH_S
         self.take_button.setEnabled(idle and self._engine_ok and self._camera_ok and fresh)
+        self.frames_button.setEnabled(not self._saving and self._engine_ok and self._camera_ok)
+        self.frames_button.setText("Cancel" if collecting else f"Take {ENROL_FRAMES} frames")
+        self.frames_button.setToolTip(f"Take the next {ENROL_FRAMES} good camera frames, "
+                                      f"{FRAME_GAP_S:g} s apart at least, as reference photos")
         self.files_button.setEnabled(idle and self._engine_ok)
         self.remove_button.setEnabled(idle and bool(self.pending))
         self.save_button.setEnabled(idle and self._engine_ok and bool(self.pending)
