@@ -50,7 +50,7 @@ from .engine import FaceEngine
 from .enrolment import current_references
 from .errors import WeightsError
 from .identification import REASON_NOBODY_ENROLLED, GalleryIndex, IdentifyCalibration, IdentifyRule
-from .site import SiteCalibration, SiteRule, SiteRuleFile, measure_site
+from .site import SiteCalibration, SiteRule, SiteRuleFile, judge_walk_up, measure_site
 from .storage import EVENT_SITE, Storage
 
 log = logging.getLogger(__name__)
@@ -173,9 +173,11 @@ class VerificationService:
             if self.report is not None:
                 self.report(f"the audit log could not be written: {exc}")
 
-    def threshold_in_force(self) -> float:
-        """The threshold the next 1:1 attempt uses: the stricter of the admin's (or the model's) and the site's."""
-        return self.site().in_force(self.threshold)
+    def threshold_in_force(self, claimed_id: str | None = None) -> float:
+        """The threshold the next 1:1 attempt uses: the stricter of the admin's (or the model's), the site's and,
+        for ``claimed_id``, that employee's own (kiosk.site)."""
+        site = self.site()
+        return site.in_force(self.threshold) if claimed_id is None else site.threshold_for(claimed_id, self.threshold)
 
     @property
     def liveness_threshold(self) -> float | None:
@@ -218,7 +220,7 @@ class VerificationService:
         if self._attempt is not None:
             log.info("verification of %r replaced by %s", self.claimed_id, claimed_id)
             self._attempt = None
-        threshold = self.threshold_in_force()
+        threshold = self.threshold_in_force(claimed_id)
         employee = self.storage.employees.get(claimed_id)
         if employee is None:
             return self._finish(refused(claimed_id, REASON_UNKNOWN_ID, threshold))
@@ -305,6 +307,7 @@ class VerificationService:
             return self._finish(refused("", REASON_NO_FACE, walk_up.rule.threshold, MODE_WALK_UP))
         # the index as synced when the walk-up began; someone deleted since is caught by the lookup below
         found = self._gallery.identify(np.stack(walk_up.features), walk_up.rule, walk_up.params.aggregate)
+        found = judge_walk_up(found, self._site, walk_up.rule.threshold)  # the site as measured at the start
         liveness = fuse_liveness(walk_up.liveness) if walk_up.liveness else None
         decision = decide_walk_up(found.person_id, found.accepted, found.reason, found.score, walk_up.rule.threshold,
                                   liveness, walk_up.liveness_threshold)

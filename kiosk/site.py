@@ -11,6 +11,10 @@ everywhere. Two rules adapt the decision to the people actually enrolled:
   model's) and the site's (:meth:`SiteCalibration.in_force`). Below ``min_people`` the pairs are too few to fit
   and a conservative fallback applies (:data:`SiteRule.fallback_threshold`, chosen on LFW folds 6-10 at 0.1 %
   false accepts), and the calibration says so.
+* **Each employee's own threshold** (Z-norm over the enrolled references): the scores of one employee against
+  every colleague are that employee's own impostor scores; a claim of their ID must score ``person_z`` standard
+  deviations above their mean (:meth:`SiteCalibration.threshold_for`). An employee whom many colleagues resemble
+  gets a stricter threshold, one who stands apart keeps the site's.
 * **The insider check** (:func:`kiosk.decision.decide` with a rival): a claimed ID is accepted only if its
   employee scores at least ``insider_margin`` (in logits) above every other enrolled person; a colleague with a
   borrowed badge is closer to themself than to the badge's owner.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from statistics import NormalDist
 
@@ -32,6 +36,7 @@ import numpy as np
 
 from .decision import logit, valid_threshold
 from .errors import WeightsError
+from .identification import REASON_NOT_RECOGNISED, head_parameters
 from .paths import WEIGHTS_DIR
 
 SITE_RULE_FILE = WEIGHTS_DIR / "site.json"
@@ -52,15 +57,17 @@ class SiteRule:
     insider_margin: float = 0.0       # logits by which the claimed employee must beat every other enrolled person
     # P(same) used as the site threshold below min_people; None (no rule measured for this model): none
     fallback_threshold: float | None = None
+    person_z: float | None = None     # each employee's own threshold: mean + person_z sd of their colleagues' logits
 
     def __post_init__(self):
         if not (1e-5 <= self.target_far <= 0.2 and 2 <= self.min_people <= 1000 and 0.0 <= self.insider_margin <= 5.0
-                and (self.fallback_threshold is None or valid_threshold(self.fallback_threshold))):
+                and (self.fallback_threshold is None or valid_threshold(self.fallback_threshold))
+                and (self.person_z is None or 0.0 <= self.person_z <= 10.0)):
             raise ValueError(f"invalid site rule {self}")
 
     def to_dict(self) -> dict:
         return {"target_far": self.target_far, "min_people": self.min_people, "insider_margin": self.insider_margin,
-                "fallback_threshold": self.fallback_threshold}
+                "fallback_threshold": self.fallback_threshold, "person_z": self.person_z}
 
 
 @dataclass(frozen=True)
@@ -76,11 +83,28 @@ class SiteCalibration:
     closest: tuple[str, str, float] | None = None   # the most alike pair of different people, and their score
     histogram: np.ndarray = field(default_factory=lambda: np.zeros(HISTOGRAM_BINS, np.int64), repr=False)
     rule: SiteRule = SiteRule()
+    person_mean: dict[str, float] = field(default_factory=dict, repr=False)  # each employee's logits against
+    person_sd: dict[str, float] = field(default_factory=dict, repr=False)    # every colleague (3+ people)
+
+    @property
+    def person_thresholds(self) -> dict[str, float]:
+        """Each employee's own threshold (fitted sites with a person_z rule): mean + person_z sd, as P(same)."""
+        if not self.fitted or self.rule.person_z is None:
+            return {}
+        return {p: float(sigmoid(m + self.rule.person_z * self.person_sd[p])) for p, m in self.person_mean.items()}
 
     def in_force(self, threshold: float) -> float:
-        """THE threshold of a decision at this site: the stricter of ``threshold`` (the admin's or the model's)
+        """The threshold of any decision at this site: the stricter of ``threshold`` (the admin's or the model's)
         and the site's."""
         return float(threshold) if self.threshold is None else max(float(threshold), self.threshold)
+
+    def threshold_for(self, person_id: str, threshold: float) -> float:
+        """THE threshold of a decision for ``person_id`` (a claimed ID, or the person a walk-up found): the
+        stricter of :meth:`in_force` and that employee's own threshold."""
+        if not self.fitted or self.rule.person_z is None or person_id not in self.person_mean:
+            return self.in_force(threshold)
+        own = float(sigmoid(self.person_mean[person_id] + self.rule.person_z * self.person_sd[person_id]))
+        return max(self.in_force(threshold), own)
 
     def colleagues_above(self, threshold: float) -> float | None:
         """Fraction of pairs of different enrolled people scoring >= ``threshold``: about how many colleagues a
@@ -123,10 +147,14 @@ def measure_site(gallery, rule: SiteRule = SiteRule()) -> SiteCalibration:
     ids, n = snap.ids, len(snap.ids)
     total = s1 = s2 = 0.0
     histogram = np.zeros(HISTOGRAM_BINS, np.int64)
+    own_mean, own_sd = np.zeros(n), np.zeros(n)  # each person's logits against everyone else
     closest: tuple[str, str, float] | None = None
     for i0, block in _pair_blocks(ids, snap.matrix, snap.row_norms, snap.starts, gallery.scorer):
         for k, row in enumerate(block):
             i = i0 + k
+            if n > 2:
+                everyone = logit(np.delete(row, i))
+                own_mean[i], own_sd[i] = everyone.mean(), everyone.std(ddof=1)
             others = row[i + 1:]  # each pair once
             if not len(others):
                 continue
@@ -146,7 +174,16 @@ def measure_site(gallery, rule: SiteRule = SiteRule()) -> SiteCalibration:
     mean = s1 / total
     sd = math.sqrt(max(s2 / total - mean * mean, 0.0) * total / (total - 1))
     threshold = float(sigmoid(mean + NormalDist().inv_cdf(1 - rule.target_far) * sd))
-    return SiteCalibration(n, pairs, threshold, True, mean, sd, closest, histogram, rule)
+    return SiteCalibration(n, pairs, threshold, True, mean, sd, closest, histogram, rule,
+                           dict(zip(ids, own_mean.tolist())), dict(zip(ids, own_sd.tolist())))
+
+
+def judge_walk_up(found, site: SiteCalibration, threshold: float):
+    """A walk-up's identification (kiosk.identification.identify, already with the site's threshold) held to the
+    found person's own threshold too: not recognised when their fused score is below it."""
+    if found.accepted and found.score < site.threshold_for(found.person_id, threshold):
+        return replace(found, accepted=False, reason=REASON_NOT_RECOGNISED)
+    return found
 
 
 # -- the shipped rule ----------------------------------------------------------------------------------------
@@ -181,8 +218,9 @@ class SiteRuleFile:
             raise WeightsError(f"{path}: integrity check failed (the site rule is damaged or was modified)")
         try:
             r = body["rule"]
+            optional = lambda key: None if r.get(key) is None else float(r[key])  # noqa: E731
             rule = SiteRule(float(r["target_far"]), int(r["min_people"]), float(r["insider_margin"]),
-                            None if r["fallback_threshold"] is None else float(r["fallback_threshold"]))
+                            optional("fallback_threshold"), optional("person_z"))
             head = (float(body["head"]["weight"]), float(body["head"]["bias"]))
             model_id = str(body["model_id"])
         except (KeyError, TypeError, ValueError) as exc:
@@ -190,7 +228,6 @@ class SiteRuleFile:
         return cls(rule, model_id, head, body)
 
     def matches(self, engine) -> bool:
-        from .identification import head_parameters
         current = head_parameters(engine)
         if engine.model_id != self.model_id or current is None:
             return False

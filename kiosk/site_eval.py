@@ -31,7 +31,7 @@ from .diskcache import cache_path, load_arrays, save_arrays
 from .errors import DatasetError, KioskError
 from .identification import GalleryIndex, IdentifyRule, identify
 from .imageio import read_image
-from .site import SiteCalibration, SiteRule, measure_site
+from .site import SiteCalibration, SiteRule, judge_walk_up, measure_site
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,6 @@ def _claims(tally: dict[str, Tally], ids: tuple[str, ...], fused: np.ndarray, fr
             margins: dict | None = None) -> None:
     """One attempt (fused (P,) per person, frame_scores (F, P)) claiming every enrolled ID, and as a walk-up."""
     kind = "outsider" if owner is None else None
-    in_force = site.in_force(threshold)
     order = np.argsort(-fused, kind="stable")
     best, second = int(order[0]), (int(order[1]) if len(order) > 1 else None)
     for j, claimed in enumerate(ids):
@@ -130,16 +129,23 @@ def _claims(tally: dict[str, Tally], ids: tuple[str, ...], fused: np.ndarray, fr
         rival = (ids[rival_col], float(fused[rival_col])) if rival_col is not None else None
         k = kind or ("genuine" if claimed == owner else "insider")
         today = decide(claimed, frame_scores[:, j], threshold, fused=float(fused[j]))
+        in_force = site.threshold_for(claimed, threshold)
         ours = decide(claimed, frame_scores[:, j], in_force, fused=float(fused[j]), rival=rival,
                       margin=site.rule.insider_margin)
         for rule, decision in (("today", today), ("site", ours)):
             t = tally[rule]
             setattr(t, k, getattr(t, k) + 1)
             setattr(t, k + "_ok", getattr(t, k + "_ok") + int(decision.accepted))
-        if margins is not None and k == "genuine" and fused[j] >= in_force and rival is not None:
+        if margins is not None and k == "genuine" and fused[j] >= site.in_force(threshold) and rival is not None:
             margins.setdefault("genuine", []).append(float(logit(fused[j]) - logit(rival[1])))
-    for rule, walk in (("today", walk_rule), ("site", IdentifyRule(site.in_force(walk_rule.threshold), walk_rule.gap))):
+            if site.fitted and site.person_sd.get(claimed):
+                margins.setdefault("genuine_z", []).append(
+                    (float(logit(fused[j])) - site.person_mean[claimed]) / site.person_sd[claimed])
+    site_walk = IdentifyRule(site.in_force(walk_rule.threshold), walk_rule.gap)
+    for rule, walk in (("today", walk_rule), ("site", site_walk)):
         found = identify(ids, frame_scores, walk)
+        if rule == "site":
+            found = judge_walk_up(found, site, walk.threshold)
         t = tally[rule]
         if owner is None:
             t.walk_outsider += 1
@@ -215,26 +221,31 @@ def evaluate_site(engine, people: list[Person], rule: SiteRule, walk_rule: Ident
 
 
 MARGIN_GRID = tuple(np.round(np.arange(0.0, 2.01, 0.05), 2))
+Z_GRID = tuple(np.round(np.arange(0.0, 6.01, 0.1), 1))
 
 
 def calibrate_site(engine, people: list[Person], walk_rule: IdentifyRule, target_far: float = 0.01,
                    min_people: int = 5, genuine_loss: float = 0.0025, fallback_far: float = 0.001,
                    outsiders: float = 0.2, seed: int = 0) -> SiteRule:
-    """The site rule's numbers from calibration people (LFW folds 6-10): the insider margin is the largest on
-    MARGIN_GRID that refuses at most ``genuine_loss`` of the genuine attempts the site threshold accepts; the
-    fallback threshold is the pair score exceeded by ``fallback_far`` of those people's reference pairs."""
+    """The site rule's numbers from calibration people (LFW folds 6-10), each the strictest on its grid that
+    refuses at most ``genuine_loss`` of the genuine attempts the site threshold accepts: the insider margin
+    (logits), then each employee's own threshold (``person_z``, among those the margin keeps); the fallback
+    threshold is the pair score exceeded by ``fallback_far`` of those people's reference pairs."""
     from .identification import scorer_for
     margins: dict = {}
     pairs: list = []
     play_sites(people, scorer_for(engine), engine.default_threshold, walk_rule,
-               SiteRule(target_far, min_people, 0.0, None), outsiders, seed, margins, pairs)
+               SiteRule(target_far, min_people, 0.0, None, 0.0), outsiders, seed, margins, pairs)
     genuine = np.asarray(margins.get("genuine", []))
-    if not len(genuine):
-        raise DatasetError("no genuine attempts to calibrate the insider margin on")
+    z = np.asarray(margins.get("genuine_z", []))
+    if not len(genuine) or len(z) != len(genuine):
+        raise DatasetError("no genuine attempts (at sites of enough people) to calibrate the site rule on")
     margin = max([m for m in MARGIN_GRID if np.mean(genuine < m) <= genuine_loss] or [0.0])
+    kept = z[genuine >= margin]
+    person_z = max([t for t in Z_GRID if np.mean(kept < t) <= genuine_loss] or [0.0])
     impostor = np.concatenate([s[~np.eye(len(s), dtype=bool)] for s in pairs])
     fallback = float(np.quantile(impostor, 1 - fallback_far))
-    return SiteRule(target_far, min_people, float(margin), round(fallback, 6))
+    return SiteRule(target_far, min_people, float(margin), round(fallback, 6), float(person_z))
 
 
 def print_site_report(result: dict) -> None:

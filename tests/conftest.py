@@ -23,6 +23,8 @@ SLOW_FIXTURES = {"qtbot", "trained_weights", "trained_engine", "untrained_weight
 # ... or is named here (file::function, every parameter): subprocesses, kill -9 loops, scrypt-heavy lockouts,
 # training steps and other tests over about half a second on 2 cores.
 SLOW_TESTS = {
+    "test_faceres.py::test_real_model_puts_the_same_person_closer_than_other_people",
+    "test_site_kiosk.py::test_colleagues_are_refused_on_each_others_id_and_the_owner_is_let_in",
     "test_training.py::test_training_set_excludes_every_person_of_the_reported_folds",
     "test_hardening_store.py::test_kill_9_during_enrolment_20_times_loses_nothing_committed",
     "test_hardening_store.py::test_kill_9_during_migration_resumes_and_loses_nothing",

@@ -141,3 +141,22 @@ def test_the_site_rule_file_is_checked(tmp_path):
 def test_a_calibration_of_nobody_is_not_fitted():
     site = SiteCalibration(0, 0, None, False)
     assert site.colleagues_above(0.5) is None and site.in_force(0.62) == 0.62
+
+
+def test_each_employee_gets_their_own_threshold_from_their_colleagues():
+    """E0 sits among the others (everyone resembles them); E9 stands apart: E0's own threshold is stricter."""
+    rng = np.random.default_rng(3)
+    points = {f"E{i}": [list(rng.normal(size=6) * 0.25)] for i in range(1, 9)}
+    points["E0"] = [[0.0] * 6]
+    points["E9"] = [[2.0] * 6]
+    site = measure_site(gallery_of(points), SiteRule(min_people=5, person_z=2.0))
+    x = np.array([points[k][0] for k in sorted(points)])
+    d0 = np.linalg.norm(x[1:] - x[0], axis=1)  # E0 against the others
+    z0 = logit(p_same(d0))
+    assert site.person_mean["E0"] == pytest.approx(z0.mean(), rel=1e-5)
+    assert site.person_thresholds["E0"] == pytest.approx(float(1 / (1 + np.exp(-(z0.mean() + 2.0 * z0.std(ddof=1))))),
+                                                         rel=1e-5)
+    assert site.threshold_for("E0", 0.5) > site.threshold_for("E9", 0.5) >= site.in_force(0.5)
+    assert site.threshold_for("nobody", 0.5) == site.in_force(0.5)
+    # without the rule, or below the minimum, nobody has their own threshold
+    assert measure_site(gallery_of(points), SiteRule(min_people=5)).threshold_for("E0", 0.5) == site.in_force(0.5)
