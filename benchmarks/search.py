@@ -7,6 +7,8 @@ P(same) through kiosk.identification.GalleryIndex, exactly as in the kiosk. Prin
   (which builds the matrix), and a whole ``replace_all`` rebuild;
 * search per probe (one frame, and the kiosk's 3 fused frames): median and 90th percentile;
 * memory: the search matrix, and the process's peak RSS growth during the run;
+* the site calibration (kiosk.site.measure_site: every reference photo against every other person), done again
+  whenever enrolments change;
 * with ``--store``: the same people enrolled into a throw-away kiosk store (SQLite, each with a tiny placeholder
   photo, sealed as the kiosk seals them), then the index synced from it as the kiosk does at a walk-up.
 
@@ -27,6 +29,7 @@ import numpy as np
 
 import kiosk  # noqa: F401, I001 (first, as in the app)
 from kiosk.identification import GalleryIndex, IdentifyRule, euclidean_head_scorer
+from kiosk.site import SiteRule, measure_site
 
 HEAD = (-10.74, 7.14)  # the shipped head's weight and bias (weights/MODEL_CARD.md); the speed does not depend on it
 
@@ -86,6 +89,9 @@ def main() -> None:
     one = timed(lambda i: probes[i:i + 1])
     three = timed(lambda i: np.stack([probes[i], probes[(i + 1) % len(probes)], probes[i]]))
     found = np.mean([index.identify(p, rule).person_id == ids[t] for p, t in zip(probes, truth)])
+    start = time.perf_counter()
+    site = measure_site(index, SiteRule(person_z=2.5))
+    site_s = time.perf_counter() - start
     matrix_mb = index.nbytes / 2**20
     rows = {
         "people": args.people, "photos_per_person": args.photos,
@@ -95,6 +101,7 @@ def main() -> None:
         "search_3_frames_ms_median": statistics.median(three),
         "search_3_frames_ms_p90": float(np.percentile(three, 90)),
         "matrix_mb": matrix_mb, "peak_rss_growth_mb": peak_rss_mb() - rss_before, "peak_rss_mb": peak_rss_mb(),
+        "site_calibration_s": site_s, "site_comparisons": site.comparisons,
     }
     print(f"machine: {platform.processor() or platform.machine()}, numpy {np.__version__}, "
           f"{args.threads} BLAS threads; {args.people} people x {args.photos} photo(s), 128-d float32")
@@ -107,6 +114,7 @@ def main() -> None:
           f"{rows['search_3_frames_ms_p90']:.3f} ms")
     print(f"memory: search matrix {matrix_mb:.2f} MiB; peak RSS grew {rows['peak_rss_growth_mb']:.1f} MiB during the "
           f"run (features generated, the people dict and the matrix), peak {rows['peak_rss_mb']:.0f} MiB")
+    print(f"site calibration of {args.people} people ({site.comparisons:,} comparisons): {site_s:.2f} s")
     print(f"sanity: {found:.1%} of the probes found their own person (synthetic noise 0.03 per value)")
     if args.store:
         rows.update(store_figures(ids, gallery))

@@ -149,8 +149,8 @@ class VerificationService:
         return self._site_rule
 
     def site(self) -> SiteCalibration:
-        """The site calibration of everyone enrolled now (measured again only when enrolments changed; a change of
-        the site threshold or of the number of people is written to the audit log)."""
+        """The site calibration of everyone enrolled now (measured again only when enrolments changed; a site
+        threshold that appears, moves or goes is written to the audit log)."""
         gallery = self.gallery()
         if self._site is None or self._site_generation != gallery.generation:
             self._site = measure_site(gallery, self.site_rule())

@@ -269,8 +269,11 @@ def cmd_evaluate_site(args) -> int:
 def cmd_calibrate_site(args) -> int:
     """The site rule's numbers (insider margin, fallback threshold) on LFW folds 6-10 sites."""
     from .datasets import parse_folds  # noqa: PLC0415
-    from .identification import head_parameters  # noqa: PLC0415
-    from .site import SITE_FORMAT, SITE_RULE_FILE, seal_site_rule  # noqa: PLC0415
+    from .identification import (
+        head_parameters,  # noqa: PLC0415
+        seal_calibration,  # noqa: PLC0415
+    )
+    from .site import SITE_FORMAT, SITE_RULE_FILE  # noqa: PLC0415
     from .site_eval import calibrate_site  # noqa: PLC0415
     from .storage.files import atomic_write_text  # noqa: PLC0415
     refuse_shipped(args.out, SITE_RULE_FILE, args.replace_shipped)
@@ -284,7 +287,7 @@ def cmd_calibrate_site(args) -> int:
             "calibration": {"lfw_folds": args.lfw_folds, "references": args.references, "frames": args.frames,
                             "max_photos": args.max_photos, "genuine_loss": 0.0025, "fallback_far": 0.001,
                             "command": "kiosk calibrate-site --out weights/site.json --replace-shipped"}}
-    atomic_write_text(args.out, json.dumps(seal_site_rule(body), indent=1) + "\n", mode=0o644)
+    atomic_write_text(args.out, json.dumps(seal_calibration(body), indent=1) + "\n", mode=0o644)
     print(f"wrote {args.out}: {rule}")
     return 0
 

@@ -311,8 +311,34 @@ def _digest(body: dict) -> str:
 
 
 def seal_calibration(body: dict) -> dict:
-    """The calibration file's content: ``body`` plus the SHA-256 over it."""
+    """A calibration file's content (the 1:N rule's, the site rule's): ``body`` plus the SHA-256 over it."""
     return dict(body, sha256=_digest(body))
+
+
+def read_sealed(path: Path, file_format: str, what: str) -> dict:
+    """The body of a sealed calibration file (:func:`seal_calibration`) of ``file_format``; WeightsError naming
+    ``what`` when it is missing, unreadable, of another format or fails its SHA-256."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no {what} installed") from None
+    except (OSError, ValueError) as exc:
+        raise WeightsError(f"{path}: damaged {what} ({type(exc).__name__})") from None
+    if not isinstance(data, dict) or data.get("format") != file_format:
+        raise WeightsError(f"{path}: not an {what} ({file_format})" if what[0] in "aeiou" else
+                           f"{path}: not a {what} ({file_format})")
+    body = {k: v for k, v in data.items() if k != "sha256"}
+    if data.get("sha256") != _digest(body):
+        raise WeightsError(f"{path}: integrity check failed (the {what} is damaged or was modified)")
+    return body
+
+
+def measured_with(engine, model_id: str, head: tuple[float, float]) -> bool:
+    """A calibration measured with this engine's features and head (otherwise its numbers mean nothing)."""
+    current = head_parameters(engine)
+    if engine.model_id != model_id or current is None:
+        return False
+    return all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(current, head))
 
 
 @dataclass(frozen=True)
@@ -330,17 +356,7 @@ class IdentifyCalibration:
     @classmethod
     def load(cls, path: str | Path = IDENTIFY_CALIBRATION) -> "IdentifyCalibration":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise WeightsError(f"{path}: no identification calibration installed") from None
-        except (OSError, ValueError) as exc:
-            raise WeightsError(f"{path}: damaged identification calibration ({type(exc).__name__})") from None
-        if not isinstance(data, dict) or data.get("format") != CALIBRATION_FORMAT:
-            raise WeightsError(f"{path}: not an identification calibration ({CALIBRATION_FORMAT})")
-        body = {k: v for k, v in data.items() if k != "sha256"}
-        if data.get("sha256") != _digest(body):
-            raise WeightsError(f"{path}: integrity check failed (the calibration is damaged or was modified)")
+        body = read_sealed(path, CALIBRATION_FORMAT, "identification calibration")
         try:
             rule = IdentifyRule(float(body["rule"]["threshold"]), float(body["rule"]["gap"]))
             impostor = body["impostor"]
@@ -359,10 +375,7 @@ class IdentifyCalibration:
 
     def matches(self, engine) -> bool:
         """Measured with this engine's features and head (otherwise the rule's numbers mean nothing)."""
-        current = head_parameters(engine)
-        if engine.model_id != self.model_id or current is None:
-            return False
-        return all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(current, self.head))
+        return measured_with(engine, self.model_id, self.head)
 
     def comparison_far(self, threshold: float) -> float:
         """Fraction of single impostor comparisons (one probe photo, one reference photo of another person)

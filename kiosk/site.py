@@ -4,15 +4,15 @@ A threshold calibrated on LFW (mostly Western public figures) let 83 % of collea
 site of East Asian staff: dlib's network crowds some populations together, so one global threshold cannot hold
 everywhere. Two rules adapt the decision to the people actually enrolled:
 
-* **The site threshold** (:func:`measure_site`): every pair of different enrolled people is scored as an attempt
-  would score them (the best P(same) over their reference photos). Those pair scores are the site's own impostor
-  scores; a normal distribution is fitted to their logits and the site threshold is the score that the fit gives
+* **The site threshold** (:func:`measure_site`): every reference photo is scored against every other enrolled
+  person as a camera frame would be (the best P(same) over that person's photos). Those are the site's own
+  impostor scores; a normal distribution is fitted to their logits and the site threshold is the score that the fit gives
   a ``target_far`` chance (1 %: mean + 2.33 sd). The threshold in force is the stricter of the admin's (or the
   model's) and the site's (:meth:`SiteCalibration.in_force`). Below ``min_people`` the pairs are too few to fit
   and a conservative fallback applies (:data:`SiteRule.fallback_threshold`, chosen on LFW folds 6-10 at 0.1 %
   false accepts), and the calibration says so.
-* **Each employee's own threshold** (Z-norm over the enrolled references): the scores of one employee against
-  every colleague are that employee's own impostor scores; a claim of their ID must score ``person_z`` standard
+* **Each employee's own threshold** (Z-norm over the enrolled references): the scores of every colleague's
+  photos against one employee are that employee's own impostor scores; a claim of their ID must score ``person_z`` standard
   deviations above their mean (:meth:`SiteCalibration.threshold_for`). An employee whom many colleagues resemble
   gets a stricter threshold, one who stands apart keeps the site's.
 * **The insider check** (:func:`kiosk.decision.decide` with a rival): a claimed ID is accepted only if its
@@ -25,8 +25,6 @@ chosen on LFW folds 6-10 only), integrity-checked at load, valid for the model t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,7 +34,7 @@ import numpy as np
 
 from .decision import logit, valid_threshold
 from .errors import WeightsError
-from .identification import REASON_NOT_RECOGNISED, head_parameters
+from .identification import REASON_NOT_RECOGNISED, measured_with, read_sealed
 from .paths import WEIGHTS_DIR
 
 SITE_RULE_FILE = WEIGHTS_DIR / "site.json"
@@ -75,7 +73,7 @@ class SiteCalibration:
     """What the enrolled people say about this site: their pair scores, fitted, and the site threshold."""
 
     people: int
-    pairs: int
+    comparisons: int                  # reference photos x other people scored (each pair of people twice or more)
     threshold: float | None           # the site threshold (P(same)); the fallback's below min_people (or None)
     fitted: bool                      # False: fewer than min_people, the fallback is in force
     mean_logit: float | None = None
@@ -107,13 +105,13 @@ class SiteCalibration:
         return max(self.in_force(threshold), own)
 
     def colleagues_above(self, threshold: float) -> float | None:
-        """Fraction of pairs of different enrolled people scoring >= ``threshold``: about how many colleagues a
-        threshold alone would let in on each other's ID (None without pairs). Read off the histogram (bins of
+        """Fraction of reference photos scoring >= ``threshold`` against another enrolled person: about how many
+        colleagues a threshold alone would let in on each other's ID (None without comparisons). Read off the histogram (bins of
         0.001: an over-estimate by at most one bin)."""
-        if self.pairs == 0:
+        if self.comparisons == 0:
             return None
         i = int(np.clip(math.floor(float(threshold) * HISTOGRAM_BINS), 0, HISTOGRAM_BINS - 1))
-        return float(self.histogram[i:].sum() / self.pairs)
+        return float(self.histogram[i:].sum() / self.comparisons)
 
     def describe(self) -> str:
         if not self.fitted:
@@ -121,60 +119,53 @@ class SiteCalibration:
                         else f"the conservative threshold {self.threshold:.3f} applies")
             return (f"{self.people} people enrolled, fewer than {self.rule.min_people}: the site cannot be measured yet, "
                     f"{fallback}")
-        return (f"{self.people} people enrolled ({self.pairs} pairs): site threshold {self.threshold:.3f} "
+        return (f"{self.people} people enrolled ({self.comparisons} comparisons): site threshold {self.threshold:.3f} "
                 f"(about {self.rule.target_far:.0%} of colleagues' scores above it)")
 
 
-def _pair_blocks(ids, matrix, row_norms, starts, scorer, chunk_rows: int = 2048):
-    """Yield (i0, (people in block, P) scores): each person's best score over their photos against each person."""
-    n = len(ids)
-    ends = np.r_[starts[1:], len(matrix)] if n else starts
-    i = 0
-    while i < n:
-        j = i + 1
-        while j < n and ends[j] - starts[i] <= chunk_rows:
-            j += 1
-        rows = scorer(matrix[starts[i]:ends[j - 1]], matrix, row_norms)
-        by_person = np.maximum.reduceat(np.asarray(rows, np.float64), starts, axis=1)    # (rows, P)
-        yield i, np.maximum.reduceat(by_person, starts[i:j] - starts[i], axis=0)        # (people, P)
-        i = j
+def _photo_blocks(matrix, row_norms, starts, scorer, chunk_rows: int = 256):
+    """Yield (first row, (rows, P) scores): each reference photo against each person (their best photo)."""
+    for r0 in range(0, len(matrix), chunk_rows):
+        rows = scorer(matrix[r0:r0 + chunk_rows], matrix, row_norms)
+        yield r0, np.maximum.reduceat(np.asarray(rows, np.float64), starts, axis=1)
 
 
 def measure_site(gallery, rule: SiteRule = SiteRule()) -> SiteCalibration:
-    """The site calibration of everyone in ``gallery`` (kiosk.identification.GalleryIndex): every pair of different
-    people scored once (the best over their photos), their logits fitted by a normal distribution."""
+    """The site calibration of everyone in ``gallery`` (kiosk.identification.GalleryIndex): every reference photo
+    scored against every OTHER person as a camera frame would be (the best over that person's photos), the
+    logits fitted by a normal distribution, for the site and for each person (the photos of their colleagues
+    against them)."""
     snap = gallery.snapshot()
     ids, n = snap.ids, len(snap.ids)
-    total = s1 = s2 = 0.0
+    owner = np.repeat(np.arange(n), np.diff(np.r_[snap.starts, len(snap.matrix)])) if n else np.zeros(0, np.int64)
+    col_n, col_s1, col_s2 = np.zeros(n), np.zeros(n), np.zeros(n)
     histogram = np.zeros(HISTOGRAM_BINS, np.int64)
-    own_mean, own_sd = np.zeros(n), np.zeros(n)  # each person's logits against everyone else
     closest: tuple[str, str, float] | None = None
-    for i0, block in _pair_blocks(ids, snap.matrix, snap.row_norms, snap.starts, gallery.scorer):
-        for k, row in enumerate(block):
-            i = i0 + k
-            if n > 2:
-                everyone = logit(np.delete(row, i))
-                own_mean[i], own_sd[i] = everyone.mean(), everyone.std(ddof=1)
-            others = row[i + 1:]  # each pair once
-            if not len(others):
-                continue
-            z = logit(others)
-            total += len(others)
-            s1 += float(z.sum())
-            s2 += float((z * z).sum())
-            histogram += np.bincount(np.clip((others * HISTOGRAM_BINS).astype(np.int64), 0, HISTOGRAM_BINS - 1),
-                                     minlength=HISTOGRAM_BINS)
-            j = int(np.argmax(others))
-            if closest is None or others[j] > closest[2]:
-                closest = (ids[i], ids[i + 1 + j], float(others[j]))
-    pairs = int(total)
-    if n < rule.min_people or pairs < 2:
-        return SiteCalibration(n, pairs, rule.fallback_threshold, False, closest=closest, histogram=histogram,
+    for r0, block in _photo_blocks(snap.matrix, snap.row_norms, snap.starts, gallery.scorer):
+        others = np.ones(block.shape, bool)
+        others[np.arange(len(block)), owner[r0:r0 + len(block)]] = False  # not against their own person
+        z = np.where(others, logit(block), 0.0)
+        col_n += others.sum(axis=0)
+        col_s1 += z.sum(axis=0)
+        col_s2 += (z * z).sum(axis=0)
+        scores = block[others]
+        histogram += np.bincount(np.clip((scores * HISTOGRAM_BINS).astype(np.int64), 0, HISTOGRAM_BINS - 1),
+                                 minlength=HISTOGRAM_BINS)
+        masked = np.where(others, block, -np.inf)
+        r, j = np.unravel_index(int(np.argmax(masked)), masked.shape) if masked.size else (0, 0)
+        if masked.size and np.isfinite(masked[r, j]) and (closest is None or masked[r, j] > closest[2]):
+            closest = (ids[owner[r0 + r]], ids[j], float(masked[r, j]))
+    total = float(col_n.sum())
+    comparisons = int(total)
+    if n < rule.min_people or comparisons < 2:
+        return SiteCalibration(n, comparisons, rule.fallback_threshold, False, closest=closest, histogram=histogram,
                                rule=rule)
-    mean = s1 / total
-    sd = math.sqrt(max(s2 / total - mean * mean, 0.0) * total / (total - 1))
+    mean = float(col_s1.sum() / total)
+    sd = math.sqrt(max(float(col_s2.sum()) / total - mean * mean, 0.0) * total / (total - 1))
     threshold = float(sigmoid(mean + NormalDist().inv_cdf(1 - rule.target_far) * sd))
-    return SiteCalibration(n, pairs, threshold, True, mean, sd, closest, histogram, rule,
+    own_mean = col_s1 / np.maximum(col_n, 1)
+    own_sd = np.sqrt(np.maximum(col_s2 / np.maximum(col_n, 1) - own_mean ** 2, 0.0) * col_n / np.maximum(col_n - 1, 1))
+    return SiteCalibration(n, comparisons, threshold, True, mean, sd, closest, histogram, rule,
                            dict(zip(ids, own_mean.tolist())), dict(zip(ids, own_sd.tolist())))
 
 
@@ -187,14 +178,6 @@ def judge_walk_up(found, site: SiteCalibration, threshold: float):
 
 
 # -- the shipped rule ----------------------------------------------------------------------------------------
-def _digest(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def seal_site_rule(body: dict) -> dict:
-    return dict(body, sha256=_digest(body))
-
-
 @dataclass(frozen=True)
 class SiteRuleFile:
     rule: SiteRule
@@ -205,17 +188,7 @@ class SiteRuleFile:
     @classmethod
     def load(cls, path: str | Path = SITE_RULE_FILE) -> "SiteRuleFile":
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise WeightsError(f"{path}: no site rule installed") from None
-        except (OSError, ValueError) as exc:
-            raise WeightsError(f"{path}: damaged site rule ({type(exc).__name__})") from None
-        if not isinstance(data, dict) or data.get("format") != SITE_FORMAT:
-            raise WeightsError(f"{path}: not a site rule ({SITE_FORMAT})")
-        body = {k: v for k, v in data.items() if k != "sha256"}
-        if data.get("sha256") != _digest(body):
-            raise WeightsError(f"{path}: integrity check failed (the site rule is damaged or was modified)")
+        body = read_sealed(path, SITE_FORMAT, "site rule")
         try:
             r = body["rule"]
             optional = lambda key: None if r.get(key) is None else float(r[key])  # noqa: E731
@@ -228,7 +201,4 @@ class SiteRuleFile:
         return cls(rule, model_id, head, body)
 
     def matches(self, engine) -> bool:
-        current = head_parameters(engine)
-        if engine.model_id != self.model_id or current is None:
-            return False
-        return all(math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6) for a, b in zip(current, self.head))
+        return measured_with(engine, self.model_id, self.head)

@@ -171,11 +171,14 @@ def play_sites(people: list[Person], scorer, threshold: float, walk_rule: Identi
         enrolled = [p for p in people if p.name not in out]
         gallery = _gallery(scorer, enrolled)
         site = measure_site(gallery, rule)
-        if pair_scores is not None:
+        if pair_scores is not None:  # each reference photo against every other person
             ids, s = gallery.person_scores(np.concatenate([p.references for p in enrolled]))
-            pair_scores.append(s)
+            owner = np.repeat([ids.index(p.name) for p in enrolled], [len(p.references) for p in enrolled])
+            mask = np.ones(s.shape, bool)
+            mask[np.arange(len(s)), owner] = False
+            pair_scores.append(s[mask])
         sites.append({"enrolled": len(enrolled), "outsiders": sorted(out), "site_threshold": site.threshold,
-                      "fitted": site.fitted, "pairs": site.pairs,
+                      "fitted": site.fitted, "comparisons": site.comparisons,
                       "threshold_in_force": site.in_force(threshold)})
         for person in enrolled + [p for p in people if p.name in out]:
             owner = None if person.name in out else person.name
@@ -243,7 +246,7 @@ def calibrate_site(engine, people: list[Person], walk_rule: IdentifyRule, target
     margin = max([m for m in MARGIN_GRID if np.mean(genuine < m) <= genuine_loss] or [0.0])
     kept = z[genuine >= margin]
     person_z = max([t for t in Z_GRID if np.mean(kept < t) <= genuine_loss] or [0.0])
-    impostor = np.concatenate([s[~np.eye(len(s), dtype=bool)] for s in pairs])
+    impostor = np.concatenate(pairs)
     fallback = float(np.quantile(impostor, 1 - fallback_far))
     return SiteRule(target_far, min_people, float(margin), round(fallback, 6), float(person_z))
 

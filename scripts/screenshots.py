@@ -1,9 +1,9 @@
 """Screenshots of the real kiosk window for the README, taken under a virtual X server.
 
 Starts the app's MainWindow on Qt's X11 platform (under Xvfb), with throw-away data folders, an image-folder
-source of NUAA webcam frames (a person live, then a printed photo of them held to the camera), the shipped
-models, that person enrolled from one live frame and a set PIN; shows the kiosk screen, the two verdicts, and
-the admin pages; and saves what the window draws (``QWidget.grab``) to docs/screenshots/.
+source of NUAA webcam frames (a person live, then a printed photo of them held to the camera, then a colleague
+claiming their ID), the shipped models, all 9 NUAA people enrolled from one live frame each and a set PIN; shows
+the kiosk screen, the three verdicts, and the admin pages; and saves what the window draws (``QWidget.grab``) to docs/screenshots/.
 
     xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python scripts/screenshots.py
 """
@@ -46,17 +46,24 @@ def main() -> int:
     camera = work / "camera"
     camera.mkdir()
 
-    def show_on_camera(kind: str) -> None:  # the folder source rescans at each loop
+    def show_on_camera(kind: str, person: str = "0001") -> None:  # the folder source rescans at each loop
         for old in camera.iterdir():
             old.unlink()
-        for path in sorted((nuaa / kind / "0001").glob("0001_00_0*_02_*.jpg"))[:6]:
+        files = sorted((nuaa / kind / person).glob(f"{person}_*.jpg"))
+        # Alex live or printed: session 2, with glasses; a colleague: frames after their reference
+        chosen = [f for f in files if f.name.startswith("0001_00_") and f.stem.split("_")[3] == "02"][:6] \
+            if person == "0001" else files[6:12]
+        for path in chosen:
             shutil.copy(path, camera / path.name)
 
     show_on_camera("live")
     storage = Storage.open()
-    try:
-        enrol_files(FaceEngine(DEFAULT_WEIGHTS), storage.employees, "E1042", "Alex Chen",
-                    [nuaa / "live" / "0001" / "0001_00_00_01_0.jpg"])
+    engine = FaceEngine(DEFAULT_WEIGHTS)
+    try:  # the site: 0001 is "Alex Chen", E1042; the 8 others are colleagues
+        for number, person in enumerate(sorted(p.name for p in (nuaa / "live").iterdir() if p.is_dir())):
+            first = sorted((nuaa / "live" / person).glob("*.jpg"))[0]
+            employee_id, name = ("E1042", "Alex Chen") if person == "0001" else (f"E20{number:02d}", f"Colleague {number}")
+            enrol_files(engine, storage.employees, employee_id, name, [first])
     finally:
         storage.close()
     PinManager(SettingsStore()).set_pin(PIN, PIN)
@@ -87,6 +94,7 @@ def main() -> int:
 
     steps += [(4000, shot("kiosk")), (500, claim), (2500, shot("accept")),
               (500, lambda: show_on_camera("photo")), (4500, claim), (2500, shot("attack")),
+              (500, lambda: show_on_camera("live", "0002")), (4500, claim), (2500, shot("colleague")),
               (3000, admin(window.employees)), (1500, shot("admin_employees")),
               (500, admin(window.threshold_page)), (800, shot("admin_threshold")),
               (500, admin(window.liveness_page)), (800, shot("admin_liveness")),

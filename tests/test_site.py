@@ -22,8 +22,8 @@ from kiosk.decision import (
     logit,
 )
 from kiosk.errors import WeightsError
-from kiosk.identification import GalleryIndex, euclidean_head_scorer
-from kiosk.site import SITE_FORMAT, SiteCalibration, SiteRule, SiteRuleFile, measure_site, seal_site_rule
+from kiosk.identification import GalleryIndex, euclidean_head_scorer, seal_calibration
+from kiosk.site import SITE_FORMAT, SiteCalibration, SiteRule, SiteRuleFile, measure_site
 
 W, B = -10.0, 6.0  # P(same) = sigmoid(6 - 10 d)
 
@@ -44,9 +44,9 @@ def test_site_threshold_is_the_fitted_tail_of_the_pair_scores():
     site = measure_site(gallery_of(people), SiteRule(target_far=0.01, min_people=5))
     x = np.array([v[0] for v in people.values()])
     d = np.linalg.norm(x[:, None] - x[None], axis=2)[np.triu_indices(12, 1)]
-    z = logit(p_same(d))
+    z = np.r_[logit(p_same(d)), logit(p_same(d))]  # each photo against each other person: every pair twice
     expected = 1 / (1 + math.exp(-(z.mean() + NormalDist().inv_cdf(0.99) * z.std(ddof=1))))
-    assert site.fitted and site.people == 12 and site.pairs == 66
+    assert site.fitted and site.people == 12 and site.comparisons == 132
     assert site.threshold == pytest.approx(expected, rel=1e-5)
     assert site.mean_logit == pytest.approx(z.mean(), rel=1e-5)
     # the most alike pair is named
@@ -64,14 +64,14 @@ def test_a_person_counts_with_their_best_photo():
     # E0 has a second photo very close to E1: that pair's score is the best over both photos
     site = measure_site(gallery_of({"E0": [[0, 0], [1.0, 0.05]], "E1": [[1.0, 0]], "E2": [[0, 3]], "E3": [[3, 0]],
                                     "E4": [[3, 3]]}), SiteRule(min_people=5))
-    assert site.pairs == 10
+    assert site.comparisons == 2 * 4 + 4 * 4  # E0's two photos against 4 people, the others' against 4
     assert site.closest[:2] == ("E0", "E1") and site.closest[2] == pytest.approx(float(p_same(0.05)), rel=1e-5)
 
 
 def test_too_few_people_fall_back_and_say_so():
     g = gallery_of({"E0": [[0, 0]], "E1": [[1, 0]], "E2": [[0, 1]]})
     site = measure_site(g, SiteRule(min_people=5, fallback_threshold=0.93))
-    assert not site.fitted and site.threshold == 0.93 and site.pairs == 3
+    assert not site.fitted and site.threshold == 0.93 and site.comparisons == 6
     assert "fewer than 5" in site.describe() and "0.930" in site.describe()
     assert site.in_force(0.6) == 0.93
     # no rule for this model: no site threshold at all until enough people
@@ -124,14 +124,14 @@ def test_the_site_rule_file_is_checked(tmp_path):
     body = {"format": SITE_FORMAT, "rule": SiteRule(0.01, 5, 0.3, 0.9).to_dict(), "model_id": "m",
             "head": {"weight": W, "bias": B}}
     path = tmp_path / "site.json"
-    path.write_text(json.dumps(seal_site_rule(body)))
+    path.write_text(json.dumps(seal_calibration(body)))
     assert SiteRuleFile.load(path).rule == SiteRule(0.01, 5, 0.3, 0.9)
-    forged = dict(seal_site_rule(body))
+    forged = dict(seal_calibration(body))
     forged["rule"] = dict(forged["rule"], insider_margin=0.0)
     path.write_text(json.dumps(forged))
     with pytest.raises(WeightsError, match="integrity"):
         SiteRuleFile.load(path)
-    path.write_text(json.dumps(seal_site_rule(dict(body, rule=dict(body["rule"], target_far=0.9)))))
+    path.write_text(json.dumps(seal_calibration(dict(body, rule=dict(body["rule"], target_far=0.9)))))
     with pytest.raises(WeightsError, match="out of range"):
         SiteRuleFile.load(path)
     with pytest.raises(WeightsError, match="no site rule"):

@@ -74,7 +74,7 @@ def test_colleagues_are_refused_on_each_others_id_and_the_owner_is_let_in(traine
         clock = Clock()
         service = VerificationService(storage, trained_engine, FusionParams(frames=3, window_s=4.0), clock=clock)
         site = service.site()
-        assert site.fitted and site.people == 9 and site.pairs == 36
+        assert site.fitted and site.people == 9 and site.comparisons == 72
         # the LFW threshold alone would let most colleagues in here; the site's own threshold is stricter
         assert site.colleagues_above(trained_engine.default_threshold) > 0.5
         assert service.threshold_in_force() == site.threshold > trained_engine.default_threshold
@@ -121,3 +121,29 @@ def test_the_kiosk_refuses_a_colleague_on_0001s_id_and_lets_0001_in(qtbot, make_
     wait_ready(qtbot, window, timeout=30000)
     accepted = sum(verify(qtbot, window, CLAIMED).accepted for _ in range(10))
     assert accepted >= 9
+
+
+def test_admin_threshold_page_says_what_the_slider_lets_in_at_this_site(qtbot, trained_engine):
+    """Admin > Threshold, fed the worker's site calibration of the 9 NUAA people: the slider's value alone would let
+    most colleagues in; the site's own threshold is said to be used instead."""
+    from kiosk.qt.threshold_page import ThresholdPage
+    from kiosk.qt.worker import EngineInfo, WalkUpInfo
+    from kiosk.storage import SettingsStore
+
+    enrol_site(trained_engine)
+    storage = Storage.open()
+    try:
+        site = VerificationService(storage, trained_engine).site()
+        page = ThresholdPage(SettingsStore(), None, storage.audit)
+        qtbot.addWidget(page)
+        page.set_model(EngineInfo("face_siamese.pt", trained_engine.default_threshold,
+                                  trained_engine.metadata.get("roc"), "shipped"))
+        page.set_walk_up(WalkUpInfo(False, "not needed here", site=site))
+        text = page.site_label.text()
+        share = site.colleagues_above(trained_engine.default_threshold)
+        assert f"about {share:.0%} of colleagues" in text and "9 people enrolled" in text
+        assert f"{site.threshold:.3f}, is stricter and is used instead" in text
+        page.slider.setValue(999)  # a stricter slider than the site's: the slider is used
+        assert "about 0% of colleagues" in page.site_label.text() and "so it is used" in page.site_label.text()
+    finally:
+        storage.close()

@@ -162,6 +162,7 @@ class MainWindow(QMainWindow):
         self.kiosk.walk_up_requested.connect(self.worker.request_walk_up)
         self.employees.deleted.connect(lambda _employee_id: self.worker.request_walk_up_info())
         w.walk_up_info.connect(self.threshold_page.set_walk_up)
+        w.walk_up_info.connect(lambda _info: self._show_model_status() if getattr(self, "engine_info", None) else None)
         # an employee enrolled or deleted at another kiosk of the fleet (told from the sync thread)
         self.registry_changed.connect(self._on_registry_changed)
         self.storage.on_registry_change(self.registry_changed.emit)
@@ -335,8 +336,9 @@ class MainWindow(QMainWindow):
             self._show_model_status()
 
     def _show_model_status(self) -> None:
-        self.model_status.setText(f"Model: {Path(self.engine_info.weights_path).name}, threshold "
-                                  f"{self.threshold_page.threshold:.3f}")
+        applied, in_force = self.threshold_page.threshold, self.threshold_page.in_force
+        site = f", at this site {in_force:.3f}" if in_force > applied else ""
+        self.model_status.setText(f"Model: {Path(self.engine_info.weights_path).name}, threshold {applied:.3f}{site}")
 
     def _set_sounds(self, on: bool) -> None:
         self.sounds_on = on

@@ -131,6 +131,11 @@ class ThresholdPage(SettingPage):
         return self.policy.threshold(self.model_default)
 
     @property
+    def in_force(self) -> float:
+        """The applied threshold, or the site's when stricter (kiosk.site; what a claim is judged by at least)."""
+        return self.site.in_force(self.threshold) if self.site is not None else self.threshold
+
+    @property
     def preview_threshold(self) -> float:
         """The threshold the slider shows (applied or not)."""
         return self.preview_policy.threshold(self.model_default)
@@ -251,5 +256,5 @@ class ThresholdPage(SettingPage):
                   if in_force > value else "It is stricter than the site's own threshold "
                   f"({site.threshold:.3f}), so it is used.")
         return (f"At this site ({site.people} people enrolled): {value:.3f} alone would let about {share:.0%} of "
-                f"colleagues in on each other's ID ({site.pairs} pairs of enrolled people compared). {strict} "
+                f"colleagues in on each other's ID (every enrolled photo compared with every other person). {strict} "
                 f"Besides, a claim is refused when the face is closer to another enrolled employee.")
