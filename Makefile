@@ -11,7 +11,7 @@ run: $(STAMP)
 test: lint
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
-# The fast subset (about 30 s): no trained model, LFW, subprocesses, wheel builds or Qt app.
+# The fast subset (about 45 s): no trained model, LFW, subprocesses, wheel builds or Qt app.
 test-fast: $(STAMP)
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -m "not slow"
 

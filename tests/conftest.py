@@ -23,6 +23,8 @@ SLOW_FIXTURES = {"qtbot", "trained_weights", "trained_engine", "untrained_weight
 # ... or is named here (file::function, every parameter): subprocesses, kill -9 loops, scrypt-heavy lockouts,
 # training steps and other tests over about half a second on 2 cores.
 SLOW_TESTS = {
+    "test_site_eval.py::test_a_site_of_nuaa_people_keeps_colleagues_and_outsiders_out_and_lets_people_in",
+    "test_site_eval.py::test_bad_site_arguments_are_refused_with_exit_2",
     "test_faceres.py::test_real_model_puts_the_same_person_closer_than_other_people",
     "test_site_kiosk.py::test_colleagues_are_refused_on_each_others_id_and_the_owner_is_let_in",
     "test_training.py::test_training_set_excludes_every_person_of_the_reported_folds",
