@@ -143,6 +143,8 @@ def test_admin_threshold_page_says_what_the_slider_lets_in_at_this_site(qtbot, t
         share = site.colleagues_above(trained_engine.default_threshold)
         assert f"about {share:.0%} of colleagues" in text and "9 people enrolled" in text
         assert f"{site.threshold:.3f}, is stricter and is used instead" in text
+        own = sorted(site.person_thresholds.values())
+        assert len(own) == 9 and f"their own threshold from their colleagues' scores against them ({own[0]:.3f}" in text
         page.slider.setValue(999)  # a stricter slider than the site's: the slider is used
         assert "about 0% of colleagues" in page.site_label.text() and "so it is used" in page.site_label.text()
     finally:

@@ -255,6 +255,9 @@ class ThresholdPage(SettingPage):
         strict = (f"The site's own threshold, {site.threshold:.3f}, is stricter and is used instead."
                   if in_force > value else "It is stricter than the site's own threshold "
                   f"({site.threshold:.3f}), so it is used.")
+        own = sorted(site.person_thresholds.values())
+        own_text = (f" Each employee also has their own threshold from their colleagues' scores against them "
+                    f"({own[0]:.3f} to {own[-1]:.3f} here)." if own else "")
         return (f"At this site ({site.people} people enrolled): {value:.3f} alone would let about {share:.0%} of "
-                f"colleagues in on each other's ID (every enrolled photo compared with every other person). {strict} "
-                f"Besides, a claim is refused when the face is closer to another enrolled employee.")
+                f"colleagues in on each other's ID (every enrolled photo compared with every other person). {strict}"
+                f"{own_text} Besides, a claim is refused when the face is closer to another enrolled employee.")
