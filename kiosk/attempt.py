@@ -230,7 +230,7 @@ class VerificationService:
         if self._liveness_missing():
             return self._finish(refused(claimed_id, REASON_NO_LIVENESS, threshold))
         start = self.clock() if started_at is None else started_at
-        snapshot = self.gallery().snapshot()  # synced by threshold_in_force() above
+        snapshot = self._gallery.snapshot()  # synced by threshold_in_force() above (one fingerprint query)
         columns = [i for i, person in enumerate(snapshot.ids) if person != claimed_id]
         session = VerificationSession(claimed_id, threshold, self.fusion, start, self.liveness_threshold,
                                       others=[snapshot.ids[i] for i in columns], margin=self.site_rule().insider_margin)

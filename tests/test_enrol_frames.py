@@ -12,15 +12,14 @@ import numpy as np
 import pytest
 from helpers import DATASETS
 from PySide6.QtCore import Qt
+from test_admin_pages import storage
 
 from kiosk.enrolment import FrameBurst, enrol_images
 from kiosk.imageio import read_image
 from kiosk.qt import employees_page as page_module
-from kiosk.qt.background import wait_for_background
 from kiosk.qt.employees_page import ENROL_FRAMES, EmployeesPage
 from kiosk.qt.worker import FrameResult
 from kiosk.quality import ADVICE, TOO_DARK
-from kiosk.storage import Storage
 
 NUAA_LIVE = DATASETS / "nuaa" / "live"
 PERSON = "0001"
@@ -100,12 +99,7 @@ def result(frame, captured_at: float) -> FrameResult:
     return FrameResult(image, captured_at, analysis.box, analysis.quality.ok, list(analysis.quality.reasons))
 
 
-@pytest.fixture
-def storage():
-    store = Storage.open()
-    yield store
-    wait_for_background()
-    store.close()
+FIXTURES = (storage,)  # the throw-away store of tests/test_admin_pages.py, used here by name
 
 
 @pytest.fixture

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from helpers import DATASETS
 from test_app import make_window, verify, wait_ready
+from test_liveness_kiosk import Clock, run_attempt
 
 from kiosk.attempt import VerificationService
 from kiosk.decision import REASON_CLOSER, SEE_FRONT_DESK, FusionParams
 from kiosk.enrolment import enrol_files
-from kiosk.imageio import read_image
 from kiosk.storage import EVENT_SITE, KIND_DECISION, Storage
 
 LIVE = DATASETS / "nuaa" / "live"
@@ -47,26 +47,6 @@ def enrol_site(engine) -> None:
     storage.close()
 
 
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def attempt(service: VerificationService, engine, clock: Clock, claimed: str, paths: list[Path]):
-    assert service.begin(claimed) is None
-    for path in paths:
-        clock.now += 0.2
-        analysis = engine.analyse(read_image(path))
-        decision = service.add_frame(analysis.crop if analysis.quality.ok else None, clock.now, analysis.liveness)
-        if decision is not None:
-            return decision
-    clock.now += 10
-    return service.expire()
-
-
 def test_colleagues_are_refused_on_each_others_id_and_the_owner_is_let_in(trained_engine):
     enrol_site(trained_engine)
     storage = Storage.open()
@@ -81,7 +61,7 @@ def test_colleagues_are_refused_on_each_others_id_and_the_owner_is_let_in(traine
         event = storage.audit.entries(kind=EVENT_SITE)[0]
         assert event.detail == f"- -> {site.threshold:.4f}" and "9 people" in event.reason
         for person in people()[1:]:
-            decision = attempt(service, trained_engine, clock, CLAIMED, camera_frames(person, 6))
+            decision = run_attempt(service, trained_engine, clock, camera_frames(person, 6), CLAIMED)
             assert not decision.accepted, person
             assert decision.reason == REASON_CLOSER and decision.message == SEE_FRONT_DESK, (person, decision)
             assert decision.rival_id == person  # the audit names the employee the face belongs to
@@ -89,7 +69,7 @@ def test_colleagues_are_refused_on_each_others_id_and_the_owner_is_let_in(traine
             assert (entry.claimed_id, entry.verdict, entry.reason) == (CLAIMED, "REJECT", REASON_CLOSER)
             assert entry.detail.startswith(f"closer to {person} ")
         frames = camera_frames(CLAIMED, 30)
-        accepted = sum(attempt(service, trained_engine, clock, CLAIMED, frames[i:i + 3]).accepted
+        accepted = sum(run_attempt(service, trained_engine, clock, frames[i:i + 3], CLAIMED).accepted
                        for i in range(0, 30, 3))
         assert accepted >= 9
         assert len(storage.audit.entries(kind=EVENT_SITE)) == 1  # nothing changed: measured once
