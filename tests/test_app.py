@@ -577,7 +577,8 @@ def test_worker_errors_are_reported_not_fatal(qtbot, make_window, untrained_weig
     engines[0].failing = True
     decision = verify(qtbot, window, "E1")
     assert (decision.verdict, decision.reason) == ("REJECT", REASON_ERROR)
-    assert "simulated inference failure" in window.statusBar().currentMessage()
+    # the worker delivers the verdict first, then reports the problem: wait for the report's signal too
+    qtbot.waitUntil(lambda: "simulated inference failure" in window.statusBar().currentMessage(), timeout=5000)
     engines[0].failing = False
     qtbot.waitUntil(lambda: window.kiosk.state == IDLE, timeout=5000)
     assert verify(qtbot, window, "E1").reason != REASON_ERROR  # and the kiosk carries on
