@@ -3,6 +3,7 @@
     kiosk-research train omniglot --out NEW.pt [--steps N] [--threads T] [--checkpoint-dir DIR] [--restart]
     kiosk-research evaluate oneshot [--weights FILE] [--trials 400] [--seed 0] [--no-runs] [--json OUT]
     kiosk-research evaluate protocol-gap [--weights FILE] [--trials 2000]     # research.protocol_gap
+    kiosk-research evaluate site-bands [--datasets DIR]                       # research.site_rule_bands
     kiosk-research choose-detector [--folds 6-10] [--json OUT]                # research.choose_detector
 
 Exit codes as the kiosk's: 0 = done, 2 = bad input, 3 = no usable weights.
@@ -25,7 +26,8 @@ from research import OMNIGLOT_WEIGHTS
 EXIT_BAD_INPUT, EXIT_NO_WEIGHTS = 2, 3
 
 # Commands with their own argument parsers (the former scripts): the rest of the line goes to them.
-_DELEGATED = {("choose-detector",): "research.choose_detector", ("evaluate", "protocol-gap"): "research.protocol_gap"}
+_DELEGATED = {("choose-detector",): "research.choose_detector", ("evaluate", "protocol-gap"): "research.protocol_gap",
+              ("evaluate", "site-bands"): "research.site_rule_bands"}
 
 
 def cmd_train_omniglot(args) -> int:
