@@ -1,13 +1,13 @@
 """Walk-up identification (1:N) speed: searching 10,000 enrolled people, enrolling them, and the memory.
 
 Synthetic dlib-like features (128-d, float32) stand in for enrolled people; the scores are the shipped head's
-P(same) through kiosk.identification.GalleryIndex, exactly as in the kiosk. Prints:
+P(same) through kiosk.rules.identification.GalleryIndex, exactly as in the kiosk. Prints:
 
 * enrolment of N people, features only (no photos, no network): N ``set_person`` calls, then the first search
   (which builds the matrix), and a whole ``replace_all`` rebuild;
 * search per probe (one frame, and the kiosk's 3 fused frames): median and 90th percentile;
 * memory: the search matrix, and the process's peak RSS growth during the run;
-* the site calibration (kiosk.site.measure_site: every reference photo against every other person), done again
+* the site calibration (kiosk.rules.site.measure_site: every reference photo against every other person), done again
   whenever enrolments change;
 * with ``--store``: the same people enrolled into a throw-away kiosk store (SQLite, each with a tiny placeholder
   photo, sealed as the kiosk seals them), then the index synced from it as the kiosk does at a walk-up.
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 
 import kiosk  # noqa: F401, I001 (first, as in the app)
-from kiosk.identification import GalleryIndex, IdentifyRule, euclidean_head_scorer
-from kiosk.site import SiteRule, measure_site
+from kiosk.rules.identification import GalleryIndex, IdentifyRule, euclidean_head_scorer
+from kiosk.rules.site import SiteRule, measure_site
 
 HEAD = (-10.74, 7.14)  # the shipped head's weight and bias (weights/MODEL_CARD.md); the speed does not depend on it
 

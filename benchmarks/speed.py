@@ -3,7 +3,7 @@
 Prints the encoder's time per face (batch 1, on the same aligned 150x150 chips: our torch port of dlib's
 ResNet against dlib's own) and the whole per-frame pipeline on 640x480 frames built from real LFW photos
 (detect, landmarks, warp, liveness, embed, compare with a stored reference), with ratios against the peer.
-The liveness check (kiosk.liveness, part of our pipeline; the peer has none) is also timed on its own.
+The liveness check (kiosk.vision.liveness, part of our pipeline; the peer has none) is also timed on its own.
 
     python benchmarks/speed.py [--frames 60] [--threads 2] [--json OUT]
 """
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 import kiosk  # noqa: F401, I001 (first, as in the app: it sets the OpenMP spin before torch loads)
-from kiosk.engine import FaceEngine
+from kiosk.lab.peer import FaceRecognitionPeer
 from kiosk.paths import DEFAULT_WEIGHTS, datasets_dir
-from kiosk.peer import FaceRecognitionPeer
+from kiosk.vision.engine import FaceEngine
 
 
 def make_frames(count: int, seed: int = 0) -> list[np.ndarray]:
@@ -77,7 +77,7 @@ def main() -> None:
     ours_embed = timed(lambda c: engine.embed_crops(c[None]), crops, repeats=3)
     import dlib  # noqa: PLC0415 (the peer's own network, for the encoder-only row)
 
-    from kiosk.face_resnet import dlib_resnet_path  # noqa: PLC0415
+    from kiosk.vision.face_resnet import dlib_resnet_path  # noqa: PLC0415
     dlib_net = dlib.face_recognition_model_v1(str(dlib_resnet_path()))
     peer_embed = timed(lambda c: dlib_net.compute_face_descriptor(c), crops)
     rgb_frames = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]

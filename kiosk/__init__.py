@@ -7,7 +7,7 @@ import os as _os
 
 __version__ = "0.1.0"
 
-# Decompression bombs: the largest image (width x height) the kiosk decodes. kiosk.imageio checks it from
+# Decompression bombs: the largest image (width x height) the kiosk decodes. kiosk.io.imageio checks it from
 # the file's header before decoding; OpenCV enforces the same limit for every format it reads, but it
 # reads OPENCV_IO_MAX_IMAGE_PIXELS once, when cv2 is loaded, so it is set here, on the first import of
 # any kiosk module, before anything imports cv2 (where cv2 was loaded first, OpenCV keeps its own 2^30

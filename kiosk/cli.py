@@ -14,8 +14,8 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import FaceNotUsableError, KioskError, WeightsError
-from .paths import DEFAULT_WEIGHTS, LIVENESS_WEIGHTS, datasets_dir
+from kiosk.errors import FaceNotUsableError, KioskError, WeightsError
+from kiosk.paths import DEFAULT_WEIGHTS, LIVENESS_WEIGHTS, datasets_dir
 
 log = logging.getLogger("kiosk.cli")
 
@@ -24,7 +24,7 @@ EXIT_AUDIT_BROKEN = 1  # kiosk audit verify: the hash chain is broken
 
 
 def _engine(args):
-    from .engine import FaceEngine  # noqa: PLC0415 (torch import only for commands that need it)
+    from kiosk.vision.engine import FaceEngine  # noqa: PLC0415 (torch import only for commands that need it)
     return FaceEngine(args.weights)
 
 
@@ -61,14 +61,14 @@ def _print_table(results: dict[str, dict]):
 
 
 def _evaluate(args, pairs) -> int:
-    from .evaluation import report, score_pairs_ours, score_pairs_peer  # noqa: PLC0415
+    from kiosk.lab.evaluation import report, score_pairs_ours, score_pairs_peer  # noqa: PLC0415
     results = {}
     if not args.peer_only:
         engine = _engine(args)
         scores, stats = score_pairs_ours(engine, pairs, "siamese")
         results["siamese"] = dict(report(scores, pairs, stats, engine.default_threshold), model=str(args.weights))
     if args.peer or args.peer_only:
-        from .peer import FaceRecognitionPeer  # noqa: PLC0415
+        from kiosk.lab.peer import FaceRecognitionPeer  # noqa: PLC0415
         peer = FaceRecognitionPeer()
         scores, stats = score_pairs_peer(peer, pairs, "face_recognition")
         results["face_recognition"] = dict(report(scores, pairs, stats), model=peer.name)
@@ -87,21 +87,21 @@ def _evaluate(args, pairs) -> int:
 
 
 def cmd_evaluate_lfw(args) -> int:
-    from .datasets import parse_folds, read_lfw_pairs  # noqa: PLC0415
+    from kiosk.lab.datasets import parse_folds, read_lfw_pairs  # noqa: PLC0415
     pairs = read_lfw_pairs(args.pairs, args.root, parse_folds(args.folds))
     return _evaluate(args, pairs)
 
 
 def cmd_evaluate_pairs(args) -> int:
-    from .datasets import read_pairs_csv  # noqa: PLC0415
+    from kiosk.lab.datasets import read_pairs_csv  # noqa: PLC0415
     return _evaluate(args, read_pairs_csv(args.csv, allow_outside=args.allow_outside))
 
 
 def cmd_evaluate_liveness(args) -> int:
     """APCER / BPCER / ACER of the liveness detector on labelled frames, per frame and, where the CSV has an
     ``attempt`` column, per attempt (its least live frame, as the kiosk fuses them, against the same threshold)."""
-    from .liveness import LivenessModel  # noqa: PLC0415
-    from .training.liveness import evaluate_frames, measure, read_labels  # noqa: PLC0415
+    from kiosk.lab.training.liveness import evaluate_frames, measure, read_labels  # noqa: PLC0415
+    from kiosk.vision.liveness import LivenessModel  # noqa: PLC0415
     model = LivenessModel.load(args.liveness_weights)
     rows = read_labels(args.csv)
     attempts = [r[3] for r in rows] if any(r[3] for r in rows) else None
@@ -119,8 +119,8 @@ def cmd_evaluate_liveness(args) -> int:
 
 
 def cmd_train_liveness(args) -> int:
-    from .paths import LIVENESS_WEIGHTS  # noqa: PLC0415
-    from .training.liveness import train_liveness  # noqa: PLC0415
+    from kiosk.lab.training.liveness import train_liveness  # noqa: PLC0415
+    from kiosk.paths import LIVENESS_WEIGHTS  # noqa: PLC0415
     refuse_shipped(args.out, LIVENESS_WEIGHTS, args.replace_shipped)
     cv = train_liveness(args.csv, args.out, args.crop_scale, args.weight_decay)["cross_validation"]
     print(f"wrote {args.out}: leave-one-person-out on {cv['frames']} frames: APCER {cv['apcer']:.4f}, BPCER "
@@ -135,8 +135,8 @@ def cmd_train_liveness(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from .datasets import parse_folds  # noqa: PLC0415
-    from .training.head import HeadConfig, train_head  # noqa: PLC0415
+    from kiosk.lab.datasets import parse_folds  # noqa: PLC0415
+    from kiosk.lab.training.head import HeadConfig, train_head  # noqa: PLC0415
     refuse_shipped(args.out, DEFAULT_WEIGHTS, args.replace_shipped)
     data = [str(Path(d)) for d in (args.data or [datasets_dir() / "lfw/lfw-deepfunneled", datasets_dir() / "celeba-subset"])]
     config = HeadConfig(dataset_dirs=data, lfw_root=str(args.lfw_root), pairs_file=str(args.pairs),
@@ -150,7 +150,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from .training.head import recalibrate  # noqa: PLC0415
+    from kiosk.lab.training.head import recalibrate  # noqa: PLC0415
     refuse_shipped(args.out, DEFAULT_WEIGHTS, args.replace_shipped)
     meta = recalibrate(args.weights, args.out, args.target_far, args.lfw_root, args.pairs)
     v = meta["validation"]
@@ -160,16 +160,16 @@ def cmd_calibrate(args) -> int:
 
 
 def _identify_protocols(args):
-    from .datasets import parse_folds  # noqa: PLC0415
-    from .open_set import build_protocol  # noqa: PLC0415
+    from kiosk.lab.datasets import parse_folds  # noqa: PLC0415
+    from kiosk.lab.open_set import build_protocol  # noqa: PLC0415
     return build_protocol(args.root, args.pairs, parse_folds(args.folds))
 
 
 def cmd_evaluate_identify(args) -> int:
-    """Open-set identification (1:N) on LFW (kiosk/open_set.py): rank-1, DIR at FPIR 1 % and 0.1 % with the
+    """Open-set identification (1:N) on LFW (kiosk/lab/open_set.py): rank-1, DIR at FPIR 1 % and 0.1 % with the
     calibrated gap, and what the calibrated threshold (chosen on other folds) gives here."""
-    from .identification import IDENTIFY_CALIBRATION, IdentifyCalibration  # noqa: PLC0415
-    from .open_set import measure, predicted_vs_measured, score_ours, score_peer  # noqa: PLC0415
+    from kiosk.lab.open_set import measure, predicted_vs_measured, score_ours, score_peer  # noqa: PLC0415
+    from kiosk.rules.identification import IDENTIFY_CALIBRATION, IdentifyCalibration  # noqa: PLC0415
     args.calibration = args.calibration or IDENTIFY_CALIBRATION
     calibration = IdentifyCalibration.load(args.calibration)
     protocol = _identify_protocols(args)
@@ -187,7 +187,7 @@ def cmd_evaluate_identify(args) -> int:
     result["impostor_model"] = predicted_vs_measured(calibration, scores, sorted({rule.threshold, 0.5, 0.7, 0.8, 0.9}))
     rows = {"siamese": result}
     if args.peer:
-        from .peer import FaceRecognitionPeer  # noqa: PLC0415
+        from kiosk.lab.peer import FaceRecognitionPeer  # noqa: PLC0415
         peer_scores = score_peer(FaceRecognitionPeer(), protocol)
         for gap in (0.0, 0.05):  # nearest gallery photo with a plain distance threshold; the issue's gap of 0.05
             rows[f"face_recognition gap {gap:g}"] = dict(measure(peer_scores, gap), missed_faces=peer_scores.missed_faces)
@@ -218,9 +218,9 @@ def _write_json(path: Path | None, result: dict) -> None:
 
 
 def cmd_calibrate_identify(args) -> int:
-    from .identification import IDENTIFY_CALIBRATION  # noqa: PLC0415
-    from .open_set import calibrate  # noqa: PLC0415
-    from .storage.files import atomic_write_text  # noqa: PLC0415
+    from kiosk.io.files import atomic_write_text  # noqa: PLC0415
+    from kiosk.lab.open_set import calibrate  # noqa: PLC0415
+    from kiosk.rules.identification import IDENTIFY_CALIBRATION  # noqa: PLC0415
     refuse_shipped(args.out, IDENTIFY_CALIBRATION, args.replace_shipped)
     body = calibrate(_engine(args), _identify_protocols(args), args.target_fpir)
     atomic_write_text(args.out, json.dumps(body, indent=1) + "\n", mode=0o644)
@@ -232,8 +232,8 @@ def cmd_calibrate_identify(args) -> int:
 
 
 def _site_people(args):
-    from .datasets import parse_folds  # noqa: PLC0415
-    from .site_eval import lfw_fold_people, site_people  # noqa: PLC0415
+    from kiosk.lab.datasets import parse_folds  # noqa: PLC0415
+    from kiosk.lab.site_eval import lfw_fold_people, site_people  # noqa: PLC0415
     only = None
     if args.lfw_folds:
         only = lfw_fold_people(args.pairs or Path(args.root).parent / "pairs.txt", args.root, parse_folds(args.lfw_folds))
@@ -241,7 +241,7 @@ def _site_people(args):
 
 
 def _walk_up_rule(engine):
-    from .identification import IdentifyCalibration  # noqa: PLC0415
+    from kiosk.rules.identification import IdentifyCalibration  # noqa: PLC0415
     calibration = IdentifyCalibration.load()
     if not calibration.matches(engine):
         raise KioskError("weights/identify.json was calibrated for another model; run kiosk calibrate-identify")
@@ -249,9 +249,9 @@ def _walk_up_rule(engine):
 
 
 def cmd_evaluate_site(args) -> int:
-    """Whole simulated sites from a folder of people (kiosk/site_eval.py), today's rule beside the site rules."""
-    from .site import SITE_RULE_FILE, SiteRuleFile  # noqa: PLC0415
-    from .site_eval import evaluate_site, print_site_report  # noqa: PLC0415
+    """Whole simulated sites from a folder of people (kiosk/lab/site_eval.py), today's rule beside the site rules."""
+    from kiosk.lab.site_eval import evaluate_site, print_site_report  # noqa: PLC0415
+    from kiosk.rules.site import SITE_RULE_FILE, SiteRuleFile  # noqa: PLC0415
     if not 0.0 <= args.outsiders < 1.0 or args.references < 1 or args.frames < 1:
         raise KioskError("--outsiders in [0, 1), --references and --frames at least 1")
     args.engine = _engine(args)
@@ -268,14 +268,14 @@ def cmd_evaluate_site(args) -> int:
 
 def cmd_calibrate_site(args) -> int:
     """The site rule's numbers (insider margin, fallback threshold) on LFW folds 6-10 sites."""
-    from .datasets import parse_folds  # noqa: PLC0415
-    from .identification import (
+    from kiosk.io.files import atomic_write_text  # noqa: PLC0415
+    from kiosk.lab.datasets import parse_folds  # noqa: PLC0415
+    from kiosk.lab.site_eval import calibrate_site  # noqa: PLC0415
+    from kiosk.rules.identification import (
         head_parameters,  # noqa: PLC0415
         seal_calibration,  # noqa: PLC0415
     )
-    from .site import SITE_FORMAT, SITE_RULE_FILE  # noqa: PLC0415
-    from .site_eval import calibrate_site  # noqa: PLC0415
-    from .storage.files import atomic_write_text  # noqa: PLC0415
+    from kiosk.rules.site import SITE_FORMAT, SITE_RULE_FILE  # noqa: PLC0415
     refuse_shipped(args.out, SITE_RULE_FILE, args.replace_shipped)
     if set(parse_folds(args.lfw_folds)) & {1, 2, 3, 4, 5}:
         raise KioskError("LFW folds 1-5 are for reporting only: calibrate on folds 6-10")
@@ -304,13 +304,13 @@ def _read_new_pin() -> tuple[str, str | None]:
 def cmd_admin_reset_pin(args) -> int:
     """The only way back into a kiosk whose PIN record is lost, damaged or replaced, or that is locked out:
     for the account owning the data folder, at a terminal (not at the kiosk's screen). A fleet's PIN is the
-    registry's: ``--database URL`` as the registry's owner (kiosk.storage.fleet_pin), never a kiosk's role."""
-    from .paths import data_dir  # noqa: PLC0415
-    from .storage import PinManager, SettingsStore  # noqa: PLC0415
-    from .storage.fleet_pin import FLEET_RESET_COMMAND, reset_fleet_pin  # noqa: PLC0415
-    from .storage.outbox import FLEET_DB_NAME  # noqa: PLC0415
-    from .storage.pgconn import database_url  # noqa: PLC0415
-    from .storage.pin import check_folder_owner  # noqa: PLC0415
+    registry's: ``--database URL`` as the registry's owner (kiosk.storage.fleet.pin), never a kiosk's role."""
+    from kiosk.paths import data_dir  # noqa: PLC0415
+    from kiosk.storage import PinManager, SettingsStore  # noqa: PLC0415
+    from kiosk.storage.fleet.outbox import FLEET_DB_NAME  # noqa: PLC0415
+    from kiosk.storage.fleet.pgconn import database_url  # noqa: PLC0415
+    from kiosk.storage.fleet.pin import FLEET_RESET_COMMAND, reset_fleet_pin  # noqa: PLC0415
+    from kiosk.storage.pin import check_folder_owner  # noqa: PLC0415
     url = database_url(args.database)
     if url is None and (data_dir() / FLEET_DB_NAME).is_file():
         raise KioskError(f"this kiosk belongs to a fleet: its admin PIN is the registry's, for every kiosk; run "
@@ -331,8 +331,8 @@ def cmd_admin_reset_pin(args) -> int:
 
 
 def cmd_backup(args) -> int:
-    from .storage import Storage  # noqa: PLC0415
-    from .storage.backup import backup  # noqa: PLC0415
+    from kiosk.storage import Storage  # noqa: PLC0415
+    from kiosk.storage.backup import backup  # noqa: PLC0415
     storage = Storage.open(url=args.database)  # the writer lock: one consistent snapshot
     try:
         info = backup(storage, args.dest)
@@ -346,7 +346,7 @@ def cmd_backup(args) -> int:
 
 
 def cmd_restore(args) -> int:
-    from .storage.backup import restore  # noqa: PLC0415
+    from kiosk.storage.backup import restore  # noqa: PLC0415
     aside = restore(args.source)
     print(f"kiosk: restored from {args.source}; the data it replaced is kept in {aside} (delete it when no "
           f"longer needed)")
@@ -354,7 +354,7 @@ def cmd_restore(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .storage import Storage  # noqa: PLC0415
+    from kiosk.storage import Storage  # noqa: PLC0415
     storage = Storage.open(readonly=True, url=args.database)  # may run beside the kiosk
     try:
         health = storage.health
@@ -369,7 +369,7 @@ def cmd_check(args) -> int:
 def cmd_audit_verify(args) -> int:
     """Check the audit log's hash chain, read-only (may run beside the kiosk): 0 intact, 1 broken (the first
     broken entry named), 2 when it cannot be checked (no database, no data key)."""
-    from .storage import Storage  # noqa: PLC0415
+    from kiosk.storage import Storage  # noqa: PLC0415
     storage = Storage.open(readonly=True, url=args.database)  # a fleet's: the registry's one chain
     try:
         broken = storage.audit.verify_chain()
@@ -385,8 +385,8 @@ def cmd_audit_verify(args) -> int:
 
 def cmd_registry_migrate(args) -> int:
     """Create or upgrade the fleet registry's schema in PostgreSQL (as the role that owns the database)."""
-    from .storage.pgconn import ConnectionConfig, database_url  # noqa: PLC0415
-    from .storage.registry import migrate  # noqa: PLC0415
+    from kiosk.storage.fleet.pgconn import ConnectionConfig, database_url  # noqa: PLC0415
+    from kiosk.storage.fleet.registry import migrate  # noqa: PLC0415
     url = database_url(args.database)
     if url is None:
         raise KioskError("give the registry: --database postgresql://OWNER@HOST/DB (or KIOSK_DATABASE_URL)")
@@ -430,13 +430,13 @@ def build_parser() -> argparse.ArgumentParser:
         e.set_defaults(func=func)
 
     def lfw_people(parser, folds: str, folds_help: str) -> None:
-        """The open-set protocol's LFW folder, pairs file and folds (kiosk/open_set.py)."""
+        """The open-set protocol's LFW folder, pairs file and folds (kiosk/lab/open_set.py)."""
         parser.add_argument("--root", type=Path, default=lfw / "lfw-deepfunneled")
         parser.add_argument("--pairs", type=Path, default=lfw / "pairs.txt")
         parser.add_argument("--folds", default=folds, help=folds_help)
 
     e = esub.add_parser("identify", help="open-set identification (1:N) on LFW folds (gallery, mated and "
-                                         "non-mated probes; kiosk/open_set.py)")
+                                         "non-mated probes; kiosk/lab/open_set.py)")
     lfw_people(e, "1-5", "folds whose people make the protocol (default 1-5)")
     e.add_argument("--calibration", type=Path, help="the 1:N rule (default: the shipped weights/identify.json)")
     e.add_argument("--json", type=Path, help="write the metrics to this JSON file")
@@ -550,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from .logging_setup import setup_logging  # noqa: PLC0415
+        from kiosk.logging_setup import setup_logging  # noqa: PLC0415
         setup_logging(console=args.verbose)
     except ImportError:
         logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)

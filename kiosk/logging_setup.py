@@ -7,7 +7,7 @@ import logging.handlers
 import os
 from pathlib import Path
 
-from .paths import PRIVATE_FILE, log_dir, private_dir
+from kiosk.paths import PRIVATE_FILE, log_dir, private_dir
 
 LOG_NAME = "kiosk.log"
 FORMAT = "%(asctime)s %(levelname)-7s [%(threadName)s] %(name)s: %(message)s"

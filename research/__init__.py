@@ -3,7 +3,7 @@ Omniglot one-shot experiment (``research.omniglot``, docs/OMNIGLOT.md), the anal
 protocols (``research.protocol_gap``) and the choice of the face detector that feeds the landmark model
 (``research.choose_detector``, weights/MODEL_CARD.md).
 
-It uses the product's own model code (``kiosk.model.SiameseNet`` with the "koch" encoder, ``kiosk.weights``)
+It uses the product's own model code (``kiosk.vision.model.SiameseNet`` with the "koch" encoder, ``kiosk.vision.weights``)
 so that the paper's experiment tests the code the kiosk runs. ``research`` may import ``kiosk``; ``kiosk``
 never imports ``research``. Command line: ``kiosk-research`` or ``python -m research``.
 """

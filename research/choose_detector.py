@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from kiosk.alignment import LandmarkFinder, align_chip, chip_transform
-from kiosk.datasets import list_identities, parse_folds, read_lfw_pairs
-from kiosk.detection import HaarFaceDetector
-from kiosk.metrics import summarise
+from kiosk.lab.datasets import list_identities, parse_folds, read_lfw_pairs
+from kiosk.lab.metrics import summarise
 from kiosk.paths import datasets_dir
+from kiosk.vision.alignment import LandmarkFinder, align_chip, chip_transform
+from kiosk.vision.detection import HaarFaceDetector
 
 LFW_BOX = (67.0, 79.5, 109.0, 109.0)  # dlib's median box on LFW-framed 250x250 images (datasets README)
 
@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     finder = LandmarkFinder()
     mapping = fit_box_mapping(haar, hog, fit_paths, finder)
     print("Haar -> dlib box mapping (CelebA):", mapping)
-    from kiosk.engine import embed_crops
-    from kiosk.model import SiameseNet
+    from kiosk.vision.engine import embed_crops
+    from kiosk.vision.model import SiameseNet
     net = SiameseNet("dlib_resnet", {}, "euclidean").eval()
 
     paths = sorted({p for pair in pairs for p in (pair.left, pair.right)})

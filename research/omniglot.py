@@ -35,13 +35,13 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from kiosk.diskcache import cache_path, load_arrays, save_arrays
 from kiosk.errors import DatasetError, KioskError, WeightsError
-from kiosk.model import SiameseNet
+from kiosk.io.files import atomic_writer, private_dir
+from kiosk.lab.diskcache import cache_path, load_arrays, save_arrays
 from kiosk.paths import datasets_dir
-from kiosk.preprocess import InputSpec
-from kiosk.storage.files import atomic_writer, private_dir
-from kiosk.weights import load_weights, save_weights
+from kiosk.vision.model import SiameseNet
+from kiosk.vision.preprocess import InputSpec
+from kiosk.vision.weights import load_weights, save_weights
 
 log = logging.getLogger(__name__)
 
@@ -524,7 +524,7 @@ def build_model(config: OmniglotConfig) -> SiameseNet:
         return SiameseNet("koch", encoder_options(config))
     except TypeError as exc:
         if config.batch_norm and "batch_norm" in str(exc):
-            raise KioskError("the Omniglot preset needs KochEncoder(batch_norm=True) in kiosk/model.py (see "
+            raise KioskError("the Omniglot preset needs KochEncoder(batch_norm=True) in kiosk/vision/model.py (see "
                              "docs/OMNIGLOT.md); without it train with batch_norm=False, hard_negatives=0, "
                              "lr=1e-3") from None
         raise
@@ -614,7 +614,7 @@ def pair_loss(model: SiameseNet, x: torch.Tensor, n: int, config: OmniglotConfig
 def train_omniglot(out_path: Path, *, steps: int, batch_size: int, width: float, checkpoint_dir: Path,
                    seed: int = 0, resume: bool = True, threads: int | None = None, **overrides) -> dict:
     """Train the Koch Siamese net on Omniglot's background set; write the best validated weights to
-    ``out_path`` (kiosk.weights format; the metadata holds the preset, history and test results).
+    ``out_path`` (kiosk.vision.weights format; the metadata holds the preset, history and test results).
 
     ``batch_size``: characters per batch with the default "grid" pairing (2 drawings each, so 2 x
     batch_size images per step), pairs with pairing="independent". Checkpoints (model, optimizer, step,

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from kiosk.weights import load_weights
+from kiosk.vision.weights import load_weights
 from research import OMNIGLOT_WEIGHTS
 from research.omniglot import (
     DrawingInput,

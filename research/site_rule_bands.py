@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from kiosk.decision import logit
-from kiosk.engine import FaceEngine
-from kiosk.identification import scorer_for
+from kiosk.lab.site_eval import _gallery, lfw_fold_people, site_people
 from kiosk.paths import datasets_dir
-from kiosk.site import SiteRuleFile, measure_site, sigmoid
-from kiosk.site_eval import _gallery, lfw_fold_people, site_people
+from kiosk.rules.decision import logit
+from kiosk.rules.identification import scorer_for
+from kiosk.rules.site import SiteRuleFile, measure_site, sigmoid
+from kiosk.vision.engine import FaceEngine
 
 Z_VALUES = (None, 1.6, 1.8, 2.0, 2.1, 2.2, 2.3, 2.4, 2.5, 2.6)
 TAU_VALUES = (1.5, 2.0, 2.2, 2.4, 2.6, 2.8, 3.0)

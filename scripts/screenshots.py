@@ -34,12 +34,12 @@ def main() -> int:
     from PySide6.QtCore import QTimer
     from PySide6.QtWidgets import QApplication
 
-    from kiosk.engine import FaceEngine
-    from kiosk.enrolment import enrol_files
+    from kiosk.app.enrolment import enrol_files
     from kiosk.paths import DEFAULT_WEIGHTS, datasets_dir
     from kiosk.qt.app import prepare_qt_environment
     from kiosk.qt.main_window import AppConfig, MainWindow
     from kiosk.storage import PinManager, SettingsStore, Storage
+    from kiosk.vision.engine import FaceEngine
 
     prepare_qt_environment()
     nuaa = datasets_dir() / "nuaa"

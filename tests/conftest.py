@@ -105,9 +105,9 @@ def untrained_weights(tmp_path_factory) -> Path:
     mechanics; the shipped head is tested separately."""
     import torch
 
-    from kiosk.model import SiameseNet
-    from kiosk.preprocess import InputSpec
-    from kiosk.weights import save_weights
+    from kiosk.vision.model import SiameseNet
+    from kiosk.vision.preprocess import InputSpec
+    from kiosk.vision.weights import save_weights
 
     model = SiameseNet("dlib_resnet", {}, "euclidean")
     with torch.no_grad():
@@ -127,22 +127,22 @@ def trained_weights() -> Path:
 
 @pytest.fixture(scope="session")
 def untrained_engine(untrained_weights):
-    from kiosk.engine import FaceEngine
+    from kiosk.vision.engine import FaceEngine
     return FaceEngine(untrained_weights)
 
 
 @pytest.fixture(scope="session")
 def trained_engine(trained_weights):
-    from kiosk.engine import FaceEngine
+    from kiosk.vision.engine import FaceEngine
     return FaceEngine(trained_weights)
 
 
 @pytest.fixture(scope="session")
 def good_photos(lfw_photos):
     """good_photos("Tony_Blair", 3, skip=0) -> photos that pass the kiosk's quality checks (one clear face)."""
-    from kiosk.detection import HaarFaceDetector
-    from kiosk.imageio import read_image
-    from kiosk.quality import assess_quality
+    from kiosk.io.imageio import read_image
+    from kiosk.vision.detection import HaarFaceDetector
+    from kiosk.vision.quality import assess_quality
 
     detector = HaarFaceDetector()
     verdicts: dict[Path, bool] = {}

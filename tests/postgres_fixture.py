@@ -118,8 +118,8 @@ class PgCluster:
 
     def new_database(self) -> str:
         """A fresh registry (database owned by the owner role, migrated): its name."""
-        from kiosk.storage.pgconn import ConnectionConfig
-        from kiosk.storage.registry import migrate
+        from kiosk.storage.fleet.pgconn import ConnectionConfig
+        from kiosk.storage.fleet.registry import migrate
         name = f"kiosk_{uuid.uuid4().hex[:10]}"
         with self.admin() as conn:
             conn.execute(f"CREATE DATABASE {name} OWNER {OWNER}")

@@ -13,16 +13,16 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QStandardPaths, Qt, QTimer
 
-from kiosk.decision import estimate_rates
-from kiosk.enrolment import check_photo, enrol_images
-from kiosk.imageio import read_image
+from kiosk.app.enrolment import check_photo, enrol_images
+from kiosk.io.imageio import read_image
 from kiosk.qt.background import wait_for_background
 from kiosk.qt.employees_page import EmployeesPage
 from kiosk.qt.threshold_page import ThresholdPage, _plotted
 from kiosk.qt.worker import EngineInfo
-from kiosk.quality import SEVERAL_FACES
+from kiosk.rules.decision import estimate_rates
 from kiosk.storage import SettingsStore, Storage
 from kiosk.storage.audit import EVENT_DELETE, EVENT_ENROL, EVENT_RE_ENROL, EVENT_THRESHOLD
+from kiosk.vision.quality import SEVERAL_FACES
 
 
 def events(storage):

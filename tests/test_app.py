@@ -21,7 +21,14 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt, QTimer
 
-from kiosk.decision import (
+from kiosk.app.enrolment import enrol_files
+from kiosk.errors import SourceError
+from kiosk.io.sources import CameraSource, FrameSource, open_source
+from kiosk.paths import config_dir, data_dir
+from kiosk.qt.capture import FAILED, LIVE
+from kiosk.qt.kiosk_tab import IDLE, OUT_OF_SERVICE, UNAVAILABLE, VERDICT, VERIFYING
+from kiosk.qt.main_window import AppConfig, MainWindow
+from kiosk.rules.decision import (
     REASON_CLOSER,
     REASON_ERROR,
     REASON_NO_FACE,
@@ -29,15 +36,8 @@ from kiosk.decision import (
     REASON_UNKNOWN_ID,
     SEE_FRONT_DESK,
 )
-from kiosk.engine import FaceEngine
-from kiosk.enrolment import enrol_files
-from kiosk.errors import SourceError
-from kiosk.paths import config_dir, data_dir
-from kiosk.qt.capture import FAILED, LIVE
-from kiosk.qt.kiosk_tab import IDLE, OUT_OF_SERVICE, UNAVAILABLE, VERDICT, VERIFYING
-from kiosk.qt.main_window import AppConfig, MainWindow
-from kiosk.sources import CameraSource, FrameSource, open_source
 from kiosk.storage import KIND_DECISION, PinManager, SettingsStore
+from kiosk.vision.engine import FaceEngine
 
 PIN = "246810"
 
@@ -467,9 +467,9 @@ def test_take_photo_stays_disabled_without_a_good_face(qtbot, make_window, untra
 
 
 def test_threshold_page_shows_estimated_rates_from_the_roc(qtbot, make_window, tmp_path):
-    from kiosk.model import SiameseNet
-    from kiosk.preprocess import InputSpec
-    from kiosk.weights import save_weights
+    from kiosk.vision.model import SiameseNet
+    from kiosk.vision.preprocess import InputSpec
+    from kiosk.vision.weights import save_weights
 
     roc = [{"threshold": 0.2, "far": 0.2, "frr": 0.01}, {"threshold": 0.8, "far": 0.01, "frr": 0.2}]
     weights = save_weights(tmp_path / "with_roc.pt", SiameseNet("dlib_resnet", {}, "euclidean"), InputSpec(), {"threshold": 0.5, "roc": roc})
@@ -607,8 +607,8 @@ def test_video_view_mirrors_a_webcam_and_outlines_the_face(qtbot):
 
 def test_a_deadline_timer_that_fires_early_is_re_armed(qtbot, untrained_weights, untrained_engine, good_photos):
     """Without frames (no camera) only the timer ends an attempt; Qt timers may fire a little early."""
-    from kiosk.decision import FusionParams
     from kiosk.qt.worker import VerificationWorker
+    from kiosk.rules.decision import FusionParams
     from kiosk.storage import Storage
 
     storage = Storage.open()
@@ -633,7 +633,7 @@ def test_a_new_model_re_embeds_stored_photos_and_reports_the_unusable_ones(qtbot
                                                                           untrained_engine, good_photos):
     """Features made by an older model are never compared: at start the kiosk re-embeds every stored photo
     for the current model, keeps nothing old in use, and lists in the admin tab whoever must re-enrol."""
-    from kiosk.imageio import read_image
+    from kiosk.io.imageio import read_image
     from kiosk.storage import NewPhoto, Storage
     photo = read_image(good_photos("Colin_Powell", 1)[0])
     old = np.ones(128, np.float32)  # what an older model made: meaningless to the current one
@@ -658,8 +658,8 @@ def test_a_new_model_re_embeds_stored_photos_and_reports_the_unusable_ones(qtbot
 
 
 def test_refresh_reports_progress_and_what_could_not_be_re_embedded(untrained_engine, good_photos):
-    from kiosk.enrolment import refresh_features
-    from kiosk.imageio import read_image
+    from kiosk.app.enrolment import refresh_features
+    from kiosk.io.imageio import read_image
     from kiosk.storage import NewPhoto, Storage
     storage = Storage.open()
     try:

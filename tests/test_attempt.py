@@ -1,4 +1,4 @@
-"""The verification service (kiosk.attempt) without Qt, in fake time: real LFW faces through the pretrained
+"""The verification service (kiosk.app.attempt) without Qt, in fake time: real LFW faces through the pretrained
 encoder with dlib's 0.6 distance rule as the head (conftest's ``untrained_engine``), a real store, the audit
 log, the deadline and the one threshold policy. LFW's pictures are photographs, so the matching tests run
 with liveness off; liveness in the attempt is tested with NUAA webcam frames (tests/test_liveness_kiosk.py)."""
@@ -11,8 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from kiosk.attempt import VerificationService
-from kiosk.decision import (
+from kiosk.app.attempt import VerificationService
+from kiosk.app.enrolment import enrol_files
+from kiosk.io.imageio import read_image
+from kiosk.rules.decision import (
     FALLBACK_THRESHOLD,
     REASON_CLOSER,
     REASON_ERROR,
@@ -26,8 +28,6 @@ from kiosk.decision import (
     LivenessPolicy,
     ThresholdPolicy,
 )
-from kiosk.enrolment import enrol_files
-from kiosk.imageio import read_image
 from kiosk.storage import NewPhoto, Settings, SettingsStore, Storage
 
 T0 = 1000.0
@@ -225,5 +225,5 @@ def test_settings_take_the_fusion_defaults_and_limits_from_decision(kiosk_dirs):
 
 
 def test_the_service_does_not_import_qt():
-    code = "import sys, kiosk.attempt; sys.exit('PySide6' in sys.modules)"
+    code = "import sys, kiosk.app.attempt; sys.exit('PySide6' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from kiosk.metrics import auc, eer, fold_accuracy, rates_at, tar_at_far, threshold_for_far
+from kiosk.lab.metrics import auc, eer, fold_accuracy, rates_at, tar_at_far, threshold_for_far
 
 
 def test_perfect_and_inverted_separation():

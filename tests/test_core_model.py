@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from kiosk.errors import NoTrainedWeightsError, WeightsError
-from kiosk.model import KochEncoder, SiameseNet
-from kiosk.preprocess import InputSpec
-from kiosk.weights import load_weights, save_weights
+from kiosk.vision.model import KochEncoder, SiameseNet
+from kiosk.vision.preprocess import InputSpec
+from kiosk.vision.weights import load_weights, save_weights
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +98,7 @@ def test_another_encoder_file_is_refused(tmp_path, face_model):
     path = save_weights(tmp_path / "w.pt", face_model, InputSpec(), {"threshold": 0.7}, half=False)
     payload = torch.load(path, weights_only=True)
     payload["architecture"]["options"]["source_sha256"] = "0" * 64
-    from kiosk.weights import _described, _digest
+    from kiosk.vision.weights import _described, _digest
     payload["sha256"] = _digest(payload["state_dict"], _described(payload))  # a consistent file, other encoder
     other = tmp_path / "other.pt"
     torch.save(payload, other)
@@ -142,7 +142,7 @@ def test_damaged_missing_tampered_and_mismatched_weights_are_refused(tmp_path, k
     with pytest.raises(WeightsError, match="integrity"):
         load_weights(tampered)
     # Weights of one architecture cannot be loaded as another.
-    from kiosk.weights import _described, _digest
+    from kiosk.vision.weights import _described, _digest
     payload = torch.load(path, weights_only=True)
     payload["architecture"]["options"] = {"input_size": 105, "width": 0.25, "feature_dim": 32}
     payload["sha256"] = _digest(payload["state_dict"], _described(payload))
@@ -159,7 +159,7 @@ def test_damaged_missing_tampered_and_mismatched_weights_are_refused(tmp_path, k
 
 @pytest.mark.parametrize("threshold", [0.0, -1.0, 1.5, float("nan"), "0.5", None, True])
 def test_metadata_out_of_range_is_refused_even_with_a_matching_digest(tmp_path, face_model, threshold):
-    from kiosk.weights import _described, _digest
+    from kiosk.vision.weights import _described, _digest
     path = save_weights(tmp_path / "w.pt", face_model, InputSpec(), {"threshold": 0.7})
     payload = torch.load(path, weights_only=True)
     payload["metadata"]["threshold"] = threshold
@@ -170,7 +170,7 @@ def test_metadata_out_of_range_is_refused_even_with_a_matching_digest(tmp_path, 
 
 
 def test_one_chip_at_a_time_gives_the_features_of_a_batch(face_model):
-    from kiosk.engine import embed_crops
+    from kiosk.vision.engine import embed_crops
     crops = np.random.default_rng(0).integers(0, 256, (6, 150, 150, 3), dtype=np.uint8)
     one_by_one = np.concatenate([embed_crops(face_model, crops[i:i + 1], flip_average=True) for i in range(6)])
     assert np.allclose(one_by_one, embed_crops(face_model, crops, flip_average=True), atol=1e-4)

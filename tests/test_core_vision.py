@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 from helpers import OMNIGLOT, lfw_photo, needs_lfw
 
-from kiosk.detection import HaarFaceDetector, choose_primary
 from kiosk.errors import ImageReadError
-from kiosk.imageio import read_image
-from kiosk.preprocess import FacePreprocessor, InputSpec, to_network_input
-from kiosk.quality import NO_FACE, SEVERAL_FACES, TOO_DARK, TOO_SMALL, assess_quality
+from kiosk.io.imageio import read_image
+from kiosk.vision.detection import HaarFaceDetector, choose_primary
+from kiosk.vision.preprocess import FacePreprocessor, InputSpec, to_network_input
+from kiosk.vision.quality import NO_FACE, SEVERAL_FACES, TOO_DARK, TOO_SMALL, assess_quality
 
 PEOPLE = ["George_W_Bush", "Colin_Powell", "Tony_Blair", "Serena_Williams", "Gloria_Macapagal_Arroyo"]
 
@@ -63,7 +63,7 @@ def test_small_and_dark_faces_are_reported(detector):
     assert TOO_SMALL in assess_quality(small, detector.detect(small)).reasons
     dark = (image * 0.12).astype(np.uint8)
     box = detector.detect(image).primary
-    from kiosk.detection import Detection
+    from kiosk.vision.detection import Detection
     assert TOO_DARK in assess_quality(dark, Detection([box], box, dark.shape[:2])).reasons
 
 

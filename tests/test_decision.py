@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiosk.decision import (
+from kiosk.rules.decision import (
     REASON_MATCH,
     REASON_NO_FACE,
     REASON_NO_MATCH,
@@ -102,7 +102,7 @@ def test_estimate_rates_interpolates_the_roc_points():
 
 
 def _session_scores(engine, refs, photos, threshold) -> VerificationSession:
-    from kiosk.imageio import read_image
+    from kiosk.io.imageio import read_image
 
     session = VerificationSession("E", threshold, FusionParams(frames=3), started_at=0.0)
     for path in photos:

@@ -1,6 +1,6 @@
 """Enrolment in kiosk conditions (issue #21, item 4): Admin > Employees takes several camera frames in one
 action ("Take 3 frames"), each passing the enrolment checks, spaced in time, within a timeout; they are saved
-as several references of one employee. The rule (kiosk.enrolment.FrameBurst) is tested with a clock of its own;
+as several references of one employee. The rule (kiosk.app.enrolment.FrameBurst) is tested with a clock of its own;
 the page is fed real analyses of NUAA webcam frames, as the worker's `analysed` signal feeds it, with a clock
 the test moves (no sleeps)."""
 
@@ -14,12 +14,12 @@ from helpers import DATASETS
 from PySide6.QtCore import Qt
 from test_admin_pages import storage
 
-from kiosk.enrolment import FrameBurst, enrol_images
-from kiosk.imageio import read_image
+from kiosk.app.enrolment import FrameBurst, enrol_images
+from kiosk.io.imageio import read_image
 from kiosk.qt import employees_page as page_module
 from kiosk.qt.employees_page import ENROL_FRAMES, EmployeesPage
 from kiosk.qt.worker import FrameResult
-from kiosk.quality import ADVICE, TOO_DARK
+from kiosk.vision.quality import ADVICE, TOO_DARK
 
 NUAA_LIVE = DATASETS / "nuaa" / "live"
 PERSON = "0001"

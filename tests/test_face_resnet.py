@@ -1,4 +1,4 @@
-"""dlib's face-recognition ResNet read by kiosk.dlib_format and run by torch (kiosk.face_resnet).
+"""dlib's face-recognition ResNet read by kiosk.vision.dlib_format and run by torch (kiosk.vision.face_resnet).
 
 Parity with dlib needs dlib and face_recognition_models (the ``peer`` extra) and LFW; the format tests
 also run on a tiny network written here in dlib's format, so they need neither.
@@ -18,9 +18,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kiosk.dlib_format import DlibReader, read_dlib_net
 from kiosk.errors import WeightsError
-from kiosk.face_resnet import DlibFaceResNet, dlib_resnet_path, load_dlib_face_resnet
+from kiosk.vision.dlib_format import DlibReader, read_dlib_net
+from kiosk.vision.face_resnet import DlibFaceResNet, dlib_resnet_path, load_dlib_face_resnet
 
 SETTINGS = settings(deadline=None, database=None, max_examples=150)
 

@@ -258,7 +258,7 @@ def faceres():
 
 
 def _image(rel: str) -> np.ndarray:
-    from kiosk.imageio import read_image
+    from kiosk.io.imageio import read_image
     path = datasets_dir() / rel
     if not path.is_file():
         pytest.skip(f"{path} absent")
@@ -266,7 +266,7 @@ def _image(rel: str) -> np.ndarray:
 
 
 def _crop(image: np.ndarray) -> np.ndarray:
-    from kiosk.detection import HaarFaceDetector
+    from kiosk.vision.detection import HaarFaceDetector
     box = HaarFaceDetector().detect(image).primary
     assert box is not None
     return face_crop(image, box)
@@ -298,8 +298,8 @@ def test_real_model_puts_the_same_person_closer_than_other_people(faceres):
         pytest.skip(f"{root} absent")
     people = sorted(p for p in root.iterdir() if p.is_dir() and len(list(p.glob("*.jpg"))) >= 3)[:6]
     feats, who = [], []
-    from kiosk.detection import HaarFaceDetector
-    from kiosk.imageio import read_image
+    from kiosk.io.imageio import read_image
+    from kiosk.vision.detection import HaarFaceDetector
     det = HaarFaceDetector()
     for person in people:
         for f in sorted(person.glob("*.jpg"))[:3]:

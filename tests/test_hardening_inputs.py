@@ -24,9 +24,9 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from kiosk import cli
-from kiosk.datasets import read_pairs_csv
 from kiosk.errors import DatasetError, ImageReadError
-from kiosk.imageio import DEFAULT_MAX_PIXELS, MIN_IMAGE_SIDE, decode_image, image_size, read_image
+from kiosk.io.imageio import DEFAULT_MAX_PIXELS, MIN_IMAGE_SIDE, decode_image, image_size, read_image
+from kiosk.lab.datasets import read_pairs_csv
 from kiosk.paths import cache_dir, log_dir, private_dir
 
 pytestmark = pytest.mark.reliability
@@ -137,7 +137,7 @@ def test_every_format_is_size_checked_from_the_header_before_decoding(kind, monk
     def no_decoding(*_):
         raise AssertionError("decoded before the size check")
 
-    monkeypatch.setattr("kiosk.imageio.cv2.imdecode", no_decoding)
+    monkeypatch.setattr("kiosk.io.imageio.cv2.imdecode", no_decoding)
     with pytest.raises(ImageReadError, match="too large"):
         decode_image(data, kind)
 
@@ -159,7 +159,7 @@ def test_opencv_enforces_the_same_limit_when_kiosk_is_imported_first():
     it, so even cv2.imdecode called directly refuses 41 MP (the kiosk's 40 MP limit, not OpenCV's 1 GP)."""
     code = textwrap.dedent(f"""
         import os, sys
-        import kiosk.imageio, cv2, numpy as np
+        import kiosk.io.imageio, cv2, numpy as np
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_hardening_inputs import png_bomb
         print(os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"])
@@ -362,7 +362,7 @@ def own_cache(tmp_path, monkeypatch) -> Path:
 
 def test_evaluate_pairs_counts_a_one_pixel_image_as_unreadable_on_the_console(tmp_path, capsys, own_cache,
                                                                                untrained_weights):
-    """Issue #16: a 1x1 image ended in ZeroDivisionError (preprocess.py:60); unreadable images were counted
+    """Issue #16: a 1x1 image ended in ZeroDivisionError (vision/preprocess.py:60); unreadable images were counted
     only in the JSON and the log. Also: what the command wrote is owner-only."""
     folder = tmp_path / "set"
     _images(folder, "a.png", "b.png", "c.png")
@@ -385,7 +385,7 @@ def test_evaluate_pairs_counts_a_one_pixel_image_as_unreadable_on_the_console(tm
 
 
 def test_peer_feature_cache_is_owner_only(tmp_path, own_cache):
-    from kiosk.evaluation import peer_features
+    from kiosk.lab.evaluation import peer_features
 
     class Peer:
         name, upsample = "fake-peer", 0

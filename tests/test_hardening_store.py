@@ -374,7 +374,7 @@ def test_a_flipped_feature_blob_is_detected_never_used_and_re_embedded_from_the_
 
 def test_the_kiosk_says_at_start_what_is_damaged_and_re_embeds_it_from_the_photo(qtbot, untrained_weights,
                                                                                   untrained_engine, good_photos):
-    from kiosk.enrolment import enrol_files
+    from kiosk.app.enrolment import enrol_files
     from kiosk.errors import SourceError
     from kiosk.qt.main_window import AppConfig, MainWindow
 

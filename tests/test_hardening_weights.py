@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from kiosk.cli import EXIT_NO_WEIGHTS, main
 from kiosk.errors import WeightsError
 from kiosk.paths import DEFAULT_WEIGHTS
-from kiosk.weights import load_weights, read_payload
+from kiosk.vision.weights import load_weights, read_payload
 
 pytestmark = pytest.mark.reliability
 

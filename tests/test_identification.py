@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kiosk.errors import WeightsError
-from kiosk.identification import (
+from kiosk.rules.identification import (
     IDENTIFY_CALIBRATION,
     REASON_NO_FACE,
     REASON_NOBODY_ENROLLED,
@@ -29,7 +29,7 @@ from kiosk.identification import (
     similarity_scorer,
     store_fingerprint,
 )
-from kiosk.model import SiameseNet
+from kiosk.vision.model import SiameseNet
 
 DIM = 128
 

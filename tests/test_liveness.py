@@ -8,8 +8,8 @@ import pytest
 from helpers import DATASETS
 
 from kiosk.errors import DatasetError, WeightsError
-from kiosk.liveness import LivenessModel, lbp_histogram
 from kiosk.paths import WEIGHTS_DIR
+from kiosk.vision.liveness import LivenessModel, lbp_histogram
 
 NUAA = DATASETS / "nuaa"
 needs_nuaa = pytest.mark.skipif(not (NUAA / "labels.csv").is_file(), reason=f"NUAA frames not found at {NUAA}")
@@ -54,7 +54,7 @@ def test_the_liveness_file_is_checked(tmp_path):
 
 
 def test_label_files_are_read_strictly(tmp_path):
-    from kiosk.training.liveness import read_labels
+    from kiosk.lab.training.liveness import read_labels
     (tmp_path / "a.csv").write_text("path,label\nx.jpg,2\n")
     with pytest.raises(DatasetError, match="line 2"):
         read_labels(tmp_path / "a.csv")
@@ -71,7 +71,7 @@ def test_label_files_are_read_strictly(tmp_path):
 def test_people_never_seen_are_told_apart_live_from_printed(tmp_path):
     """Trained on 3 NUAA people, judged on 2 others at the threshold fitted on the training people's
     held-out scores: a real leave-people-out check, small enough for CI."""
-    from kiosk.training.liveness import fit, leave_people_out, measure, model_from, rates, read_labels
+    from kiosk.lab.training.liveness import fit, leave_people_out, measure, model_from, rates, read_labels
     rows = read_labels(NUAA / "labels.csv")
     # Every 2nd frame of 3 people to train, every frame of 2 others to judge (neighbouring frames are alike).
     train = measure([r for r in rows if r[2] in ("0001", "0004", "0006")][::2])
@@ -93,7 +93,7 @@ def test_evaluate_liveness_command_reports_frames_and_attempts(tmp_path, capsys)
     import shutil
 
     from kiosk.cli import main
-    from kiosk.training.liveness import read_labels
+    from kiosk.lab.training.liveness import read_labels
     rows = read_labels(NUAA / "labels.csv")
     lines = ["path,label,attempt"]
     for path, live, person, _ in rows[::6]:

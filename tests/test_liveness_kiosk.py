@@ -13,8 +13,13 @@ import pytest
 from helpers import DATASETS
 from test_app import PIN, make_window, no_camera, unlock_admin, verify, wait_ready
 
-from kiosk.attempt import VerificationService
-from kiosk.decision import (
+from kiosk.app.attempt import VerificationService
+from kiosk.app.enrolment import enrol_files
+from kiosk.io.imageio import read_image
+from kiosk.paths import LIVENESS_WEIGHTS
+from kiosk.qt.liveness_page import LivenessPage
+from kiosk.qt.worker import EngineInfo
+from kiosk.rules.decision import (
     LOOK_AT_CAMERA,
     MODE_ID,
     REASON_ATTACK,
@@ -23,14 +28,9 @@ from kiosk.decision import (
     FusionParams,
     LivenessPolicy,
 )
-from kiosk.engine import FaceEngine
-from kiosk.enrolment import enrol_files
-from kiosk.imageio import read_image
-from kiosk.liveness import LivenessModel
-from kiosk.paths import LIVENESS_WEIGHTS
-from kiosk.qt.liveness_page import LivenessPage
-from kiosk.qt.worker import EngineInfo
 from kiosk.storage import EVENT_LIVENESS, KIND_DECISION, SettingsStore, Storage
+from kiosk.vision.engine import FaceEngine
+from kiosk.vision.liveness import LivenessModel
 
 NUAA = DATASETS / "nuaa"
 PERSON = "0001"

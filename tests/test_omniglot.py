@@ -13,9 +13,9 @@ import torch
 from helpers import OMNIGLOT
 
 from kiosk.errors import KioskError
-from kiosk.model import KochEncoder
-from kiosk.preprocess import InputSpec
-from kiosk.weights import INPUT_VERSIONS, load_weights
+from kiosk.vision.model import KochEncoder
+from kiosk.vision.preprocess import InputSpec
+from kiosk.vision.weights import INPUT_VERSIONS, load_weights
 from research import OMNIGLOT_WEIGHTS
 from research import cli as research_cli
 from research import omniglot as om

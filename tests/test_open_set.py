@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 
 from kiosk import cli
-from kiosk.identification import IdentifyCalibration
-from kiosk.open_set import Scores, build_protocol, choose_gap, impostor_tail, measure, outcome, predicted_vs_measured
+from kiosk.lab.open_set import (
+    Scores,
+    build_protocol,
+    choose_gap,
+    impostor_tail,
+    measure,
+    outcome,
+    predicted_vs_measured,
+)
+from kiosk.rules.identification import IdentifyCalibration
 
 
 def write_lfw(root, people: dict[str, int], folds: list[list[tuple]]):

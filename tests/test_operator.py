@@ -11,13 +11,13 @@ import numpy as np
 from PySide6.QtCore import Qt
 from test_app import PIN, make_window, no_camera, unlock_admin, wait_ready
 
-from kiosk.enrolment import RefreshReport
+from kiosk.app.enrolment import RefreshReport
 from kiosk.errors import SourceError
+from kiosk.io.sources import FrameSource
 from kiosk.qt.background import wait_for_background
 from kiosk.qt.capture import CaptureWorker
 from kiosk.qt.kiosk_tab import IDLE, OUT_OF_SERVICE, VERDICT, VERIFYING
 from kiosk.qt.sounds import SoundPlayer
-from kiosk.sources import FrameSource
 from kiosk.storage import NewPhoto, Settings, SettingsStore, Storage
 from kiosk.storage.audit import (
     EVENT_LOCKOUT,
@@ -205,7 +205,7 @@ def test_opencv_logs_only_fatal_messages():
 
     import cv2
 
-    import kiosk.sources  # noqa: F401
+    import kiosk.io.sources  # noqa: F401
 
     if not os.environ.get("OPENCV_LOG_LEVEL"):
         assert cv2.utils.logging.getLogLevel() == cv2.utils.logging.LOG_LEVEL_FATAL

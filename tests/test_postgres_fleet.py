@@ -15,7 +15,7 @@ import pytest
 from postgres_fixture import audit_rows, outage_run, postgres_cluster, registry_db, wait_for  # noqa: F401 (fixtures)
 
 from kiosk.storage import ConnectionState, NewPhoto, Storage, StorageError
-from kiosk.storage.pgconn import ConnectionConfig, redact
+from kiosk.storage.fleet.pgconn import ConnectionConfig, redact
 
 pytestmark = pytest.mark.postgres
 MODEL = "model-a"

@@ -13,7 +13,7 @@ import pytest
 from postgres_fixture import postgres_cluster, registry_db  # noqa: F401 (fixtures)
 from test_app import make_window, verify, wait_ready
 
-from kiosk.enrolment import enrol_files
+from kiosk.app.enrolment import enrol_files
 from kiosk.storage import Storage
 
 pytestmark = pytest.mark.postgres

@@ -17,7 +17,7 @@ from test_postgres_fleet import fleet  # noqa: F401 (fixture)
 
 from kiosk import cli
 from kiosk.storage import ConnectionState, Settings, SettingsStore, Storage, StorageError
-from kiosk.storage.fleet_pin import UNSYNCED, FleetPinManager
+from kiosk.storage.fleet.pin import UNSYNCED, FleetPinManager
 from kiosk.storage.pin import OK, UNSET, PinError, PinRecordError
 
 pytestmark = pytest.mark.postgres

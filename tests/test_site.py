@@ -1,4 +1,4 @@
-"""The site rules (kiosk.site, kiosk.decision's insider check): pure numbers, no model. The figures on real
+"""The site rules (kiosk.rules.site, kiosk.rules.decision's insider check): pure numbers, no model. The figures on real
 sites are in tests/test_site_eval.py and the model card."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from kiosk.decision import (
+from kiosk.errors import WeightsError
+from kiosk.rules.decision import (
     REASON_CLOSER,
     REASON_MATCH,
     REASON_NO_MATCH,
@@ -21,9 +22,8 @@ from kiosk.decision import (
     insider_ok,
     logit,
 )
-from kiosk.errors import WeightsError
-from kiosk.identification import GalleryIndex, euclidean_head_scorer, seal_calibration
-from kiosk.site import SITE_FORMAT, SiteCalibration, SiteRule, SiteRuleFile, measure_site
+from kiosk.rules.identification import GalleryIndex, euclidean_head_scorer, seal_calibration
+from kiosk.rules.site import SITE_FORMAT, SiteCalibration, SiteRule, SiteRuleFile, measure_site
 
 W, B = -10.0, 6.0  # P(same) = sigmoid(6 - 10 d)
 

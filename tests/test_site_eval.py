@@ -1,4 +1,4 @@
-"""`kiosk evaluate site` (kiosk/site_eval.py) on real sites: the protocol's keys, and the issue's bars on NUAA's
+"""`kiosk evaluate site` (kiosk/lab/site_eval.py) on real sites: the protocol's keys, and the issue's bars on NUAA's
 9 East Asian people with one reference frame each; bad input gives exit 2 with the reason."""
 
 from __future__ import annotations

@@ -13,9 +13,9 @@ from helpers import DATASETS
 from test_app import make_window, verify, wait_ready
 from test_liveness_kiosk import Clock, run_attempt
 
-from kiosk.attempt import VerificationService
-from kiosk.decision import REASON_CLOSER, SEE_FRONT_DESK, FusionParams
-from kiosk.enrolment import enrol_files
+from kiosk.app.attempt import VerificationService
+from kiosk.app.enrolment import enrol_files
+from kiosk.rules.decision import REASON_CLOSER, SEE_FRONT_DESK, FusionParams
 from kiosk.storage import EVENT_SITE, KIND_DECISION, Storage
 
 LIVE = DATASETS / "nuaa" / "live"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from kiosk.errors import SourceError
-from kiosk.sources import CameraSource, ImageFolderSource, VideoFileSource, open_source
+from kiosk.io.sources import CameraSource, ImageFolderSource, VideoFileSource, open_source
 
 
 def _image(value: int, size=(48, 64)) -> np.ndarray:
@@ -53,7 +53,7 @@ def test_folder_yields_images_in_sorted_order_then_finishes(folder):
 
 def test_folder_loops_and_skips_unreadable_images_with_a_warning(folder, caplog):
     (folder / "b2.jpg").write_bytes(b"\xff\xd8 definitely not a jpeg \xff\xd9")
-    with caplog.at_level(logging.WARNING, logger="kiosk.sources"):
+    with caplog.at_level(logging.WARNING, logger="kiosk.io.sources"):
         with open_source(folder, loop=True) as source:
             frames = [source.read() for _ in range(7)]
     assert _levels(frames) == [10, 20, 30, 10, 20, 30, 10]

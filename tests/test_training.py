@@ -6,11 +6,11 @@ import pytest
 import torch
 from helpers import LFW, LFW_PAIRS, needs_lfw, needs_weights
 
-from kiosk.datasets import list_identities, read_lfw_pairs
-from kiosk.metrics import fold_accuracy
-from kiosk.model import SiameseNet
-from kiosk.training.head import HeadConfig, fit_head, training_pairs
-from kiosk.training.split import build_training_set
+from kiosk.lab.datasets import list_identities, read_lfw_pairs
+from kiosk.lab.metrics import fold_accuracy
+from kiosk.lab.training.head import HeadConfig, fit_head, training_pairs
+from kiosk.lab.training.split import build_training_set
+from kiosk.vision.model import SiameseNet
 
 
 @needs_lfw
@@ -26,7 +26,7 @@ def test_training_set_excludes_every_person_of_the_reported_folds():
 def test_kochs_head_learns_on_real_faces_and_separates_new_people(untrained_engine):
     """Pair cross-entropy on the head alone (the encoder is frozen) falls on 10 people, and the learned
     weighted L1 distance then ranks same-person pairs of 10 OTHER people above different-person pairs."""
-    from kiosk.featurecache import build_feature_cache
+    from kiosk.lab.featurecache import build_feature_cache
     people = [name for name, images in list_identities(LFW).items() if len(images) >= 8][:20]
     paths, labels = [], []
     for k, name in enumerate(people):
@@ -52,12 +52,12 @@ def test_kochs_head_learns_on_real_faces_and_separates_new_people(untrained_engi
     held, held_same = training_pairs(labels, ~train & cache.detected, HeadConfig([], "", "", seed=1))
     with torch.no_grad():
         p = model.similarity(torch.from_numpy(cache.features[held[:, 0]]), torch.from_numpy(cache.features[held[:, 1]]))
-    from kiosk.metrics import auc
+    from kiosk.lab.metrics import auc
     assert auc(p.numpy(), held_same) > 0.97
 
 
 def test_training_refuses_validation_folds_that_overlap_the_reported_ones(tmp_path):
-    from kiosk.training.head import train_head
+    from kiosk.lab.training.head import train_head
     with pytest.raises(ValueError, match="overlap"):
         train_head(HeadConfig([], "", "", report_folds=[1, 2, 3, 4, 5], validation_folds=[5, 6]), tmp_path / "w.pt")
 
@@ -74,8 +74,8 @@ def fixed_subset(pairs, per_fold_half=120):
 @needs_lfw
 @needs_weights
 def test_shipped_weights_keep_their_accuracy_on_1200_lfw_pairs():
-    from kiosk.engine import FaceEngine
-    from kiosk.evaluation import score_pairs_ours
+    from kiosk.lab.evaluation import score_pairs_ours
+    from kiosk.vision.engine import FaceEngine
     pairs = fixed_subset(read_lfw_pairs(LFW_PAIRS, LFW, [1, 2, 3, 4, 5]))
     assert len(pairs) == 1200
     scores, stats = score_pairs_ours(FaceEngine(), pairs)
@@ -95,7 +95,7 @@ def test_calibrate_reproduces_the_shipped_threshold_and_moves_it_for_another_far
     shipped 1 % it gives the shipped threshold back; at 0.1 % a stricter one; never over the shipped file."""
     from kiosk.cli import EXIT_BAD_INPUT, main
     from kiosk.paths import DEFAULT_WEIGHTS
-    from kiosk.weights import load_weights
+    from kiosk.vision.weights import load_weights
     shipped = load_weights(DEFAULT_WEIGHTS)[2]["threshold"]
     assert main(["calibrate", "--out", str(tmp_path / "same.pt")]) == 0
     assert load_weights(tmp_path / "same.pt")[2]["threshold"] == pytest.approx(shipped, abs=1e-6)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiosk.attempt import VerificationService
-from kiosk.decision import (
+from kiosk.app.attempt import VerificationService
+from kiosk.app.enrolment import enrol_files
+from kiosk.io.imageio import read_image
+from kiosk.rules.decision import (
     MODE_ID,
     MODE_WALK_UP,
     REASON_MATCH,
@@ -18,9 +20,7 @@ from kiosk.decision import (
     FusionParams,
     LivenessPolicy,
 )
-from kiosk.enrolment import enrol_files
-from kiosk.identification import REASON_NOBODY_ENROLLED, REASON_NOT_RECOGNISED, REASON_RECOGNISED
-from kiosk.imageio import read_image
+from kiosk.rules.identification import REASON_NOBODY_ENROLLED, REASON_NOT_RECOGNISED, REASON_RECOGNISED
 from kiosk.storage import KIND_DECISION, Storage
 
 ENROLLED = {"BUSH": "George_W_Bush", "POWELL": "Colin_Powell", "BLAIR": "Tony_Blair", "RUMSFELD": "Donald_Rumsfeld"}

@@ -10,10 +10,10 @@ import shutil
 import pytest
 from test_app import make_window, unlock_admin, wait_ready
 
-from kiosk.decision import MODE_BOTH, MODE_ID, MODE_WALK_UP
-from kiosk.enrolment import enrol_files
-from kiosk.identification import REASON_NOT_RECOGNISED, REASON_RECOGNISED
+from kiosk.app.enrolment import enrol_files
 from kiosk.qt.kiosk_tab import VERDICT
+from kiosk.rules.decision import MODE_BOTH, MODE_ID, MODE_WALK_UP
+from kiosk.rules.identification import REASON_NOT_RECOGNISED, REASON_RECOGNISED
 from kiosk.storage import EVENT_MODE, KIND_DECISION, SettingsStore, Storage
 
 FIXTURES = (make_window,)  # the kiosk windows of tests/test_app.py, used here by name

@@ -26,10 +26,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..decision import KIOSK_MODES, MODE_ID
-from ..errors import KioskError
-from ..storage import PinManager, SettingsStore
-from ..storage.audit import (
+from kiosk.errors import KioskError
+from kiosk.qt.background import Background
+from kiosk.rules.decision import KIOSK_MODES, MODE_ID
+from kiosk.storage import PinManager, SettingsStore
+from kiosk.storage.audit import (
     EVENT_LOCKOUT,
     EVENT_MODE,
     EVENT_PIN_CHANGED,
@@ -37,8 +38,7 @@ from ..storage.audit import (
     EVENT_PIN_WRONG,
     EVENT_UNLOCK,
 )
-from ..storage.pin import MAX_PIN, MIN_PIN, PinResult, format_duration
-from .background import Background
+from kiosk.storage.pin import MAX_PIN, MIN_PIN, PinResult, format_duration
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class AdminTab(QWidget):
     unlocked_changed = Signal(bool)
     quit_requested = Signal()      # the admin chose "Quit kiosk" (only possible while unlocked)
     sounds_changed = Signal(bool)  # the sounds setting was saved
-    mode_changed = Signal(str)     # the kiosk mode was saved (kiosk.decision.KIOSK_MODES)
+    mode_changed = Signal(str)     # the kiosk mode was saved (kiosk.rules.decision.KIOSK_MODES)
 
     def __init__(self, pins: PinManager | None, panel: QTabWidget, idle_s: float = 60.0,
                  unavailable_reason: str = "", parent=None, settings_store: SettingsStore | None = None,

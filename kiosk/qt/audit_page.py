@@ -22,9 +22,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..errors import KioskError
-from ..storage import EVENT_LABELS, KIND_DECISION, AuditEntry, AuditLog, ChainBreak
-from .background import Background
+from kiosk.errors import KioskError
+from kiosk.qt.background import Background
+from kiosk.storage import EVENT_LABELS, KIND_DECISION, AuditEntry, AuditLog, ChainBreak
 
 log = logging.getLogger(__name__)
 

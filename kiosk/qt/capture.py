@@ -15,8 +15,8 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from ..errors import SourceError
-from ..sources import FrameSource
+from kiosk.errors import SourceError
+from kiosk.io.sources import FrameSource
 
 log = logging.getLogger(__name__)
 

@@ -29,17 +29,17 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from ..detection import Box, HaarFaceDetector
-from ..enrolment import FrameBurst, check_photo
-from ..errors import KioskError
-from ..imageio import IMAGE_FILE_FILTER, read_image
-from ..quality import SEVERAL_FACES
-from ..storage import Employee, Storage, StorageError, clean_employee_id, clean_name
-from ..storage.audit import EVENT_DELETE, EVENT_ENROL, EVENT_RE_ENROL
-from .background import Background
-from .imaging import thumbnail
-from .video_view import VideoView
-from .worker import FrameResult
+from kiosk.app.enrolment import FrameBurst, check_photo
+from kiosk.errors import KioskError
+from kiosk.io.imageio import IMAGE_FILE_FILTER, read_image
+from kiosk.qt.background import Background
+from kiosk.qt.imaging import thumbnail
+from kiosk.qt.video_view import VideoView
+from kiosk.qt.worker import FrameResult
+from kiosk.storage import Employee, Storage, StorageError, clean_employee_id, clean_name
+from kiosk.storage.audit import EVENT_DELETE, EVENT_ENROL, EVENT_RE_ENROL
+from kiosk.vision.detection import Box, HaarFaceDetector
+from kiosk.vision.quality import SEVERAL_FACES
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
 
-from ..decision import MODE_BOTH, MODE_ID, MODE_WALK_UP, Decision
-from .video_view import VideoView
-from .worker import FrameResult
+from kiosk.qt.video_view import VideoView
+from kiosk.qt.worker import FrameResult
+from kiosk.rules.decision import MODE_BOTH, MODE_ID, MODE_WALK_UP, Decision
 
 IDLE, VERIFYING, VERDICT, UNAVAILABLE, STARTING = "idle", "verifying", "verdict", "unavailable", "starting"
 OUT_OF_SERVICE = "out_of_service"  # no frames from the source: no claims taken until they come back
@@ -116,7 +116,7 @@ class KioskTab(QWidget):
         return self.mode in (MODE_ID, MODE_BOTH)
 
     def set_mode(self, mode: str) -> None:
-        """"id" (type the ID), "walk-up" (face only) or "both" (kiosk.decision.KIOSK_MODES)."""
+        """"id" (type the ID), "walk-up" (face only) or "both" (kiosk.rules.decision.KIOSK_MODES)."""
         self.mode = mode if mode in ID_PROMPTS else MODE_ID
         self.id_label.setText(ID_PROMPTS[self.mode])
         self.id_field.setVisible(self.takes_ids)

@@ -1,6 +1,6 @@
 """Admin page: liveness (is the face in front of the camera live, or a printed photo?) on or off, and its own
 P(live) threshold, with the attack-accept and live-refuse rates the liveness model's held-out people give there.
-What it shows is what the kiosk uses: both ask kiosk.decision.LivenessPolicy.
+What it shows is what the kiosk uses: both ask kiosk.rules.decision.LivenessPolicy.
 
 Like the face threshold: the controls only preview; Apply asks for confirmation, saves, tells the worker
 (``liveness_changed``) and records the change in the audit log.
@@ -13,11 +13,11 @@ import logging
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QLabel, QPushButton, QSlider, QVBoxLayout
 
-from ..decision import LIVENESS_THRESHOLD_RANGE, LivenessPolicy, estimate_rates
-from ..storage import SettingsStore
-from ..storage.audit import EVENT_LIVENESS
-from .setting_page import SettingPage, button_row, slider_row
-from .worker import EngineInfo
+from kiosk.qt.setting_page import SettingPage, button_row, slider_row
+from kiosk.qt.worker import EngineInfo
+from kiosk.rules.decision import LIVENESS_THRESHOLD_RANGE, LivenessPolicy, estimate_rates
+from kiosk.storage import SettingsStore
+from kiosk.storage.audit import EVENT_LIVENESS
 
 log = logging.getLogger(__name__)
 

@@ -12,23 +12,23 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
-from ..decision import Decision, ThresholdPolicy
-from ..engine import FaceEngine
-from ..paths import ASSETS_DIR, DEFAULT_WEIGHTS
-from ..sources import IMAGE_EXTENSIONS, FrameSource, is_camera_spec, open_source
-from ..storage import IntegrityReport, Settings, Storage, StorageError
-from ..storage.audit import EVENT_MODEL, EVENT_START, EVENT_STOP
-from .admin_tab import AdminTab
-from .audit_page import AuditPage
-from .background import wait_for_background
-from .capture import ENDED, FAILED, LIVE, LOST, FrameCapture
-from .connection_status import ConnectionLabel
-from .employees_page import EmployeesPage
-from .kiosk_tab import KioskTab
-from .liveness_page import LivenessPage
-from .sounds import SoundPlayer
-from .threshold_page import ThresholdPage
-from .worker import EngineInfo, InferenceThread, VerificationWorker
+from kiosk.io.sources import IMAGE_EXTENSIONS, FrameSource, is_camera_spec, open_source
+from kiosk.paths import ASSETS_DIR, DEFAULT_WEIGHTS
+from kiosk.qt.admin_tab import AdminTab
+from kiosk.qt.audit_page import AuditPage
+from kiosk.qt.background import wait_for_background
+from kiosk.qt.capture import ENDED, FAILED, LIVE, LOST, FrameCapture
+from kiosk.qt.connection_status import ConnectionLabel
+from kiosk.qt.employees_page import EmployeesPage
+from kiosk.qt.kiosk_tab import KioskTab
+from kiosk.qt.liveness_page import LivenessPage
+from kiosk.qt.sounds import SoundPlayer
+from kiosk.qt.threshold_page import ThresholdPage
+from kiosk.qt.worker import EngineInfo, InferenceThread, VerificationWorker
+from kiosk.rules.decision import Decision, ThresholdPolicy
+from kiosk.storage import IntegrityReport, Settings, Storage, StorageError
+from kiosk.storage.audit import EVENT_MODEL, EVENT_START, EVENT_STOP
+from kiosk.vision.engine import FaceEngine
 
 log = logging.getLogger(__name__)
 

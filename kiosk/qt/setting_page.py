@@ -8,8 +8,8 @@ import logging
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QSlider, QWidget
 
-from ..storage import SettingsStore
-from .background import Background
+from kiosk.qt.background import Background
+from kiosk.storage import SettingsStore
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from PySide6.QtCore import QUrl
 
-from ..paths import ASSETS_DIR
+from kiosk.paths import ASSETS_DIR
 
 log = logging.getLogger(__name__)
 

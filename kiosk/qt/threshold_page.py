@@ -1,5 +1,5 @@
 """Admin page: the decision threshold, saved in the settings, with the model's estimated error rates and its
-DET curve. What it shows is what the kiosk uses: both ask kiosk.decision.ThresholdPolicy.
+DET curve. What it shows is what the kiosk uses: both ask kiosk.rules.decision.ThresholdPolicy.
 
 Moving the slider only previews a threshold (the rates, the marker on the curve); Apply asks for confirmation,
 then saves it, tells the worker (``threshold_changed``) and records the change in the audit log.
@@ -17,11 +17,11 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QLabel, QPushButton, QSlider, QVBoxLayout
 
-from ..decision import THRESHOLD_RANGE, ThresholdPolicy, estimate_rates
-from ..storage import SettingsStore
-from ..storage.audit import EVENT_THRESHOLD
-from .setting_page import SettingPage, button_row, slider_row
-from .worker import EngineInfo, WalkUpInfo
+from kiosk.qt.setting_page import SettingPage, button_row, slider_row
+from kiosk.qt.worker import EngineInfo, WalkUpInfo
+from kiosk.rules.decision import THRESHOLD_RANGE, ThresholdPolicy, estimate_rates
+from kiosk.storage import SettingsStore
+from kiosk.storage.audit import EVENT_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class ThresholdPage(SettingPage):
         self.rates_label.setWordWrap(True)
         self.walk_up_label = QLabel("")  # walk-ups (1:N): their own rule, and what it means for the people enrolled
         self.walk_up_label.setWordWrap(True)
-        self.site = None  # kiosk.site.SiteCalibration of the people enrolled (the worker's WalkUpInfo)
+        self.site = None  # kiosk.rules.site.SiteCalibration of the people enrolled (the worker's WalkUpInfo)
         self.site_label = QLabel("")  # what the slider means for the people enrolled HERE
         self.site_label.setObjectName("site")
         self.site_label.setWordWrap(True)
@@ -132,7 +132,7 @@ class ThresholdPage(SettingPage):
 
     @property
     def in_force(self) -> float:
-        """The applied threshold, or the site's when stricter (kiosk.site; what a claim is judged by at least)."""
+        """The applied threshold, or the site's when stricter (kiosk.rules.site; what a claim is judged by at least)."""
         return self.site.in_force(self.threshold) if self.site is not None else self.threshold
 
     @property
@@ -243,7 +243,7 @@ class ThresholdPage(SettingPage):
         self.site_label.setText(self._site_text(value))
 
     def _site_text(self, value: float) -> str:
-        """The slider's value for the people enrolled here (kiosk.site): colleagues it alone would let in, and the
+        """The slider's value for the people enrolled here (kiosk.rules.site): colleagues it alone would let in, and the
         site's own threshold, in force when stricter."""
         site = self.site
         if site is None:

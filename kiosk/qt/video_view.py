@@ -7,7 +7,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
-from .imaging import to_qimage
+from kiosk.qt.imaging import to_qimage
 
 GOOD = QColor(40, 200, 90)
 POOR = QColor(255, 170, 0)

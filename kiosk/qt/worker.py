@@ -1,7 +1,7 @@
 """The inference worker: a QObject living in its own QThread that runs detection and the Siamese network.
 
 The GUI offers every frame; the worker only ever takes the latest one (stale frames are dropped) and never
-blocks the GUI. Every rule of a verification attempt lives in kiosk.attempt.VerificationService; the
+blocks the GUI. Every rule of a verification attempt lives in kiosk.app.attempt.VerificationService; the
 worker only moves frames in and decisions out, and keeps the deadline's timer. All requests arrive as
 queued signals, all results and problems leave as signals: no exception escapes into Qt. Without trained
 weights it still detects faces (for the prompts) and says why it cannot verify or enrol.
@@ -19,14 +19,14 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
-from ..attempt import VerificationService
-from ..decision import Decision, FusionParams, LivenessPolicy, ThresholdPolicy
-from ..detection import Box, HaarFaceDetector
-from ..engine import FaceEngine
-from ..enrolment import enrol_images, refresh_features
-from ..errors import KioskError
-from ..quality import ADVICE, assess_quality
-from ..storage import Storage
+from kiosk.app.attempt import VerificationService
+from kiosk.app.enrolment import enrol_images, refresh_features
+from kiosk.errors import KioskError
+from kiosk.rules.decision import Decision, FusionParams, LivenessPolicy, ThresholdPolicy
+from kiosk.storage import Storage
+from kiosk.vision.detection import Box, HaarFaceDetector
+from kiosk.vision.engine import FaceEngine
+from kiosk.vision.quality import ADVICE, assess_quality
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class WalkUpInfo:
     people: int = 0
     photos: int = 0
     expected_false_accepts: float | None = None
-    site: object = None  # kiosk.site.SiteCalibration of the people enrolled now (also without walk-ups)
+    site: object = None  # kiosk.rules.site.SiteCalibration of the people enrolled now (also without walk-ups)
 
 
 @dataclass(frozen=True)

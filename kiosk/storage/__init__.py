@@ -7,8 +7,9 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..paths import data_dir
-from .audit import (
+from kiosk.io.files import private_dir
+from kiosk.paths import data_dir
+from kiosk.storage.audit import (
     EVENT_DELETE,
     EVENT_ENROL,
     EVENT_EXPORT,
@@ -32,19 +33,18 @@ from .audit import (
     AuditLog,
     ChainBreak,
 )
-from .backup import finish_restore
-from .connection import ConnectionInfo, ConnectionState, ConnectionStatus
-from .crypto import DamagedDataError, key_id
-from .db import DB_NAME, RESTORE_ADVICE, SCHEMA_VERSION, Database, StorageError, StoreDamagedError
-from .employees import Employee, EmployeeStore, NewPhoto, ReferencePhoto, clean_employee_id, clean_name
-from .files import private_dir
-from .integrity import IntegrityReport, ReferenceDamage
-from .keys import KeyMissingError, key_path, read_key, unlock
-from .lock import StoreInUseError, WriterLock, acquire_writer_lock
-from .pgconn import database_url
-from .pin import PinError, PinManager, PinResult
-from .sealing import seal_plain_rows
-from .settings import Settings, SettingsStore
+from kiosk.storage.backup import finish_restore
+from kiosk.storage.connection import ConnectionInfo, ConnectionState, ConnectionStatus
+from kiosk.storage.crypto import DamagedDataError, key_id
+from kiosk.storage.db import DB_NAME, RESTORE_ADVICE, SCHEMA_VERSION, Database, StorageError, StoreDamagedError
+from kiosk.storage.employees import Employee, EmployeeStore, NewPhoto, ReferencePhoto, clean_employee_id, clean_name
+from kiosk.storage.fleet.pgconn import database_url
+from kiosk.storage.integrity import IntegrityReport, ReferenceDamage
+from kiosk.storage.keys import KeyMissingError, key_path, read_key, unlock
+from kiosk.storage.lock import StoreInUseError, WriterLock, acquire_writer_lock
+from kiosk.storage.pin import PinError, PinManager, PinResult
+from kiosk.storage.sealing import seal_plain_rows
+from kiosk.storage.settings import Settings, SettingsStore
 
 __all__ = ["EVENT_DELETE", "EVENT_ENROL", "EVENT_EXPORT", "EVENT_KINDS", "EVENT_LABELS", "EVENT_LOCKOUT",
            "EVENT_MODEL", "EVENT_SITE", "EVENT_PIN_CHANGED", "EVENT_PIN_SET", "EVENT_PIN_WRONG", "EVENT_RE_ENROL", "EVENT_START",
@@ -80,7 +80,7 @@ class Storage:
     health: IntegrityReport = field(default_factory=IntegrityReport)
     folder: Path | None = None
     connection: ConnectionStatus = field(default_factory=ConnectionStatus)  # EMBEDDED, or the registry's state
-    link: object = None    # a fleet kiosk's kiosk.storage.sync.FleetLink (None: the embedded store)
+    link: object = None    # a fleet kiosk's kiosk.storage.fleet.sync.FleetLink (None: the embedded store)
     local: Database | None = None  # a fleet kiosk's fleet.sqlite3 (outbox, mirror bookkeeping)
 
     @classmethod
@@ -93,7 +93,7 @@ class Storage:
         reference.
 
         ``url`` (``--database``; default KIOSK_DATABASE_URL): a postgresql:// registry shared by a fleet of
-        kiosks (kiosk.storage.fleet); this folder then holds the kiosk's local copy and its audit outbox."""
+        kiosks (kiosk.storage.fleet.stores); this folder then holds the kiosk's local copy and its audit outbox."""
         url = database_url(url)
         folder = Path(folder) if folder else data_dir()
         lock = None if readonly else acquire_writer_lock(private_dir(folder))
@@ -124,7 +124,7 @@ class Storage:
             health = employees.check()
             storage = cls(db, employees, audit, lock, health, folder)
             if url is not None:
-                from .fleet import attach  # noqa: PLC0415 -- psycopg is loaded by fleet kiosks only
+                from kiosk.storage.fleet.stores import attach  # noqa: PLC0415 -- psycopg is loaded by fleet kiosks only
                 attach(storage, url, data_key, readonly, **fleet_options)
         except BaseException:
             if db is not None:
@@ -148,18 +148,18 @@ class Storage:
 
     def settings_store(self) -> SettingsStore:
         """This kiosk's settings: its settings.json; a fleet kiosk's with the fleet-wide ones (threshold,
-        liveness, admin PIN) from the registry (kiosk.storage.fleet_settings)."""
+        liveness, admin PIN) from the registry (kiosk.storage.fleet.settings)."""
         own = SettingsStore()
         if self.link is None:
             return own
-        from .fleet_settings import FleetSettingsStore  # noqa: PLC0415
+        from kiosk.storage.fleet.settings import FleetSettingsStore  # noqa: PLC0415
         return FleetSettingsStore(own, self.link.settings)
 
     def pin_manager(self, settings: SettingsStore, **options) -> PinManager:
-        """The admin PIN: this kiosk's (kiosk.storage.pin), or the fleet's (kiosk.storage.fleet_pin)."""
+        """The admin PIN: this kiosk's (kiosk.storage.pin), or the fleet's (kiosk.storage.fleet.pin)."""
         if self.link is None:
             return PinManager(settings, **options)
-        from .fleet_pin import FleetPinManager  # noqa: PLC0415
+        from kiosk.storage.fleet.pin import FleetPinManager  # noqa: PLC0415
         return FleetPinManager(settings, self.link.settings, **options)
 
     def on_settings_change(self, callback) -> None:

@@ -30,10 +30,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from .db import Database, StorageError
-from .employees import now_iso
-from .files import atomic_write_text
-from .sql import LIKE_ESCAPE, like_contains
+from kiosk.io.files import atomic_write_text
+from kiosk.storage.db import Database, StorageError
+from kiosk.storage.employees import now_iso
+from kiosk.storage.sql import LIKE_ESCAPE, like_contains
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ EVENT_LIVENESS = "liveness"
 EVENT_MODE = "mode"
 EVENT_EXPORT = "export"
 EVENT_MODEL = "model"
-EVENT_SITE = "site"  # the site calibration (kiosk.site) changed: enrolments moved the site threshold
+EVENT_SITE = "site"  # the site calibration (kiosk.rules.site) changed: enrolments moved the site threshold
 EVENT_START = "start"
 EVENT_STOP = "stop"
 
@@ -132,7 +132,7 @@ def chain_key(data_key: bytes) -> bytes:
 def _canonical(row: tuple) -> bytes:
     """A row's content, one way only: (id, time, claimed_id, score, verdict, reason, kind, detail, liveness,
     mode[, kiosk_id]). The schema-4 fields join only when set, so rows chained before them keep their hashes; the
-    registry's kiosk ID (kiosk.storage.registry) joins after them."""
+    registry's kiosk ID (kiosk.storage.fleet.registry) joins after them."""
     rid, time, claimed_id, score, verdict, reason, kind, detail, liveness, mode = row[:10]
     kiosk_id = row[10] if len(row) > 10 else ""  # the fleet registry's rows name their kiosk
     content = [int(rid), time, claimed_id, None if score is None else float(score), verdict, reason, kind, detail]

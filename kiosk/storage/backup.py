@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ..paths import data_dir
-from .crypto import key_id
-from .db import DB_NAME, StorageError
-from .files import atomic_write_text, fsync_path, private_dir
-from .keys import key_path, read_key
-from .lock import acquire_writer_lock
+from kiosk.io.files import atomic_write_text, fsync_path, private_dir
+from kiosk.paths import data_dir
+from kiosk.storage.crypto import key_id
+from kiosk.storage.db import DB_NAME, StorageError
+from kiosk.storage.keys import key_path, read_key
+from kiosk.storage.lock import acquire_writer_lock
 
 log = logging.getLogger(__name__)
 

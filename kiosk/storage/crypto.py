@@ -16,7 +16,7 @@ import os
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .db import StorageError
+from kiosk.storage.db import StorageError
 
 FORMAT = b"SKE1"   # Siamese Kiosk Encrypted, version 1
 KEY_BYTES = 32

@@ -18,9 +18,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import KioskError
-from .files import PRIVATE_FILE, make_private, private_dir
-from .migrations import STORE_MIGRATIONS
+from kiosk.errors import KioskError
+from kiosk.io.files import PRIVATE_FILE, make_private, private_dir
+from kiosk.storage.migrations import STORE_MIGRATIONS
 
 log = logging.getLogger(__name__)
 

@@ -24,13 +24,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..imageio import decode_image
-from .crypto import DamagedDataError, Sealer, features_aad, photo_aad
-from .db import Database, StorageError
-from .files import atomic_write_bytes, private_dir
-from .integrity import IntegrityReport, ReferenceDamage
-from .lock import WriterLock
-from .sql import LIKE_ESCAPE, like_contains
+from kiosk.io.files import atomic_write_bytes, private_dir
+from kiosk.io.imageio import decode_image
+from kiosk.storage.crypto import DamagedDataError, Sealer, features_aad, photo_aad
+from kiosk.storage.db import Database, StorageError
+from kiosk.storage.integrity import IntegrityReport, ReferenceDamage
+from kiosk.storage.lock import WriterLock
+from kiosk.storage.sql import LIKE_ESCAPE, like_contains
 
 log = logging.getLogger(__name__)
 

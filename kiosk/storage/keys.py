@@ -15,10 +15,10 @@ import os
 import stat
 from pathlib import Path
 
-from ..paths import config_dir
-from .crypto import KEY_BYTES, Sealer
-from .db import Database, StorageError
-from .files import PRIVATE_FILE, atomic_writer, private_dir
+from kiosk.io.files import PRIVATE_FILE, atomic_writer, private_dir
+from kiosk.paths import config_dir
+from kiosk.storage.crypto import KEY_BYTES, Sealer
+from kiosk.storage.db import Database, StorageError
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .db import StorageError
-from .files import PRIVATE_FILE
+from kiosk.io.files import PRIVATE_FILE
+from kiosk.storage.db import StorageError
 
 try:
     import fcntl

@@ -3,7 +3,7 @@ PostgreSQL, and a fleet kiosk's local state (the audit outbox and what it has mi
 
 Each dictionary maps version n to the statements that take a schema from n-1 to n, run in one transaction
 and recorded in a ``schema_version`` table by the back end's runner (kiosk.storage.db for SQLite,
-kiosk.storage.registry for PostgreSQL). Append, never edit, once released.
+kiosk.storage.fleet.registry for PostgreSQL). Append, never edit, once released.
 
 The registry starts from what the store's steps 1-4 built (employees, reference photos, the audit log with
 its liveness and mode columns) and adds what several kiosks need: photos as bytes, features keyed by the
@@ -150,7 +150,7 @@ LOCAL_FLEET_MIGRATIONS: dict[int, list[str]] = {
         "CREATE TABLE mirrored (reference_id INTEGER PRIMARY KEY, features_version INTEGER NOT NULL)",
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",  # registry_id, generation, synced_at
     ],
-    2: [  # the last synchronised copy of the registry's fleet-wide settings (kiosk.storage.fleet_settings), JSON
+    2: [  # the last synchronised copy of the registry's fleet-wide settings (kiosk.storage.fleet.settings), JSON
         "CREATE TABLE fleet_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     ],
 }

@@ -14,7 +14,7 @@ and only ``kiosk admin reset-pin``, run in a terminal by the owner of the data f
 Lockouts escalate: ``max_attempts`` wrong entries lock for ``lockout_s``, each further lockout before a
 good entry lasts twice as long (at most ``max_lockout_s``); a restart changes nothing (``LockoutRule``).
 
-A fleet kiosk keeps the same rules with the record and the guard in the registry (kiosk.storage.fleet_pin).
+A fleet kiosk keeps the same rules with the record and the guard in the registry (kiosk.storage.fleet.pin).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..paths import data_dir
-from .db import StorageError
-from .files import atomic_write_text, private_dir
-from .settings import SettingsStore
+from kiosk.io.files import atomic_write_text, private_dir
+from kiosk.paths import data_dir
+from kiosk.storage.db import StorageError
+from kiosk.storage.settings import SettingsStore
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2 ** 14, 8, 1, 32
 MIN_PIN, MAX_PIN = 6, 12

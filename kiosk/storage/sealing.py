@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .crypto import features_aad, photo_aad
-from .employees import EmployeeStore, new_photo_file
-from .files import atomic_write_bytes
+from kiosk.io.files import atomic_write_bytes
+from kiosk.storage.crypto import features_aad, photo_aad
+from kiosk.storage.employees import EmployeeStore, new_photo_file
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Kiosk settings (threshold, fusion parameters, admin PIN hash) in one JSON file in config_dir(), written
 atomically and owner-only (it holds the PIN hash). The PIN's lock state and the guard that notices a
 deleted or replaced PIN record live in the data folder (kiosk.storage.pin). A fleet kiosk shares the
-threshold, liveness and the PIN with the other kiosks through the registry (kiosk.storage.fleet_settings)."""
+threshold, liveness and the PIN with the other kiosks through the registry (kiosk.storage.fleet.settings)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import threading
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
-from ..decision import KIOSK_MODES, FusionParams, LivenessPolicy, valid_liveness_threshold, valid_threshold
-from ..paths import config_dir
-from .db import StorageError
-from .files import atomic_write_text, private_dir
+from kiosk.io.files import atomic_write_text, private_dir
+from kiosk.paths import config_dir
+from kiosk.rules.decision import KIOSK_MODES, FusionParams, LivenessPolicy, valid_liveness_threshold, valid_threshold
+from kiosk.storage.db import StorageError
 
 log = logging.getLogger(__name__)
 
 SETTINGS_NAME = "settings.json"
-_FUSION = FusionParams()  # the fusion defaults and limits live in kiosk.decision; they are not repeated here
+_FUSION = FusionParams()  # the fusion defaults and limits live in kiosk.rules.decision; they are not repeated here
 
 
 @dataclass(frozen=True)
@@ -31,9 +31,9 @@ class Settings:
     verdict_display_s: float = 4.0      # the verdict stays on screen this long
     admin_idle_s: float = 60.0          # the admin tab locks itself after this much idle time
     sounds: bool = True                 # accept/reject sounds at the kiosk
-    liveness: bool = True               # refuse faces that look like a printed photo (kiosk.liveness)
+    liveness: bool = True               # refuse faces that look like a printed photo (kiosk.vision.liveness)
     liveness_threshold: float | None = None  # None: the liveness model's own threshold
-    kiosk_mode: str = "id"              # kiosk.decision.KIOSK_MODES: "id", "walk-up" or "both"
+    kiosk_mode: str = "id"              # kiosk.rules.decision.KIOSK_MODES: "id", "walk-up" or "both"
     pin: object = None                  # scrypt record, kept as found: kiosk.storage.pin judges it
     extra: dict = field(default_factory=dict)  # unknown keys from newer versions, kept as they were
 

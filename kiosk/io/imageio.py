@@ -1,0 +1,236 @@
+"""Reading image files into BGR uint8 arrays, refusing corrupt, truncated, oversized or tiny files with a
+clear reason.
+
+Decompression bombs: a PNG of 124 KB can declare 32000x32000 pixels (3 GB once decoded). The size is
+read from the file's own header (PNG IHDR, JPEG SOF, BMP, WebP, TIFF) and checked against a pixel limit
+BEFORE anything is decoded; formats whose size this module cannot read are refused. OpenCV enforces the
+same limit itself (OPENCV_IO_MAX_IMAGE_PIXELS, set in kiosk/__init__.py before cv2 is loaded), as a
+second line should a header lie.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from kiosk import MAX_IMAGE_PIXELS
+from kiosk.errors import ImageReadError
+
+# The default limit (40 MP unless KIOSK_MAX_IMAGE_PIXELS says otherwise); callers may pass a smaller one.
+DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
+# A face needs pixels: below this on either side there is nothing to detect (and 1x1 broke the crop).
+MIN_IMAGE_SIDE = 16
+# An encoded file never needs more than an uncompressed 32-bit BMP of the largest allowed image.
+_BYTES_PER_PIXEL_MAX = 4
+_FILE_SLACK = 1 << 20
+
+SUPPORTED_FORMATS = "JPEG, PNG, BMP, WebP or TIFF"
+# THE list of image file types (the formats above, whose size this module reads from the header): dataset
+# folders, image-folder sources and the photo file dialogs all use it.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+# For Qt file dialogs: "Images (*.jpg *.jpeg ...)".
+IMAGE_FILE_FILTER = "Images (" + " ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES) + ")"
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether the file name has one of the image suffixes (case-insensitive); the content is not read."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless, arithmetic); not DHT/JPG/DAC
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_JPEG_NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # TEM, RST0-7: markers without a length field
+
+
+def max_file_bytes(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The largest file read for a given pixel limit (an uncompressed 32-bit image of that size)."""
+    return max_pixels * _BYTES_PER_PIXEL_MAX + _FILE_SLACK
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    return struct.unpack(">II", data[16:24])
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """The first frame header's size, markers found as libjpeg finds them (stray bytes and fill bytes
+    skipped), so that the size checked is the size libjpeg will decode."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF or data[pos + 1] in (0xFF, 0x00):  # stray byte, fill byte, stuffed zero
+            pos += 1
+            continue
+        marker = data[pos + 1]
+        if marker in _JPEG_NO_LENGTH:
+            pos += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
+            return None
+        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        if length < 2:
+            return None
+        if marker in _JPEG_SOF:
+            if pos + 9 > end:
+                return None
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return width, height
+        pos += 2 + length
+    return None
+
+
+def _bmp_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 26:
+        return None
+    header = struct.unpack("<I", data[14:18])[0]
+    if header == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+        return struct.unpack("<HH", data[18:22])
+    if header < 40:
+        return None
+    width, height = struct.unpack("<ii", data[18:26])
+    return abs(width), abs(height)  # negative height: stored top-down
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    if len(data) < 30:
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # lossy: key frame start code, then 14-bit sizes
+        if data[23:26] != b"\x9d\x01\x2a":
+            return None
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":  # lossless: signature, then 14-bit (size - 1) fields
+        if data[20] != 0x2F:
+            return None
+        bits = struct.unpack("<I", data[21:25])[0]
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: 24-bit (canvas size - 1) fields
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    return None
+
+
+def _tiff_size(data: bytes) -> tuple[int, int] | None:
+    """ImageWidth (256) and ImageLength (257) from the first IFD, the page OpenCV decodes."""
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        offset = struct.unpack(order + "I", data[4:8])[0]
+        count = struct.unpack(order + "H", data[offset:offset + 2])[0]
+        sizes = {}
+        for i in range(count):
+            entry = data[offset + 2 + 12 * i:offset + 14 + 12 * i]
+            tag, kind = struct.unpack(order + "HH", entry[:4])
+            if tag in (256, 257):
+                if kind == 3:
+                    sizes[tag] = struct.unpack(order + "H", entry[8:10])[0]
+                elif kind == 4:
+                    sizes[tag] = struct.unpack(order + "I", entry[8:12])[0]
+                else:
+                    return None
+    except struct.error:  # offsets beyond the data
+        return None
+    if 256 not in sizes or 257 not in sizes:
+        return None
+    return sizes[256], sizes[257]
+
+
+def _probe(data: bytes) -> tuple[str | None, tuple[int, int] | None]:
+    """(format name, (width, height)) from the header; format None = not a format the kiosk reads,
+    size None = a damaged header."""
+    if data.startswith(_PNG_START):
+        return "PNG", _png_size(data)
+    if data.startswith(_JPEG_START):
+        return "JPEG", _jpeg_size(data)
+    if data.startswith(b"BM"):
+        return "BMP", _bmp_size(data)
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP", _webp_size(data)
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF", _tiff_size(data)
+    return None, None
+
+
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) as the file's header declares it, without decoding; None if unknown."""
+    return _probe(data)[1]
+
+
+def _looks_truncated(data: bytes) -> bool:
+    """JPEG and PNG carry an end marker; a file cut short has lost it (OpenCV would decode it grey-filled)."""
+    tail = data[-64:]
+    if data.startswith(_JPEG_START):
+        return _JPEG_END not in tail
+    if data.startswith(_PNG_START):
+        return _PNG_END not in tail
+    return False
+
+
+def _check_size(name: str, width: int, height: int, max_pixels: int, min_side: int) -> None:
+    if width * height > max_pixels:
+        raise ImageReadError(f"{name}: the image is too large to read safely ({width}x{height} = "
+                             f"{width * height / 1e6:.1f} megapixels; the limit is {max_pixels / 1e6:g})")
+    if min(width, height) < min_side:
+        raise ImageReadError(f"{name}: the image is too small to hold a face ({width}x{height} pixels; "
+                             f"at least {min_side}x{min_side} needed)")
+
+
+def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None,
+                 min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
+    """Decode encoded image bytes to a BGR uint8 array (H, W, 3).
+
+    ``max_pixels`` (default DEFAULT_MAX_PIXELS) is checked against the header before decoding. OpenCV's
+    own limit is DEFAULT_MAX_PIXELS for the whole process, so a larger value here does not raise it.
+    """
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    if not data:
+        raise ImageReadError(f"{name}: the file is empty")
+    kind, size = _probe(data)
+    if kind is None:
+        raise ImageReadError(f"{name}: not a readable image (corrupt file, or not {SUPPORTED_FORMATS})")
+    if size is None:
+        raise ImageReadError(f"{name}: not a readable image (the {kind} header is damaged)")
+    _check_size(name, *size, max_pixels, min_side)
+    if _looks_truncated(data):
+        raise ImageReadError(f"{name}: the image file is truncated (incomplete download or copy?)")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:  # OpenCV's own checks, its pixel limit among them
+        image = None
+    if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ImageReadError(f"{name}: not a readable image (corrupt file or unsupported {kind} variant)")
+    height, width = image.shape[:2]  # as decoded (EXIF rotation, or a header that lied)
+    _check_size(name, width, height, max_pixels, min_side)
+    return image
+
+
+def read_image(path: str | Path, max_pixels: int | None = None, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
+    """Read an image file as BGR uint8; raises ImageReadError naming the file on any problem."""
+    path = Path(path)
+    limit = max_file_bytes(DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels)
+    try:
+        # O_NONBLOCK: a FIFO named as a photo must not hang the kiosk (no effect on regular files)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ImageReadError(f"{path}: not a regular file")
+            if info.st_size > limit:
+                raise ImageReadError(f"{path}: the file is too large for an image ({limit // (1 << 20)} MB at most)")
+            data = handle.read(limit + 1)
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise ImageReadError(f"{path}: is a folder, not an image file") from None
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise ImageReadError(f"{path}: the file is too large for an image ({limit // (1 << 20)} MB at most)")
+    return decode_image(data, str(path), max_pixels, min_side)
