@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QStandardPaths, Qt, QTimer
 
-from kiosk.app.enrolment import check_photo, enrol_images
+from kiosk.app import Admin, Kiosk
+from kiosk.app.enrolment import check_photo
 from kiosk.io.imageio import read_image
 from kiosk.qt.background import wait_for_background
 from kiosk.qt.employees_page import EmployeesPage
@@ -44,7 +45,7 @@ def storage():
 
 @pytest.fixture
 def threshold_page(qtbot, storage):
-    page = ThresholdPage(SettingsStore(), None, storage.audit)
+    page = ThresholdPage(Admin(storage, SettingsStore()), None)
     qtbot.addWidget(page)
     page.resize(700, 500)
     page.show()
@@ -122,7 +123,7 @@ def test_the_value_label_has_a_fixed_width_so_the_slider_keeps_its_length(qtbot,
 
 @pytest.fixture
 def employees_page(qtbot, storage):
-    page = EmployeesPage(storage)
+    page = EmployeesPage(Kiosk(storage))
     qtbot.addWidget(page)
     page.resize(900, 600)
     page.show()
@@ -170,7 +171,7 @@ def test_the_form_clears_after_a_successful_save(qtbot, employees_page, untraine
 
     def enrol(employee_id, name, images, replace):  # as the worker does
         try:
-            page.on_enrolled(enrol_images(untrained_engine, storage.employees, employee_id, name, images, replace))
+            page.on_enrolled(Admin(storage, SettingsStore()).enrol(untrained_engine, employee_id, name, images, replace))
         except Exception as exc:  # noqa: BLE001
             page.on_enrol_failed(str(exc))
 
@@ -228,10 +229,10 @@ def test_applying_a_threshold_saves_off_the_gui_thread(qtbot, threshold_page, mo
     threads = []
     real_save = page._save
 
-    def slow_save(policy):
+    def slow_save(policy, old):
         threads.append(threading.current_thread() is threading.main_thread())
         time.sleep(0.5)
-        real_save(policy)
+        real_save(policy, old)
 
     monkeypatch.setattr(page, "_save", slow_save)
     page.slider.setValue(720)

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import Qt, QTimer
 
+from kiosk.app import Kiosk
 from kiosk.app.enrolment import enrol_files
 from kiosk.errors import SourceError
 from kiosk.io.sources import CameraSource, FrameSource, open_source
@@ -614,7 +615,7 @@ def test_a_deadline_timer_that_fires_early_is_re_armed(qtbot, untrained_weights,
     storage = Storage.open()
     try:
         enrol_files(untrained_engine, storage.employees, "E1", "George W. Bush", good_photos("George_W_Bush", 1))
-        worker = VerificationWorker(untrained_weights, storage, FusionParams(window_s=0.5))
+        worker = VerificationWorker(untrained_weights, Kiosk(storage), FusionParams(window_s=0.5))
         worker.start()  # in this thread: the engine loads here, signals are direct
         decisions = []
         worker.decided.connect(decisions.append)

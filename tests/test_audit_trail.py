@@ -10,6 +10,7 @@ from datetime import datetime
 import pytest
 
 from kiosk import cli
+from kiosk.app import Admin, SettingsStore
 from kiosk.storage import (
     EVENT_DELETE,
     EVENT_ENROL,
@@ -221,7 +222,7 @@ def test_audit_page_filters_by_kind_exports_events_and_shows_a_broken_chain(qtbo
     from kiosk.qt.background import wait_for_background
 
     fill(storage)
-    page = AuditPage(storage.audit)
+    page = AuditPage(storage.audit, Admin(storage, SettingsStore()))
     qtbot.addWidget(page)
     try:
         page.show()

@@ -10,6 +10,7 @@ import pytest
 from PySide6.QtCore import Qt, QThread, QTimer
 from PySide6.QtWidgets import QApplication, QPushButton, QTabWidget, QWidget
 
+from kiosk.app import Pins
 from kiosk.paths import data_dir
 from kiosk.qt.background import Background, wait_for_background
 from kiosk.storage import AuditLog, Database, PinManager, SettingsStore, StorageError
@@ -131,7 +132,7 @@ def test_the_pin_check_no_longer_runs_on_the_gui_thread(qtbot, monkeypatch):
         return real_check(pin)
 
     monkeypatch.setattr(pins, "check", check)
-    admin = AdminTab(pins, QTabWidget())
+    admin = AdminTab(Pins(pins), QTabWidget())
     qtbot.addWidget(admin)
     qtbot.keyClicks(admin.pin_field, "246810")
     qtbot.keyClick(admin.pin_field, Qt.Key.Key_Return)
@@ -144,7 +145,7 @@ def test_a_right_pin_checked_after_the_tab_locked_again_does_not_open_it(qtbot):
     from kiosk.qt.admin_tab import AdminTab
 
     PinManager(SettingsStore()).set_pin("246810", "246810")
-    admin = AdminTab(PinManager(SettingsStore()), QTabWidget())
+    admin = AdminTab(Pins(PinManager(SettingsStore())), QTabWidget())
     qtbot.addWidget(admin)
     qtbot.keyClicks(admin.pin_field, "246810")
     qtbot.keyClick(admin.pin_field, Qt.Key.Key_Return)

@@ -14,6 +14,7 @@ from helpers import DATASETS
 from PySide6.QtCore import Qt
 from test_admin_pages import storage
 
+from kiosk.app import Kiosk
 from kiosk.app.enrolment import FrameBurst, enrol_images
 from kiosk.io.imageio import read_image
 from kiosk.qt import employees_page as page_module
@@ -104,7 +105,7 @@ FIXTURES = (storage,)  # the throw-away store of tests/test_admin_pages.py, used
 
 @pytest.fixture
 def page(qtbot, storage):
-    page = EmployeesPage(storage)
+    page = EmployeesPage(Kiosk(storage))
     qtbot.addWidget(page)
     page.resize(900, 600)
     page.show()
@@ -220,7 +221,7 @@ def test_cancel_or_a_lost_camera_ends_the_burst_and_adds_nothing(qtbot, page, nu
 
 
 def test_take_frames_needs_the_engine_and_the_camera(qtbot, storage):
-    page = EmployeesPage(storage)
+    page = EmployeesPage(Kiosk(storage))
     qtbot.addWidget(page)
     page.set_engine_state(True)
     assert not page.frames_button.isEnabled()  # no camera yet

@@ -13,6 +13,7 @@ import pytest
 from helpers import DATASETS
 from test_app import PIN, make_window, no_camera, unlock_admin, verify, wait_ready
 
+from kiosk.app import Admin
 from kiosk.app.attempt import VerificationService
 from kiosk.app.enrolment import enrol_files
 from kiosk.io.imageio import read_image
@@ -149,7 +150,7 @@ def test_liveness_page_shows_held_out_rates_and_applies_on_off_with_an_audit_ent
     settings = SettingsStore()
     storage = Storage.open()
     try:
-        page = LivenessPage(settings, settings.load().liveness_policy, storage.audit)
+        page = LivenessPage(Admin(storage, settings), settings.load().liveness_policy)
         qtbot.addWidget(page)
         page.set_model(EngineInfo("w.pt", 0.6, None, "", model.threshold, model.metadata["roc"]))
         cv = model.metadata["cross_validation"]

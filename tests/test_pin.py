@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from kiosk import cli
+from kiosk.app import Pins
 from kiosk.paths import config_dir, data_dir
 from kiosk.storage import PinError, PinManager, SettingsStore
 from kiosk.storage.pin import DAMAGED, GUARD_NAME, MISMATCH, MISSING, OK, UNSET, PinRecordError, hash_pin
@@ -205,7 +206,7 @@ def test_admin_tab_shows_why_it_is_locked_and_opens_after_reset(qtbot, pin_set, 
     from kiosk.qt.admin_tab import AdminTab
 
     settings_file().unlink()
-    admin = AdminTab(pins(), QTabWidget())
+    admin = AdminTab(Pins(pins()), QTabWidget())
     qtbot.addWidget(admin)
     assert admin.stack.currentWidget() is admin.error_page and not admin.unlocked
     assert "kiosk admin reset-pin" in admin.error_label.text() and admin.locked_out
@@ -223,7 +224,7 @@ def test_admin_tab_notices_a_record_deleted_while_it_waits(qtbot, pin_set):
 
     from kiosk.qt.admin_tab import AdminTab
 
-    admin = AdminTab(pins(), QTabWidget())
+    admin = AdminTab(Pins(pins()), QTabWidget())
     qtbot.addWidget(admin)
     assert admin.stack.currentWidget() is admin.unlock_page
     settings_file().unlink()
@@ -239,7 +240,7 @@ def test_first_start_asks_for_six_digits(qtbot):
 
     from kiosk.qt.admin_tab import AdminTab
 
-    admin = AdminTab(pins(), QTabWidget())
+    admin = AdminTab(Pins(pins()), QTabWidget())
     qtbot.addWidget(admin)
     assert admin.stack.currentWidget() is admin.setup_page
     qtbot.keyClicks(admin.new_pin, "1234")

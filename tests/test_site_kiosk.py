@@ -13,6 +13,7 @@ from helpers import DATASETS
 from test_app import make_window, verify, wait_ready
 from test_liveness_kiosk import Clock, run_attempt
 
+from kiosk.app import Admin
 from kiosk.app.attempt import VerificationService
 from kiosk.app.enrolment import enrol_files
 from kiosk.rules.decision import REASON_CLOSER, SEE_FRONT_DESK, FusionParams
@@ -114,7 +115,7 @@ def test_admin_threshold_page_says_what_the_slider_lets_in_at_this_site(qtbot, t
     storage = Storage.open()
     try:
         site = VerificationService(storage, trained_engine).site()
-        page = ThresholdPage(SettingsStore(), None, storage.audit)
+        page = ThresholdPage(Admin(storage, SettingsStore()), None)
         qtbot.addWidget(page)
         page.set_model(EngineInfo("face_siamese.pt", trained_engine.default_threshold,
                                   trained_engine.metadata.get("roc"), "shipped"))

@@ -25,6 +25,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -51,7 +52,9 @@ from kiosk.rules.decision import (
 from kiosk.rules.identification import REASON_NOBODY_ENROLLED, GalleryIndex, IdentifyCalibration, IdentifyRule
 from kiosk.rules.site import SiteCalibration, SiteRule, SiteRuleFile, judge_walk_up, measure_site
 from kiosk.storage import EVENT_SITE, Storage
-from kiosk.vision.engine import FaceEngine
+
+if TYPE_CHECKING:  # the engine (torch) is the caller's: the application layer imports no torch
+    from kiosk.vision.engine import FaceEngine
 
 log = logging.getLogger(__name__)
 
@@ -337,6 +340,11 @@ class VerificationService:
             assert self.engine is not None
             return self.add_features(self.engine.embed_crops(face[None])[0], captured_at, liveness)
         return self.expire()
+
+    def add_analysis(self, analysis, captured_at: float) -> Decision | None:
+        """A frame as the engine analysed it (kiosk.vision.engine.FaceAnalysis): THE quality gate, a frame counts
+        only with a face that passed the quality checks (the others still let the deadline pass)."""
+        return self.add_frame(analysis.crop if analysis.quality.ok else None, captured_at, analysis.liveness)
 
     def add_features(self, features: np.ndarray, captured_at: float, liveness: float | None = None) -> Decision | None:
         """A good frame's features (and P(live)): scored against all references; decides at ``fusion.frames``

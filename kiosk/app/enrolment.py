@@ -11,6 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,8 +19,10 @@ from kiosk.errors import FaceNotUsableError, KioskError
 from kiosk.io.imageio import read_image
 from kiosk.storage import Employee, EmployeeStore, NewPhoto
 from kiosk.vision.detection import Box, HaarFaceDetector
-from kiosk.vision.engine import FaceEngine
 from kiosk.vision.quality import NO_FACE, SEVERAL_FACES, QualityReport, assess_quality
+
+if TYPE_CHECKING:  # the engine (torch) is the caller's: the application layer imports no torch
+    from kiosk.vision.engine import FaceEngine
 
 log = logging.getLogger(__name__)
 

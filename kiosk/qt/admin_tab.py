@@ -26,19 +26,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kiosk.app import MAX_PIN, MIN_PIN, Admin, PinResult, Pins, format_duration
 from kiosk.errors import KioskError
 from kiosk.qt.background import Background
 from kiosk.rules.decision import KIOSK_MODES, MODE_ID
-from kiosk.storage import PinManager, SettingsStore
-from kiosk.storage.audit import (
-    EVENT_LOCKOUT,
-    EVENT_MODE,
-    EVENT_PIN_CHANGED,
-    EVENT_PIN_SET,
-    EVENT_PIN_WRONG,
-    EVENT_UNLOCK,
-)
-from kiosk.storage.pin import MAX_PIN, MIN_PIN, PinResult, format_duration
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +63,12 @@ class AdminTab(QWidget):
     sounds_changed = Signal(bool)  # the sounds setting was saved
     mode_changed = Signal(str)     # the kiosk mode was saved (kiosk.rules.decision.KIOSK_MODES)
 
-    def __init__(self, pins: PinManager | None, panel: QTabWidget, idle_s: float = 60.0,
-                 unavailable_reason: str = "", parent=None, settings_store: SettingsStore | None = None,
-                 sounds: bool = True, audit=None, mode: str = MODE_ID):
+    def __init__(self, pins: Pins | None, panel: QTabWidget, idle_s: float = 60.0,
+                 unavailable_reason: str = "", parent=None, admin: Admin | None = None,
+                 sounds: bool = True, mode: str = MODE_ID):
         super().__init__(parent)
-        self.pins = pins
-        self.settings_store = settings_store
-        self.audit = audit  # storage.AuditLog: PIN events go to the audit trail (None: not recorded)
+        self.pins = pins    # kiosk.app.Pins: every PIN action and its audit entry (None: no PIN can be checked)
+        self.admin = admin  # kiosk.app.Admin: the mode and sounds (None: they cannot be saved)
         self.panel = panel
         self.unlocked = False
         self.ops = Background(self)
@@ -123,14 +113,14 @@ class AdminTab(QWidget):
         # the kiosk itself: sounds on/off, and the only way out of a fullscreen kiosk
         self.sounds_box = QCheckBox("Play accept and reject sounds")
         self.sounds_box.setChecked(sounds)
-        self.sounds_box.setEnabled(settings_store is not None)
+        self.sounds_box.setEnabled(admin is not None)
         self.sounds_box.toggled.connect(self._save_sounds)
         self.mode = mode if mode in KIOSK_MODES else MODE_ID
         self.mode_box = QComboBox()
         for value, label in KIOSK_MODES.items():
             self.mode_box.addItem(label, value)
         self.mode_box.setCurrentIndex(self.mode_box.findData(self.mode))
-        self.mode_box.setEnabled(settings_store is not None)
+        self.mode_box.setEnabled(admin is not None)
         self.mode_box.activated.connect(lambda _index: self.set_mode(self.mode_box.currentData()))
         self.kiosk_message = QLabel("")
         self.kiosk_message.setWordWrap(True)
@@ -185,14 +175,6 @@ class AdminTab(QWidget):
         if not self.unlocked:
             self.focus_pin()
 
-    def _record(self, kind: str, detail: str = "", reason: str = "") -> None:
-        """An admin event into the audit trail, written off the GUI thread."""
-        audit = self.audit
-        if audit is None:
-            return
-        self.ops.run(lambda: audit.record_event(kind, detail, reason),
-                     on_failure=lambda exc: log.error("audit event %s not recorded: %s", kind, exc))
-
     # -- the kiosk page ----------------------------------------------------------------------------------------
     def request_quit(self) -> None:
         if not self.unlocked:  # never without the PIN
@@ -202,8 +184,8 @@ class AdminTab(QWidget):
             self.quit_requested.emit()
 
     def _save_sounds(self, on: bool) -> None:
-        store = self.settings_store
-        if store is None:
+        admin = self.admin
+        if admin is None:
             return
 
         def saved(_settings) -> None:
@@ -217,12 +199,12 @@ class AdminTab(QWidget):
             self.sounds_box.setChecked(not on)
             self.sounds_box.blockSignals(False)
 
-        self.ops.run(lambda: store.update(sounds=on), saved, failed, busy=[self.sounds_box], key="sounds")
+        self.ops.run(lambda: admin.set_sounds(on), saved, failed, busy=[self.sounds_box], key="sounds")
 
     def set_mode(self, mode: str) -> None:
         """Change the kiosk mode (after a confirmation), save it, tell the kiosk and record it."""
-        store, old = self.settings_store, self.mode
-        if store is None or mode == old or mode not in KIOSK_MODES:
+        admin, old = self.admin, self.mode
+        if admin is None or mode == old or mode not in KIOSK_MODES:
             return
         walk_up = mode != MODE_ID
         if not self.confirm("Kiosk mode", f"Change how people identify from '{KIOSK_MODES[old]}' to "
@@ -235,14 +217,13 @@ class AdminTab(QWidget):
             self.mode = mode
             self.kiosk_message.setText(f"Mode: {KIOSK_MODES[mode]}.")
             log.info("kiosk mode %s -> %s", old, mode)
-            self._record(EVENT_MODE, f"{old} -> {mode}", "changed by the admin, confirmed")
             self.mode_changed.emit(mode)
 
         def failed(exc: BaseException) -> None:
             self.kiosk_message.setText(f"The mode could not be saved: {exc}")
             self.mode_box.setCurrentIndex(self.mode_box.findData(old))
 
-        self.ops.run(lambda: store.update(kiosk_mode=mode), saved, failed, busy=[self.mode_box], key="mode")
+        self.ops.run(lambda: admin.set_mode(mode, old), saved, failed, busy=[self.mode_box], key="mode")
 
     def _show_gate(self) -> None:
         if self.pins is None:
@@ -271,7 +252,6 @@ class AdminTab(QWidget):
         QApplication.instance().installEventFilter(self._activity)
         self.idle_timer.start()
         log.info("admin unlocked")
-        self._record(EVENT_UNLOCK, reason="admin tab opened with the PIN")
         self.unlocked_changed.emit(True)
 
     def _idle_timeout(self) -> None:
@@ -296,22 +276,10 @@ class AdminTab(QWidget):
                 self._lock_ticker.stop()
                 self.focus_pin()  # the lockout is over: the PIN can be typed again
 
-    def _record_lockout(self) -> None:
-        """After a wrong PIN: a lockout that began with it goes to the audit trail."""
-        try:
-            locked = self.pins.locked_for() if self.pins is not None else 0
-        except KioskError:
-            return
-        if locked > 0:
-            self._record(EVENT_LOCKOUT, format_duration(locked), reason="too many wrong PINs")
-
     @property
     def locked_out(self) -> bool:
         """No PIN entry possible now: a lockout running, or the PIN record cannot be checked."""
-        try:
-            return self.pins is None or (self.pins.is_set and self.pins.locked_for() > 0)
-        except KioskError:
-            return True
+        return self.pins is None or self.pins.locked_out
 
     # -- PIN actions (off the GUI thread) --------------------------------------------------------------------
     @property
@@ -340,12 +308,11 @@ class AdminTab(QWidget):
         pins, pin, repeat = self.pins, self.new_pin.text(), self.new_pin_repeat.text()
         self.new_pin.clear()
         self.new_pin_repeat.clear()
-        self._run_pin_op(lambda: pins.set_pin(pin, repeat), self._on_first_pin_set, self._on_first_pin_failed,
+        self._run_pin_op(lambda: pins.set_first(pin, repeat), self._on_first_pin_set, self._on_first_pin_failed,
                          [self.new_pin, self.new_pin_repeat, self.set_pin_button])
 
     def _on_first_pin_set(self, _result: object) -> None:
         log.info("admin PIN set")
-        self._record(EVENT_PIN_SET, reason="first start")
         self.setup_message.setText("")
         self._unlock()
 
@@ -359,16 +326,13 @@ class AdminTab(QWidget):
         if not pin or self._pin_busy:
             return
         pins = self.pins
-        self._run_pin_op(lambda: pins.check(pin), self._on_checked, self._on_check_failed,
+        self._run_pin_op(lambda: pins.unlock(pin), self._on_checked, self._on_check_failed,
                          [self.pin_field, self.unlock_button])
 
     def _on_checked(self, result: PinResult) -> None:
         if result.ok:
             self._unlock()
             return
-        log.warning("wrong admin PIN (%s)", result.message)
-        self._record(EVENT_PIN_WRONG, reason=result.message)
-        self._record_lockout()
         self.unlock_message.setText(result.message)
         self._show_lock_state()
         self.focus_pin()
@@ -384,20 +348,16 @@ class AdminTab(QWidget):
         new, repeat, current = self.changed_pin.text(), self.changed_pin_repeat.text(), self.current_pin.text()
         for field in (self.current_pin, self.changed_pin, self.changed_pin_repeat):
             field.clear()
-        self._run_pin_op(lambda: pins.set_pin(new, repeat, current=current), self._on_pin_changed,
+        self._run_pin_op(lambda: pins.change(current, new, repeat), self._on_pin_changed,
                          self._on_change_failed,
                          [self.current_pin, self.changed_pin, self.changed_pin_repeat, self.change_button])
 
     def _on_pin_changed(self, _result: object) -> None:
         self.change_message.setText("PIN changed.")
         log.info("admin PIN changed")
-        self._record(EVENT_PIN_CHANGED, reason="changed by the admin")
 
     def _on_change_failed(self, exc: BaseException) -> None:
         self.change_message.setText(_message(exc))
-        if "current PIN is not right" in str(exc):
-            self._record(EVENT_PIN_WRONG, reason=f"changing the PIN: {exc}")
-            self._record_lockout()
         if self.locked_out:  # too many wrong current PINs (or the record went missing)
             self.lock()
 

@@ -12,10 +12,10 @@ from pathlib import Path
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
+from kiosk.app import StorageError
 from kiosk.logging_setup import setup_logging
 from kiosk.paths import DEFAULT_WEIGHTS
 from kiosk.qt.main_window import AppConfig, MainWindow, window_icon
-from kiosk.storage import StorageError
 
 log = logging.getLogger(__name__)
 

@@ -22,9 +22,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kiosk.app import EVENT_LABELS, KIND_DECISION, Admin, AuditEntry, AuditLog, ChainBreak
 from kiosk.errors import KioskError
 from kiosk.qt.background import Background
-from kiosk.storage import EVENT_LABELS, KIND_DECISION, AuditEntry, AuditLog, ChainBreak
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +34,10 @@ BANNER_STYLE = ("background: #b00020; color: white; font-weight: bold; padding: 
 
 
 class AuditPage(QWidget):
-    def __init__(self, audit: AuditLog, parent=None):
+    def __init__(self, audit: AuditLog, admin: Admin | None = None, parent=None):
         super().__init__(parent)
-        self.audit = audit
+        self.audit = audit  # read here; the export is kiosk.app.Admin's (None: no export)
+        self.admin = admin
         self.entries: list[AuditEntry] = []
         self.ops = Background(self)
         self.filter = QLineEdit()
@@ -59,6 +60,7 @@ class AuditPage(QWidget):
         self.banner.setVisible(False)
         self.export_button = QPushButton("Export CSV...")
         self.export_button.clicked.connect(self.export)
+        self.export_button.setEnabled(admin is not None)
         self.table = QTableWidget(0, 8)
         self.table.setHorizontalHeaderLabels(["Time (UTC)", "Claimed ID", "Score", "Verdict / event", "Reason",
                                               "Detail", "Liveness", "Mode"])
@@ -112,7 +114,7 @@ class AuditPage(QWidget):
         path = self.choose_export_path()
         if not path:
             return
-        audit, query = self.audit, self._query(10_000_000)
+        admin, query = self.admin, self._query(10_000_000)
         self.status.setText("Exporting...")
 
         def exported(count: int) -> None:
@@ -126,7 +128,7 @@ class AuditPage(QWidget):
                 log.error("audit export failed", exc_info=exc)
             self.status.setText(f"Export failed: {exc}")
 
-        self.ops.run(lambda: audit.export_csv(path, query()), exported, failed, busy=[self.export_button])
+        self.ops.run(lambda: admin.export_audit(path, query()), exported, failed, busy=[self.export_button])
 
     def check_chain(self) -> None:
         """Verify the hash chain in the background; a break shows the red banner naming the first broken entry."""

@@ -1,6 +1,8 @@
 """Frame capture in its own thread: reads the source as fast as it delivers, keeps only the latest frame.
 
-The GUI is told "a frame is ready" at most once until it takes it, so a slow GUI never builds a queue.
+Each frame goes straight to the sinks (the inference worker's ``offer_frame``, thread-safe) from this thread;
+the GUI, which only draws, is told "a frame is ready" at most once until it takes it, so a slow GUI never
+builds a queue and never holds up inference.
 Opening problems and mid-stream failures are reported as signals and retried with backoff (the source is
 reopened); a webcam drop-out is handled inside CameraSource.
 """
@@ -40,6 +42,7 @@ class CaptureWorker(QObject):
         self._source: FrameSource | None = None
         self._state, self._message = "", ""
         self.description = ""
+        self.sinks: list[Callable[[np.ndarray, float], None]] = []  # called in this thread with every frame
 
     # -- called from the GUI thread ---------------------------------------------------------------------
     def take_latest(self) -> tuple[np.ndarray, float] | None:
@@ -120,8 +123,14 @@ class CaptureWorker(QObject):
                 continue
             delay = self._retry_min
             self._set_state(LIVE, "")
+            captured_at = time.monotonic()
+            for sink in self.sinks:
+                try:
+                    sink(frame, captured_at)
+                except Exception:  # never let the thread die
+                    log.exception("a frame sink failed")
             with self._lock:
-                self._latest = (frame, time.monotonic())
+                self._latest = (frame, captured_at)
                 announce, self._announced = not self._announced, True
             if announce:
                 self.frame_ready.emit()
@@ -142,6 +151,10 @@ class FrameCapture(QObject):
         self.worker.stopped.connect(self.thread.quit)
         self.frame_ready = self.worker.frame_ready
         self.state_changed = self.worker.state_changed
+
+    def add_sink(self, sink: Callable[[np.ndarray, float], None]) -> None:
+        """``sink(frame, captured_at)`` is called in the capture thread with every frame (before start)."""
+        self.worker.sinks.append(sink)
 
     def start(self) -> None:
         self.thread.start()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QLabel, QWidget
 
-from kiosk.storage.connection import ConnectionInfo, ConnectionState, ConnectionStatus
+from kiosk.app import ConnectionInfo, ConnectionState, ConnectionStatus
 
 _STYLE = {ConnectionState.EMBEDDED: "color: #555",
           ConnectionState.ONLINE: "color: #1b7f3b; font-weight: bold",

@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from kiosk.app import AuditNotRecorded, Employee, Kiosk, StorageError, clean_employee_id, clean_name
 from kiosk.app.enrolment import FrameBurst, check_photo
 from kiosk.errors import KioskError
 from kiosk.io.imageio import IMAGE_FILE_FILTER, read_image
@@ -36,8 +37,6 @@ from kiosk.qt.background import Background
 from kiosk.qt.imaging import thumbnail
 from kiosk.qt.video_view import VideoView
 from kiosk.qt.worker import FrameResult
-from kiosk.storage import Employee, Storage, StorageError, clean_employee_id, clean_name
-from kiosk.storage.audit import EVENT_DELETE, EVENT_ENROL, EVENT_RE_ENROL
 from kiosk.vision.detection import Box, HaarFaceDetector
 from kiosk.vision.quality import SEVERAL_FACES
 
@@ -53,9 +52,9 @@ class EmployeesPage(QWidget):
     enrol_requested = Signal(str, str, object, bool)  # id, name, [(image, label)], replace
     deleted = Signal(str)                             # an employee was deleted: their ID
 
-    def __init__(self, storage: Storage, mirror: bool = False, parent=None):
+    def __init__(self, core: Kiosk, mirror: bool = False, parent=None):
         super().__init__(parent)
-        self.storage = storage
+        self.core = core  # reads the employees; deletes through core.admin (enrolment goes through the worker)
         self.pending: list[tuple] = []          # (BGR image, label)
         self._last_good: FrameResult | None = None
         self._engine_ok = False
@@ -185,13 +184,14 @@ class EmployeesPage(QWidget):
             self._offer_to_burst(result)
         self._update_buttons()
 
-    def on_enrolled(self, employee) -> None:
+    def on_enrolled(self, employee, audit_problem: str = "") -> None:
+        """The worker enrolled ``employee`` (kiosk.app.Admin.enrol, which audited it; ``audit_problem``: why
+        the audit entry could not be written)."""
         self._saving = False
-        re_enrolled = self._enrolling is not None and self._enrolling == (employee.id, True)
         self._enrolling = None
-        self._say(f"Enrolled {employee.id} ({employee.name}) with {employee.photo_count} photo(s).")
-        self._audit(EVENT_RE_ENROL if re_enrolled else EVENT_ENROL, employee.id,
-                    f"{employee.photo_count} photo(s), by the admin")
+        self._say(f"Enrolled {employee.id} ({employee.name}) with {employee.photo_count} photo(s)."
+                  + (f" The audit log could not record it: {audit_problem}" if audit_problem else ""),
+                  error=bool(audit_problem))
         self.clear_form()
         self.refresh()
         self._update_buttons()
@@ -204,7 +204,7 @@ class EmployeesPage(QWidget):
 
     # -- actions ------------------------------------------------------------------------------------------
     def refresh(self) -> None:
-        employees, text = self.storage.employees, self.search.text()
+        employees, text = self.core.employees, self.search.text()
         self.ops.run(lambda: employees.search(text), self._show_employees, self._on_db_error, key="search")
 
     def _show_employees(self, employees: list[Employee]) -> None:
@@ -357,7 +357,7 @@ class EmployeesPage(QWidget):
             return
         self._saving = True
         self._update_buttons()
-        employees, photos = self.storage.employees, list(self.pending)
+        employees, photos = self.core.employees, list(self.pending)
 
         def looked_up(existing: Employee | None) -> None:
             if existing is not None and not self.confirm(
@@ -384,13 +384,7 @@ class EmployeesPage(QWidget):
         if not self.confirm("Delete", f"Delete {employee_id} with all their reference photos and features? "
                                       f"This cannot be undone."):
             return
-        employees, audit = self.storage.employees, self.storage.audit
-
-        def delete() -> bool:
-            found = employees.delete(employee_id)
-            if found:
-                audit.record_event(EVENT_DELETE, employee_id, reason="deleted by the admin, confirmed")
-            return found
+        admin = self.core.admin
 
         def done(_found: bool) -> None:
             self._say(f"Deleted {employee_id} and their photos.")
@@ -399,20 +393,16 @@ class EmployeesPage(QWidget):
             self.refresh()
             self.deleted.emit(employee_id)
 
-        self.ops.run(delete, done, self._on_db_error,
-                     busy=[self.delete_button, self.table])
+        def failed(exc: BaseException) -> None:
+            if isinstance(exc, AuditNotRecorded):  # deleted; only the audit entry is missing
+                done(True)
+                self._say(f"Deleted {employee_id}, but {exc}", error=True)
+                return
+            self._on_db_error(exc)
+
+        self.ops.run(lambda: admin.delete(employee_id), done, failed, busy=[self.delete_button, self.table])
 
     # -- helpers ------------------------------------------------------------------------------------------
-    def _audit(self, kind: str, employee_id: str, reason: str) -> None:
-        """An admin event (the employee's ID only), written off the GUI thread."""
-        audit = self.storage.audit
-
-        def failed(exc: BaseException) -> None:
-            log.error("cannot write the audit entry %s %s: %s", kind, employee_id, exc)
-            self._say(f"{self.status.text()} The audit log could not record it: {exc}", error=True)
-
-        self.ops.run(lambda: audit.record_event(kind, employee_id, reason=reason), on_failure=failed)
-
     def _add_pending(self, image, label: str, box: Box | None, reasons: list[str]) -> None:
         self.pending.append((image, label))
         problems = ", ".join(reasons) if reasons else "ok"

@@ -13,11 +13,10 @@ import logging
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import QCheckBox, QLabel, QPushButton, QSlider, QVBoxLayout
 
+from kiosk.app import Admin, describe_liveness
 from kiosk.qt.setting_page import SettingPage, button_row, slider_row
 from kiosk.qt.worker import EngineInfo
 from kiosk.rules.decision import LIVENESS_THRESHOLD_RANGE, LivenessPolicy, estimate_rates
-from kiosk.storage import SettingsStore
-from kiosk.storage.audit import EVENT_LIVENESS
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +27,9 @@ class LivenessPage(SettingPage):
     liveness_changed = Signal(object)  # LivenessPolicy
 
     SETTING = "liveness"
-    EVENT = EVENT_LIVENESS
 
-    def __init__(self, settings: SettingsStore, policy: LivenessPolicy, audit=None, parent=None):
-        super().__init__(settings, policy, audit, parent)
+    def __init__(self, admin: Admin, policy: LivenessPolicy, parent=None):
+        super().__init__(admin, policy, parent)
         self.model: EngineInfo | None = None
         explain = QLabel("Liveness refuses a face that looks like a printed photo held up to the camera: the "
                          "person is asked to look at the camera themselves, and the audit log records a suspected "
@@ -91,19 +89,15 @@ class LivenessPage(SettingPage):
         switching_off = self.policy.enabled and not self.preview_policy.enabled
         return "\n\nWith liveness off, anyone holding a photo of an employee can be let in." if switching_off else ""
 
-    def _save(self, policy: LivenessPolicy) -> None:
-        self.settings.update(liveness=policy.enabled, liveness_threshold=policy.saved)
+    def _save(self, policy: LivenessPolicy, old: LivenessPolicy) -> None:
+        self.admin.set_liveness(policy, old, self.model_default)
 
     def _announce(self, policy: LivenessPolicy) -> None:
         self.liveness_changed.emit(policy)
 
     # -- display ------------------------------------------------------------------------------------------
     def _describe(self, policy: LivenessPolicy) -> str:
-        if not policy.enabled:
-            return "off"
-        value = self._value(policy)
-        shown = "the model's threshold" if value is None else f"{value:.3f}"
-        return f"on at {shown}" + (" (model default)" if policy.saved is None and value is not None else "")
+        return describe_liveness(policy, self.model_default)
 
     def _on_controls(self, *_) -> None:
         if self._syncing:

@@ -12,6 +12,8 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtGui import QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
+from kiosk.app import IntegrityReport, Kiosk, StorageError
+from kiosk.errors import KioskError
 from kiosk.io.sources import IMAGE_EXTENSIONS, FrameSource, is_camera_spec, open_source
 from kiosk.paths import ASSETS_DIR, DEFAULT_WEIGHTS
 from kiosk.qt.admin_tab import AdminTab
@@ -26,8 +28,6 @@ from kiosk.qt.sounds import SoundPlayer
 from kiosk.qt.threshold_page import ThresholdPage
 from kiosk.qt.worker import EngineInfo, InferenceThread, VerificationWorker
 from kiosk.rules.decision import Decision, ThresholdPolicy
-from kiosk.storage import IntegrityReport, Settings, Storage, StorageError
-from kiosk.storage.audit import EVENT_MODEL, EVENT_START, EVENT_STOP
 from kiosk.vision.engine import FaceEngine
 
 log = logging.getLogger(__name__)
@@ -84,22 +84,18 @@ class MainWindow(QMainWindow):
     registry_changed = Signal()  # the fleet registry's copy changed (emitted from the sync thread: queued)
     settings_changed = Signal()  # the fleet's shared settings changed elsewhere (from the sync thread: queued)
 
-    def __init__(self, config: AppConfig, storage: Storage | None = None):
+    def __init__(self, config: AppConfig, core: Kiosk | None = None):
         super().__init__()
         self.setWindowTitle("Siamese Kiosk")
         self.setWindowIcon(window_icon())
         self.config = config
         self.kiosk_mode = config.fullscreen  # fullscreen at the entrance: only the admin (PIN) closes the window
         self._quit_authorised = False
-        self._own_storage = storage is None
-        self.storage = storage or Storage.open(url=config.database)
-        self.settings_store = self.storage.settings_store()  # a fleet kiosk's: shared ones from the registry
-        settings_error = ""
-        try:
-            settings = self.settings_store.load()
-        except StorageError as exc:  # the kiosk runs on defaults; admin stays closed until it is fixed
-            log.error("%s", exc)
-            settings, settings_error = Settings(), str(exc)
+        self._own_core = core is None
+        self.core = core or Kiosk.open(database=config.database)  # the store and every use case (kiosk.app)
+        self.settings_store = self.core.settings_store  # a fleet kiosk's: shared ones from the registry
+        settings_error = self.core.settings_problem  # the kiosk runs on defaults; admin stays closed until fixed
+        settings = self.core.settings()
         mirror = config.opener is None and is_camera_spec(config.source)
 
         self.kiosk = KioskTab(mirror, config.verdict_display_s or settings.verdict_display_s)
@@ -107,21 +103,20 @@ class MainWindow(QMainWindow):
         self.kiosk.set_mode(settings.kiosk_mode)  # ID + face, walk-up, or both
         self.sounds = SoundPlayer()
         self.sounds_on = settings.sounds
-        self.employees = EmployeesPage(self.storage, mirror)
-        self.threshold_page = ThresholdPage(self.settings_store, settings.threshold, self.storage.audit)
-        self.liveness_page = LivenessPage(self.settings_store, settings.liveness_policy, self.storage.audit)
-        self.audit_page = AuditPage(self.storage.audit)
+        self.employees = EmployeesPage(self.core, mirror)
+        self.threshold_page = ThresholdPage(self.core.admin, settings.threshold)
+        self.liveness_page = LivenessPage(self.core.admin, settings.liveness_policy)
+        self.audit_page = AuditPage(self.core.audit, self.core.admin)
         panel = QTabWidget()
         panel.addTab(self.employees, "Employees")
         panel.addTab(self.threshold_page, "Threshold")
         panel.addTab(self.liveness_page, "Liveness")
         panel.addTab(self.audit_page, "Audit log")
-        if self.storage.is_fleet:  # the registry's state, and how old the copy the kiosk verifies with is
-            panel.addTab(ConnectionLabel(self.storage.connection, detailed=True), "Registry")
-        self.admin = AdminTab(None if settings_error else self.storage.pin_manager(self.settings_store), panel,
-                              config.admin_idle_s or settings.admin_idle_s, settings_error,
-                              settings_store=None if settings_error else self.settings_store, sounds=settings.sounds,
-                              audit=self.storage.audit, mode=settings.kiosk_mode)
+        if self.core.is_fleet:  # the registry's state, and how old the copy the kiosk verifies with is
+            panel.addTab(ConnectionLabel(self.core.connection, detailed=True), "Registry")
+        self.admin = AdminTab(self.core.pins, panel, config.admin_idle_s or settings.admin_idle_s, settings_error,
+                              admin=None if settings_error else self.core.admin, sounds=settings.sounds,
+                              mode=settings.kiosk_mode)
         self.admin.quit_requested.connect(self.quit_kiosk)
         self.admin.sounds_changed.connect(self._set_sounds)
         self.admin.mode_changed.connect(self.kiosk.set_mode)
@@ -133,15 +128,15 @@ class MainWindow(QMainWindow):
         self.source_status, self.model_status = QLabel("Opening the video source..."), QLabel("Loading the model...")
         self.statusBar().addWidget(self.source_status, 1)
         self.statusBar().addPermanentWidget(self.model_status)
-        self.connection_status = ConnectionLabel(self.storage.connection)
+        self.connection_status = ConnectionLabel(self.core.connection)
         self.statusBar().addPermanentWidget(self.connection_status)
         self.store_status = QLabel()  # what the store's self-check found at start (damaged references), if anything
         self.store_status.setStyleSheet("color: #b00020; font-weight: bold")
         self.store_status.setWordWrap(True)
         self.statusBar().addWidget(self.store_status, 2)
-        self._show_store_health(self.storage.health)
+        self._show_store_health(self.core.health)
 
-        self.worker = VerificationWorker(config.weights, self.storage, settings.fusion, settings.threshold,
+        self.worker = VerificationWorker(config.weights, self.core, settings.fusion, settings.threshold,
                                          config.engine_factory, config.idle_rate_hz, settings.liveness_policy)
         self.inference = InferenceThread(self.worker)
         w = self.worker
@@ -157,22 +152,23 @@ class MainWindow(QMainWindow):
         w.refreshing.connect(self._on_refreshing)
         w.refreshed.connect(self._on_refreshed)
         w.cancelled.connect(self.kiosk.on_cancelled)
-        self.kiosk.verification_requested.connect(self._request_verification)
-        self.employees.enrol_requested.connect(self._request_enrolment)
+        self.kiosk.verification_requested.connect(self.worker.request_verification)  # GUI -> inference thread
+        self.employees.enrol_requested.connect(self.worker.request_enrolment)
         self.kiosk.walk_up_requested.connect(self.worker.request_walk_up)
         self.employees.deleted.connect(lambda _employee_id: self.worker.request_walk_up_info())
         w.walk_up_info.connect(self.threshold_page.set_walk_up)
         w.walk_up_info.connect(lambda _info: self._show_model_status() if getattr(self, "engine_info", None) else None)
         # an employee enrolled or deleted at another kiosk of the fleet (told from the sync thread)
         self.registry_changed.connect(self._on_registry_changed)
-        self.storage.on_registry_change(self.registry_changed.emit)
+        self.core.on_registry_change(self.registry_changed.emit)
         # the threshold, liveness or admin PIN changed at another kiosk of the fleet (told from the sync thread)
         self.settings_changed.connect(self._on_settings_changed)
-        self.storage.on_settings_change(self.settings_changed.emit)
+        self.core.on_settings_change(self.settings_changed.emit)
         self.threshold_page.threshold_changed.connect(self._threshold_changed)
         self.liveness_page.liveness_changed.connect(self.worker.set_liveness)
 
         self.capture = FrameCapture(config.open_source, config.source_retry)
+        self.capture.add_sink(self.worker.offer_frame)  # capture thread -> inference thread, not via the GUI
         self.capture.frame_ready.connect(self._on_frame)
         self.capture.state_changed.connect(self._on_source_state)
         self.frames_received = 0
@@ -186,8 +182,8 @@ class MainWindow(QMainWindow):
         self._quit_shortcut = QShortcut(QKeySequence("Ctrl+Q"), self)
         self._quit_shortcut.activated.connect(self._on_quit_keys)
         self._closed = False
-        self._record(EVENT_START, f"source {config.source}, weights {Path(config.weights).name}",
-                     "fullscreen kiosk" if config.fullscreen else "windowed")
+        self._record(lambda: self.core.admin.started(f"source {config.source}, weights {Path(config.weights).name}",
+                                                     "fullscreen kiosk" if config.fullscreen else "windowed"))
         self.inference.start()
         self.capture.start()
 
@@ -203,7 +199,6 @@ class MainWindow(QMainWindow):
             self._set_in_service(True, "")
         self.kiosk.video.set_frame(frame)
         self.employees.on_frame(frame)
-        self.worker.offer_frame(frame, captured_at)
 
     def _on_source_state(self, state: str, message: str) -> None:
         self.source_state = state
@@ -238,13 +233,19 @@ class MainWindow(QMainWindow):
         self.worker.set_source_available(available)  # first: an attempt under way is cancelled, not rejected
         self.kiosk.set_source_available(available, message)
 
-    def _record(self, kind: str, detail: str = "", reason: str = "") -> None:
-        """An admin event into the audit trail. Start, stop and a model change are rare, one small insert
+    @property
+    def storage(self):
+        """The kiosk's store (for tests and diagnostics; the window itself goes through ``core``)."""
+        return self.core.storage
+
+    @staticmethod
+    def _record(event) -> None:
+        """The kiosk's start, stop or model change (kiosk.app.Admin writes the entry). Rare, one small insert
         each, written at once: the stop entry must be in before the store closes."""
         try:
-            self.storage.audit.record_event(kind, detail, reason)
-        except StorageError as exc:
-            log.error("audit event %s not recorded: %s", kind, exc)
+            event()
+        except KioskError as exc:
+            log.error("audit event not recorded: %s", exc)
 
     # -- worker results ---------------------------------------------------------------------------------
     def _show_store_health(self, health: IntegrityReport) -> None:
@@ -259,7 +260,7 @@ class MainWindow(QMainWindow):
         if health.ok:
             return
         try:
-            now = self.storage.employees.check([d.reference_id for d in health.damage])
+            now = self.core.employees.check([d.reference_id for d in health.damage])
         except StorageError as exc:
             log.warning("cannot re-check the store: %s", exc)
             return
@@ -315,8 +316,7 @@ class MainWindow(QMainWindow):
         self.employees.set_unusable_references(sorted({employee for employee, _ in report.unusable}))
         if report.updated or report.unusable:
             self.statusBar().showMessage(report.describe(), 15000)
-            self._record(EVENT_MODEL, f"{Path(self.config.weights).name}: {report.describe()}",
-                         "the model changed: stored photos re-embedded")
+            self._record(lambda: self.core.admin.model_changed(f"{Path(self.config.weights).name}: {report.describe()}"))
 
     def _on_worker_error(self, message: str) -> None:
         log.warning("worker: %s", message)
@@ -324,12 +324,6 @@ class MainWindow(QMainWindow):
         self.kiosk.on_error(message)
 
     # -- requests -------------------------------------------------------------------------------------------
-    def _request_verification(self, claimed_id: str, started_at: float) -> None:
-        self.worker.request_verification(claimed_id, started_at)
-
-    def _request_enrolment(self, employee_id: str, name: str, images: list, replace: bool) -> None:
-        self.worker.request_enrolment(employee_id, name, images, replace)
-
     def _threshold_changed(self, value) -> None:
         self.worker.set_threshold(value)
         if getattr(self, "engine_info", None) is not None:
@@ -374,15 +368,15 @@ class MainWindow(QMainWindow):
         self.capture.state_changed.disconnect(self._on_source_state)
         self.threshold_page.flush()
         self.admin.lock()
-        self._record(EVENT_STOP, reason="quit by the admin" if self._quit_authorised else "window closed")
+        self._record(lambda: self.core.admin.stopped("quit by the admin" if self._quit_authorised else "window closed"))
         capture_ok = self.capture.stop()
         inference_ok = self.inference.stop()
         background_ok = wait_for_background()  # database and PIN work still running uses the store
         if not (capture_ok and inference_ok and background_ok):
             log.error("a thread did not stop in time (capture %s, inference %s, background work %s)", capture_ok,
                       inference_ok, background_ok)
-        if self._own_storage and capture_ok and inference_ok and background_ok:
-            self.storage.close()
+        if self._own_core and capture_ok and inference_ok and background_ok:
+            self.core.close()
         log.info("kiosk closed")
 
     def closeEvent(self, event) -> None:

@@ -1,6 +1,6 @@
 """What the admin pages that change one decision setting (the face threshold, liveness) share: the controls
 only preview a policy; Apply asks for confirmation, then saves it, tells the kiosk and records the change in
-the audit log (off the GUI thread). Also the strictness slider row and the button row they lay out alike."""
+the audit log (kiosk.app.Admin, off the GUI thread). Also the strictness slider row and the button row they lay out alike."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import logging
 
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QMessageBox, QPushButton, QSlider, QWidget
 
+from kiosk.app import Admin, AuditNotRecorded
 from kiosk.qt.background import Background
-from kiosk.storage import SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,10 @@ class SettingPage(QWidget):
     say what the setting is called (``SETTING``, ``EVENT``), describe a policy, save it and announce it."""
 
     SETTING = "setting"  # its name in messages, e.g. "threshold"
-    EVENT = ""           # the audit event kind of a change
 
-    def __init__(self, settings: SettingsStore, policy, audit=None, parent=None):
+    def __init__(self, admin: Admin, policy, parent=None):
         super().__init__(parent)
-        self.settings = settings
-        self.audit = audit  # kiosk.storage.AuditLog, or None (no audit entries)
+        self.admin = admin  # saves the setting and writes its audit entry
         self.ops = Background(self)
         self.policy = policy          # applied
         self.preview_policy = policy  # what the controls show; applied only by Apply
@@ -51,8 +49,9 @@ class SettingPage(QWidget):
     def _describe(self, policy) -> str:
         raise NotImplementedError
 
-    def _save(self, policy) -> None:
-        """Write ``policy`` into the settings (StorageError when that fails)."""
+    def _save(self, policy, old) -> None:
+        """Save ``policy`` (replacing ``old``) through kiosk.app.Admin, which audits the change (StorageError
+        when saving fails, AuditNotRecorded when only the audit entry does)."""
         raise NotImplementedError
 
     def _announce(self, policy) -> None:
@@ -100,8 +99,8 @@ class SettingPage(QWidget):
     def _commit(self) -> None:
         """Save off the GUI thread (a fleet's registry may take seconds to answer, or not at all); once saved,
         apply, tell the kiosk and record the change."""
-        policy = self.preview_policy
-        old, new = self._describe(self.policy), self._describe(policy)
+        policy, applied = self.preview_policy, self.policy
+        old, new = self._describe(applied), self._describe(policy)
 
         def saved(_result: object) -> None:
             changed = policy != self.policy
@@ -110,15 +109,17 @@ class SettingPage(QWidget):
             self._announce(policy)
             self._say(f"Applied: {self.SETTING} {new}" + (f"; it was {old}." if changed else "."))
             log.info("admin: %s %s -> %s", self.SETTING, old, new)
-            if changed:
-                self._record(f"{old} -> {new}", new)
 
         def failed(exc: BaseException) -> None:
+            if isinstance(exc, AuditNotRecorded):  # saved and in force; only its audit entry is missing
+                saved(None)
+                self._say(f"Applied: {self.SETTING} {new}, but {exc}", error=True)
+                return
             self._say(f"Cannot save the {self.SETTING}: {exc}", error=True)
             log.error("cannot save the %s: %s", self.SETTING, exc)
 
         self._say(f"Saving the {self.SETTING}...")
-        self.ops.run(lambda: self._save(policy), saved, failed, busy=[self], key="save")
+        self.ops.run(lambda: self._save(policy, applied), saved, failed, busy=[self], key="save")
 
     def show_applied(self, policy) -> bool:
         """``policy`` was applied elsewhere (another kiosk of the fleet): show it as the one in use, without
@@ -134,19 +135,6 @@ class SettingPage(QWidget):
         self._say(f"Applied at another kiosk of the fleet: {self.SETTING} {self._describe(policy)}.")
         log.info("%s %s applied at another kiosk", self.SETTING, self._describe(policy))
         return True
-
-    def _record(self, detail: str, new: str) -> None:
-        """The audit entry ("old -> new"), written off the GUI thread."""
-        audit = self.audit
-        if audit is None:
-            return
-
-        def failed(exc: BaseException) -> None:
-            log.error("cannot write the audit entry for the %s change %s: %s", self.SETTING, detail, exc)
-            self._say(f"Applied: {self.SETTING} {new}, but the audit log could not record it: {exc}", error=True)
-
-        self.ops.run(lambda: audit.record_event(self.EVENT, detail, reason="applied by the admin, confirmed"),
-                     on_failure=failed)
 
     def _say(self, text: str, error: bool = False) -> None:
         self.status.setText(text)

@@ -17,11 +17,10 @@ from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QLabel, QPushButton, QSlider, QVBoxLayout
 
+from kiosk.app import Admin, describe_threshold
 from kiosk.qt.setting_page import SettingPage, button_row, slider_row
 from kiosk.qt.worker import EngineInfo, WalkUpInfo
 from kiosk.rules.decision import THRESHOLD_RANGE, ThresholdPolicy, estimate_rates
-from kiosk.storage import SettingsStore
-from kiosk.storage.audit import EVENT_THRESHOLD
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +45,10 @@ class ThresholdPage(SettingPage):
     threshold_changed = Signal(object)  # float, or None for the model's own threshold
 
     SETTING = "threshold"
-    EVENT = EVENT_THRESHOLD
 
-    def __init__(self, settings: SettingsStore, saved: float | None, audit=None, parent=None):
+    def __init__(self, admin: Admin, saved: float | None, parent=None):
         # the applied policy: the settings' threshold; None: follow the model's default
-        super().__init__(settings, ThresholdPolicy(saved), audit, parent)
+        super().__init__(admin, ThresholdPolicy(saved), parent)
         self.model: EngineInfo | None = None
         self.slider = QSlider(Qt.Orientation.Horizontal)
         self.slider.setRange(round(THRESHOLD_RANGE[0] * STEPS), round(THRESHOLD_RANGE[1] * STEPS))
@@ -183,16 +181,15 @@ class ThresholdPage(SettingPage):
     def flush(self) -> None:
         """Nothing to save: the slider alone never saves (kept for the window's shutdown)."""
 
-    def _save(self, policy: ThresholdPolicy) -> None:
-        self.settings.update(threshold=policy.saved)
+    def _save(self, policy: ThresholdPolicy, old: ThresholdPolicy) -> None:
+        self.admin.set_threshold(policy, old, self.model_default)
 
     def _announce(self, policy: ThresholdPolicy) -> None:
         self.threshold_changed.emit(policy.saved)
 
     # -- display ------------------------------------------------------------------------------------------
     def _describe(self, policy: ThresholdPolicy) -> str:
-        value = policy.threshold(self.model_default)
-        return f"{value:.3f} (model default)" if policy.follows_model() else f"{value:.3f}"
+        return describe_threshold(policy, self.model_default)
 
     def _on_slider(self, value: int) -> None:
         if self._syncing:

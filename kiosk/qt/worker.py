@@ -1,7 +1,8 @@
 """The inference worker: a QObject living in its own QThread that runs detection and the Siamese network.
 
-The GUI offers every frame; the worker only ever takes the latest one (stale frames are dropped) and never
-blocks the GUI. Every rule of a verification attempt lives in kiosk.app.attempt.VerificationService; the
+The capture thread offers every frame (``offer_frame``, straight from that thread: frames never pass through
+the GUI thread); the worker only ever takes the latest one (stale frames are dropped) and never blocks the
+GUI. Every rule of a verification attempt lives in kiosk.app.attempt.VerificationService; the
 worker only moves frames in and decisions out, and keeps the deadline's timer. All requests arrive as
 queued signals, all results and problems leave as signals: no exception escapes into Qt. Without trained
 weights it still detects faces (for the prompts) and says why it cannot verify or enrol.
@@ -19,11 +20,10 @@ from typing import Callable
 import numpy as np
 from PySide6.QtCore import QObject, Qt, QThread, QTimer, Signal, Slot
 
-from kiosk.app.attempt import VerificationService
-from kiosk.app.enrolment import enrol_images, refresh_features
+from kiosk.app import AuditNotRecorded, Kiosk
+from kiosk.app.enrolment import refresh_features
 from kiosk.errors import KioskError
 from kiosk.rules.decision import Decision, FusionParams, LivenessPolicy, ThresholdPolicy
-from kiosk.storage import Storage
 from kiosk.vision.detection import Box, HaarFaceDetector
 from kiosk.vision.engine import FaceEngine
 from kiosk.vision.quality import ADVICE, assess_quality
@@ -78,7 +78,7 @@ class VerificationWorker(QObject):
     analysed = Signal(object)         # FrameResult
     progress = Signal(int, int)       # good frames so far, frames needed
     decided = Signal(object)          # Decision
-    enrolled = Signal(object)         # storage.Employee
+    enrolled = Signal(object, str)    # kiosk.app.Employee, and why its audit entry is missing ("" if written)
     enrol_failed = Signal(str)
     error = Signal(str)               # unexpected trouble, shown but never fatal
     refreshing = Signal(int, int)     # stored photos re-embedded for a new model: done, total
@@ -96,15 +96,15 @@ class VerificationWorker(QObject):
     _cancel = Signal()
     _source = Signal(bool)
 
-    def __init__(self, weights_path: str | Path, storage: Storage, fusion: FusionParams | None = None,
+    def __init__(self, weights_path: str | Path, core: Kiosk, fusion: FusionParams | None = None,
                  threshold: float | None = None, engine_factory: Callable[[Path], FaceEngine] = FaceEngine,
                  idle_rate_hz: float = 10.0, liveness: LivenessPolicy | None = None):
         super().__init__()
         self.weights_path = Path(weights_path)
-        self.storage = storage
+        self.core = core
         self.engine: FaceEngine | None = None
-        self.service = VerificationService(storage, None, fusion or FusionParams(), ThresholdPolicy(threshold),
-                                           report=self.error.emit, liveness=liveness or LivenessPolicy())
+        self.service = core.verification(None, fusion or FusionParams(), ThresholdPolicy(threshold),
+                                         liveness or LivenessPolicy(), report=self.error.emit)
         self._engine_factory = engine_factory
         self._detector: HaarFaceDetector | None = None
         self._idle_interval = 1.0 / idle_rate_hz if idle_rate_hz > 0 else 0.0
@@ -194,7 +194,7 @@ class VerificationWorker(QObject):
             return
         self.service.engine = self.engine
         try:  # features of another model are never compared: re-embed from the stored photos first
-            self.refreshed.emit(refresh_features(self.engine, self.storage.employees, self.refreshing.emit))
+            self.refreshed.emit(refresh_features(self.engine, self.core.employees, self.refreshing.emit))
         except Exception as exc:  # not fatal: stale features are simply not used
             log.exception("recomputing reference features failed")
             self.error.emit(f"could not update stored features for the new model: {exc}")
@@ -257,17 +257,17 @@ class VerificationWorker(QObject):
     def _analyse(self, frame: np.ndarray, captured_at: float) -> None:
         if self.engine is not None:
             analysis = self.engine.analyse(frame)
-            box, quality, crop, liveness = analysis.box, analysis.quality, analysis.crop, analysis.liveness
+            box, quality = analysis.box, analysis.quality
         elif self._detector is not None:
             detection = self._detector.detect(frame)
-            box, quality, crop, liveness = detection.primary, assess_quality(frame, detection), None, None
+            box, quality = detection.primary, assess_quality(frame, detection)
         else:
             return
         self.analysed.emit(FrameResult(frame, captured_at, box, quality.ok, list(quality.reasons)))
         if not self.service.active or self.engine is None:
             return
         before = self.service.progress[0]
-        decision = self.service.add_frame(crop if quality.ok else None, captured_at, liveness)
+        decision = self.service.add_analysis(analysis, captured_at)
         if decision is not None:
             self._deliver(decision)
         elif self.service.progress[0] != before:
@@ -376,8 +376,11 @@ class VerificationWorker(QObject):
         if self.engine is None:
             self.enrol_failed.emit("enrolment needs trained weights, and none are loaded")
             return
+        problem = ""
         try:
-            employee = enrol_images(self.engine, self.storage.employees, employee_id, name, images, replace)
+            employee = self.core.admin.enrol(self.engine, employee_id, name, images, replace)
+        except AuditNotRecorded as exc:  # enrolled; only the audit entry is missing
+            employee, problem = self.core.employees.get(employee_id.strip()), str(exc)
         except KioskError as exc:
             self.enrol_failed.emit(str(exc))
             return
@@ -385,7 +388,7 @@ class VerificationWorker(QObject):
             log.exception("enrolment failed")
             self.enrol_failed.emit(f"enrolment failed: {type(exc).__name__}: {exc}")
             return
-        self.enrolled.emit(employee)
+        self.enrolled.emit(employee, problem)
         self._emit_walk_up_info()  # the index follows enrolments (and the admin sees the new count)
 
 
