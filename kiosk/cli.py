@@ -36,14 +36,18 @@ def refuse_shipped(out: Path, shipped: Path, replace_shipped: bool) -> None:
 
 
 def cmd_verify(args) -> int:
+    from kiosk.rules.decision import decide  # noqa: PLC0415
     engine = _engine(args)
     features = [engine.embed_file(path) for path in (args.image_a, args.image_b)]
-    verdict = engine.verdict(features[0], features[1], args.threshold)
+    threshold = engine.default_threshold if args.threshold is None else args.threshold
+    # the kiosk's face rule on one pair of photos; liveness is not checked (kiosk.api runs the kiosk's attempt)
+    verdict = decide("", [float(engine.similarity(features[0], features[1]))], threshold)
     if args.json:
-        print(json.dumps({"probability": verdict.probability, "threshold": verdict.threshold,
-                          "verdict": verdict.label}))
+        print(json.dumps({"probability": verdict.score, "threshold": verdict.threshold, "verdict": verdict.verdict,
+                          "reason": verdict.reason, "liveness": "not checked"}))
     else:
-        print(f"P(same) = {verdict.probability:.4f}  threshold {verdict.threshold:.4f}  {verdict.label}")
+        print(f"P(same) = {verdict.score:.4f}  threshold {verdict.threshold:.4f}  {verdict.verdict} "
+              "(face only, liveness not checked)")
     return EXIT_ACCEPT if verdict.accepted else EXIT_REJECT
 
 
@@ -305,6 +309,7 @@ def cmd_admin_reset_pin(args) -> int:
     """The only way back into a kiosk whose PIN record is lost, damaged or replaced, or that is locked out:
     for the account owning the data folder, at a terminal (not at the kiosk's screen). A fleet's PIN is the
     registry's: ``--database URL`` as the registry's owner (kiosk.storage.fleet.pin), never a kiosk's role."""
+    from kiosk.app import Pins  # noqa: PLC0415
     from kiosk.paths import data_dir  # noqa: PLC0415
     from kiosk.storage import PinManager, SettingsStore  # noqa: PLC0415
     from kiosk.storage.fleet.outbox import FLEET_DB_NAME  # noqa: PLC0415
@@ -324,8 +329,16 @@ def cmd_admin_reset_pin(args) -> int:
         print("kiosk: the fleet's admin PIN set and lockouts cleared; every kiosk takes the new PIN within seconds "
               "(one that is offline when it is back)")
         return 0
-    PinManager(SettingsStore()).reset(new_pin, repeat)
-    log.warning("admin PIN reset from the command line")
+    from kiosk.app import Kiosk  # noqa: PLC0415
+    from kiosk.storage import StoreInUseError  # noqa: PLC0415
+    try:
+        kiosk = Kiosk.open()  # the writer: the reset is written to the kiosk's audit log
+    except StoreInUseError as exc:
+        raise KioskError(f"{exc}. Stop the kiosk first (Admin > Kiosk > Quit kiosk, or end its process), so that "
+                         f"the reset goes into its audit log; then run this again") from None
+    with kiosk:
+        pins = kiosk.pins or Pins(PinManager(SettingsStore()), kiosk.audit)  # a damaged settings file: reset anyway
+        pins.reset(new_pin, repeat, reason="reset from the command line")
     print("kiosk: admin PIN set and lockouts cleared; the admin tab takes the new PIN from now on")
     return 0
 

@@ -195,6 +195,8 @@ class Pins:
 
     def unlock(self, pin: str) -> PinResult:
         """Check the PIN at the admin gate: a right one opens (audited), a wrong one counts towards a lockout."""
+        if self.manager.locked_for() > 0:  # locked out: the PIN is not even checked (nor audited again)
+            return self.manager.check(pin)
         result = self.manager.check(pin)
         if result.ok:
             self._record(EVENT_UNLOCK, reason="admin tab opened with the PIN")

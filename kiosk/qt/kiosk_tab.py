@@ -1,9 +1,8 @@
 """The kiosk screen: live picture, ID entry (keyboard or badge scanner + Enter), prompts, big verdict.
 
-In walk-up mode (or "both") a good face in front of an idle kiosk starts a walk-up: the worker searches
-everyone enrolled. After a walk-up's verdict the next one waits until the face has left the picture (or
-WALK_UP_REARM_S has passed), so a person standing still is not let in again and again. In "both", typing an
-ID during a walk-up replaces it with a 1:1 attempt."""
+In walk-up mode (or "both") a good face in front of an idle kiosk starts a walk-up (kiosk.app.screen.WalkUpTrigger,
+the start and re-arm rule): the worker searches everyone enrolled. In "both", typing an ID during a walk-up
+replaces it with a 1:1 attempt. The words under a verdict are kiosk.app.screen.verdict_text's."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import QHBoxLayout, QLabel, QLineEdit, QVBoxLayout, QWidget
 
+from kiosk.app.screen import WalkUpTrigger, verdict_text
 from kiosk.qt.video_view import VideoView
 from kiosk.qt.worker import FrameResult
 from kiosk.rules.decision import MODE_BOTH, MODE_ID, MODE_WALK_UP, Decision
@@ -20,7 +20,6 @@ from kiosk.rules.decision import MODE_BOTH, MODE_ID, MODE_WALK_UP, Decision
 IDLE, VERIFYING, VERDICT, UNAVAILABLE, STARTING = "idle", "verifying", "verdict", "unavailable", "starting"
 OUT_OF_SERVICE = "out_of_service"  # no frames from the source: no claims taken until they come back
 
-WALK_UP_REARM_S = 10.0  # after a walk-up verdict, the next walk-up needs the face to leave, or this long
 ID_PROMPTS = {
     MODE_ID: "Enter or scan your employee ID, then press Enter",
     MODE_WALK_UP: "Look at the camera to be recognised",
@@ -53,8 +52,7 @@ class KioskTab(QWidget):
         self._engine_ready = False
         self.mode = MODE_ID
         self._walk_up = False         # the attempt under way is a walk-up
-        self._walk_up_armed = True    # a walk-up may start (the face left since the last verdict)
-        self._verdict_at = -WALK_UP_REARM_S
+        self.walk_up_trigger = WalkUpTrigger()
         self.video = VideoView(self, mirror=mirror)
 
         self.id_label = QLabel(ID_PROMPTS[MODE_ID])
@@ -206,15 +204,13 @@ class KioskTab(QWidget):
             self.prompt.setText(result.advice or "Hold still...")
         elif self.state == IDLE:  # a hint while the person types their ID
             self.prompt.setText(result.advice)
-        if result.box is None:
-            self._walk_up_armed = True  # nobody in front of the camera: the next face is a new walk-up
-        elif (self.state == IDLE and self.walks_up and result.ok and not self.id_field.text().strip()
-              and (self._walk_up_armed or time.monotonic() - self._verdict_at >= WALK_UP_REARM_S)):
+        ready = self.state == IDLE and self.walks_up and not self.id_field.text().strip()
+        if self.walk_up_trigger.frame(result.box is not None, result.ok, ready, time.monotonic()):
             self._start_walk_up(result.captured_at)
 
     def _start_walk_up(self, captured_at: float) -> None:
         self.state = VERIFYING
-        self._walk_up, self._walk_up_armed = True, False
+        self._walk_up = True
         self.prompt.setText("Hold still...")
         self._show_verdict("", "", "none")
         self.walk_up_requested.emit(captured_at)
@@ -223,20 +219,15 @@ class KioskTab(QWidget):
         if self.state == VERIFYING and done:
             self.prompt.setText(f"Hold still... ({done}/{needed})")
 
-    def on_decided(self, decision: Decision, name: str | None = None) -> None:
+    def on_decided(self, decision: Decision) -> None:
         if self.state != VERIFYING or (decision.mode == MODE_WALK_UP) != self._walk_up:
             return  # not the attempt on screen (a walk-up's verdict that crossed a typed ID)
-        self._walk_up, self._walk_up_armed = False, False
-        self._verdict_at = time.monotonic()
+        self._walk_up = False
+        self.walk_up_trigger.decided(time.monotonic())
         self.last_decision = decision
         self.state = VERDICT
         self.prompt.setText("")
-        reason = decision.message
-        if decision.accepted and name:
-            reason = f"Welcome, {name}"
-        elif decision.mode == MODE_WALK_UP and not self.takes_ids and reason.endswith(", please enter your ID"):
-            reason = reason.split(",")[0] + ". Please ask at the reception."  # no ID can be typed here
-        self._show_verdict(decision.verdict, reason, decision.verdict)
+        self._show_verdict(decision.verdict, verdict_text(decision, self.takes_ids), decision.verdict)
         self._reset_timer.start(int(self.verdict_display_s * 1000))
 
     def on_error(self, message: str) -> None:

@@ -283,7 +283,7 @@ class MainWindow(QMainWindow):
 
     def _on_decided(self, decision: Decision) -> None:
         shown = self.kiosk.state
-        self.kiosk.on_decided(decision, decision.name)  # the worker's decision carries the name: no lookup here
+        self.kiosk.on_decided(decision)  # the worker's decision carries the name: no lookup here
         if self.sounds_on and shown != self.kiosk.state:  # the verdict is on screen now
             self.sounds.play(decision.verdict)
         if self.audit_page.isVisible():
