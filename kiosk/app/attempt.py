@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,10 +46,9 @@ from kiosk.rules.decision import (
     VerificationSession,
     decide_walk_up,
     frame_score,
-    fuse_liveness,
     refused,
 )
-from kiosk.rules.identification import REASON_NOBODY_ENROLLED, GalleryIndex, IdentifyCalibration, IdentifyRule
+from kiosk.rules.identification import REASON_NOBODY_ENROLLED, GalleryIndex, IdentifyCalibration, IdentifyRule, identify
 from kiosk.rules.site import SiteCalibration, SiteRule, SiteRuleFile, judge_walk_up, measure_site
 from kiosk.storage import EVENT_SITE, Storage
 
@@ -62,46 +61,20 @@ Clock = Callable[[], float]  # monotonic seconds
 
 
 @dataclass
-class _WalkUp:
-    """The frames of a walk-up, collected until ``params.frames`` good ones or the deadline."""
-
-    started_at: float
-    params: FusionParams
-    rule: IdentifyRule
-    liveness_threshold: float | None
-    features: list[np.ndarray] = field(default_factory=list)
-    liveness: list[float] = field(default_factory=list)
-
-    @property
-    def deadline(self) -> float:
-        return self.started_at + self.params.window_s
-
-    def wants(self, captured_at: float) -> bool:
-        return self.started_at <= captured_at <= self.deadline
-
-
-@dataclass
 class _Attempt:
-    session: VerificationSession | None  # a typed ID (1:1)
-    references: np.ndarray
-    name: str
-    walk_up: _WalkUp | None = None       # or a walk-up (1:N)
-    snapshot: object = None              # the gallery as it was when the attempt began (insider check)
-    others: np.ndarray | None = None     # columns of the other people in that snapshot
+    """The attempt under way: THE session (kiosk.rules.decision.VerificationSession, 1:1 or walk-up), and what
+    the service scores its frames with."""
+
+    session: VerificationSession
+    snapshot: object                     # the gallery as it was when the attempt began
+    columns: np.ndarray                  # the session's ``others``, as columns of that snapshot
+    references: np.ndarray | None = None  # a typed ID's references, from the store (None: a walk-up)
+    rule: IdentifyRule | None = None     # a walk-up's 1:N rule (the site's threshold in it)
+    name: str = ""
 
     @property
-    def frames(self) -> int:
-        return len(self.walk_up.features) if self.walk_up else len(self.session.scores)
-
-    @property
-    def needed(self) -> int:
-        return (self.walk_up or self.session).params.frames
-
-    def wants(self, captured_at: float) -> bool:
-        return (self.walk_up or self.session).wants(captured_at)
-
-    def remaining(self, now: float) -> float:
-        return max(0.0, (self.walk_up or self.session).deadline - now)
+    def walk_up(self) -> bool:
+        return self.references is None
 
 
 class VerificationService:
@@ -201,18 +174,18 @@ class VerificationService:
         """The ID of the 1:1 attempt under way ('' for a walk-up; None without an attempt)."""
         if self._attempt is None:
             return None
-        return self._attempt.session.claimed_id if self._attempt.session else ""
+        return self._attempt.session.claimed_id
 
     @property
     def walking_up(self) -> bool:
-        return self._attempt is not None and self._attempt.walk_up is not None
+        return self._attempt is not None and self._attempt.walk_up
 
     @property
     def progress(self) -> tuple[int, int]:
         """(good frames so far, frames needed) of the attempt under way, else (0, frames needed)."""
         if self._attempt is None:
             return 0, self.fusion.frames
-        return self._attempt.frames, self._attempt.needed
+        return self._attempt.session.frames, self._attempt.session.params.frames
 
     def begin(self, claimed_id: str, started_at: float | None = None) -> Decision | None:
         """Start an attempt (replacing any under way). An unknown ID or one without usable references ends
@@ -237,8 +210,7 @@ class VerificationService:
         columns = [i for i, person in enumerate(snapshot.ids) if person != claimed_id]
         session = VerificationSession(claimed_id, threshold, self.fusion, start, self.liveness_threshold,
                                       others=[snapshot.ids[i] for i in columns], margin=self.site_rule().insider_margin)
-        self._attempt = _Attempt(session, references, employee.name, snapshot=snapshot,
-                                 others=np.asarray(columns, np.int64))
+        self._attempt = _Attempt(session, snapshot, np.asarray(columns, np.int64), references, name=employee.name)
         return None
 
     # -- walk-ups (1:N) -----------------------------------------------------------------------------------------
@@ -295,25 +267,23 @@ class VerificationService:
             return self._finish(refused("", REASON_NOBODY_ENROLLED, rule.threshold, MODE_WALK_UP))
         rule = IdentifyRule(self.site().in_force(rule.threshold), rule.gap)  # the site's threshold holds here too
         start = self.clock() if started_at is None else started_at
-        self._attempt = _Attempt(None, np.zeros((0, 0), np.float32), "",
-                                 _WalkUp(start, self.fusion, rule, self.liveness_threshold))
+        snapshot = self._gallery.snapshot()
+        session = VerificationSession("", rule.threshold, self.fusion, start, self.liveness_threshold, MODE_WALK_UP,
+                                      others=snapshot.ids, judge=self._judge_walk_up)
+        self._attempt = _Attempt(session, snapshot, np.arange(len(snapshot.ids)), rule=rule)
         return None
 
-    def _add_walk_up_frame(self, walk_up: _WalkUp, features: np.ndarray, liveness: float | None) -> Decision | None:
-        walk_up.features.append(np.asarray(features, np.float32))
-        if walk_up.liveness_threshold is not None:
-            walk_up.liveness.append(float(liveness))  # the caller checked it is there
-        return self._decide_walk_up(walk_up) if len(walk_up.features) >= walk_up.params.frames else None
-
-    def _decide_walk_up(self, walk_up: _WalkUp) -> Decision:
-        if not walk_up.features:
-            return self._finish(refused("", REASON_NO_FACE, walk_up.rule.threshold, MODE_WALK_UP))
-        # the index as synced when the walk-up began; someone deleted since is caught by the lookup below
-        found = self._gallery.identify(np.stack(walk_up.features), walk_up.rule, walk_up.params.aggregate)
-        found = judge_walk_up(found, self._site, walk_up.rule.threshold)  # the site as measured at the start
-        liveness = fuse_liveness(walk_up.liveness) if walk_up.liveness else None
-        decision = decide_walk_up(found.person_id, found.accepted, found.reason, found.score, walk_up.rule.threshold,
-                                  liveness, walk_up.liveness_threshold)
+    def _judge_walk_up(self, session: VerificationSession) -> Decision:
+        """A walk-up's verdict: the 1:N rule on its frames' scores against everyone enrolled when it began (the
+        site as measured then), and liveness; someone deleted since is not let in."""
+        rule = self._attempt.rule
+        if not session.frames:
+            return refused("", REASON_NO_FACE, rule.threshold, MODE_WALK_UP)
+        found = identify(session.others, np.stack(session.other_scores), rule, session.params.aggregate,
+                         self._attempt.snapshot.generation)
+        found = judge_walk_up(found, self._site, rule.threshold)
+        decision = decide_walk_up(found.person_id, found.accepted, found.reason, found.score, rule.threshold,
+                                  session.fused_liveness(), session.liveness_threshold)
         name = None
         if decision.accepted:
             employee = self.storage.employees.get(decision.claimed_id)
@@ -321,16 +291,15 @@ class VerificationService:
                 decision = replace(decision, accepted=False, reason=REASON_UNKNOWN_ID)
             else:
                 name = employee.name
-        if self._attempt is not None:
-            self._attempt.name = name or ""
+        self._attempt.name = name or ""
         log.info("walk-up: best %r (%.3f), second %r (%s), gap rule %.2f", found.person_id, found.score or 0.0,
-                 found.second_id, "-" if found.second_score is None else f"{found.second_score:.3f}", walk_up.rule.gap)
-        return self._finish(decision)
+                 found.second_id, "-" if found.second_score is None else f"{found.second_score:.3f}", rule.gap)
+        return decision
 
     # -- frames -------------------------------------------------------------------------------------------------
     def wants(self, captured_at: float) -> bool:
         """Whether a frame captured then would count (an attempt is under way and it lies in its window)."""
-        return self._attempt is not None and self._attempt.wants(captured_at)
+        return self._attempt is not None and self._attempt.session.wants(captured_at)
 
     def add_frame(self, face: np.ndarray | None, captured_at: float, liveness: float | None = None) -> Decision | None:
         """An analysed frame: ``face`` is its aligned face crop (FaceAnalysis.crop) when it passed the quality
@@ -352,21 +321,18 @@ class VerificationService:
         attempt = self._attempt
         if attempt is None:
             return None
-        if attempt.wants(captured_at):
+        session = attempt.session
+        if session.wants(captured_at):
             assert self.engine is not None
-            liveness_threshold = (attempt.walk_up or attempt.session).liveness_threshold
-            if liveness_threshold is not None and liveness is None:
-                log.warning("a frame without a liveness score was left out")
+            if session.liveness_threshold is not None and liveness is None:
+                log.warning("a frame without a liveness score was left out")  # 1:1 and walk-up alike
                 return self.expire()
-            if attempt.walk_up is not None:
-                decision = self._add_walk_up_frame(attempt.walk_up, features, liveness)
-                return decision if decision is not None else self.expire()
-            score = frame_score(self.engine.similarity, features, attempt.references)
+            score = None if attempt.walk_up else frame_score(self.engine.similarity, features, attempt.references)
             others = None
-            if attempt.session.others:
+            if session.others:
                 _, everyone = self._gallery.person_scores(features, attempt.snapshot)
-                others = everyone[0, attempt.others]
-            decision = attempt.session.add_score(score, captured_at, liveness, others)
+                others = everyone[0, attempt.columns]
+            decision = session.add_score(score, captured_at, liveness, others)
             if decision is not None:
                 return self._finish(decision)
         return self.expire()
@@ -375,24 +341,19 @@ class VerificationService:
         """At or after the deadline: decide on the frames so far (none: no usable face in time)."""
         if self._attempt is None:
             return None
-        walk_up = self._attempt.walk_up
-        if walk_up is not None:
-            return self._decide_walk_up(walk_up) if self.clock() >= walk_up.deadline else None
         decision = self._attempt.session.expire(self.clock())
         return self._finish(decision) if decision is not None else None
 
     def remaining(self) -> float | None:
         """Seconds to the deadline of the attempt under way; None without one."""
-        return self._attempt.remaining(self.clock()) if self._attempt else None
+        return self._attempt.session.remaining(self.clock()) if self._attempt else None
 
     def fail(self) -> Decision | None:
         """A technical problem during the attempt: the person gets a clear REJECT, and it is audited."""
         if self._attempt is None:
             return None
-        if self._attempt.walk_up is not None:
-            return self._finish(refused("", REASON_ERROR, self._attempt.walk_up.rule.threshold, MODE_WALK_UP))
         session = self._attempt.session
-        return self._finish(refused(session.claimed_id, REASON_ERROR, session.threshold))
+        return self._finish(refused(session.claimed_id, REASON_ERROR, session.threshold, session.mode))
 
     def cancel(self) -> None:
         """Drop the attempt under way without a verdict (nothing is audited)."""

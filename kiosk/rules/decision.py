@@ -287,14 +287,23 @@ def unknown_id(claimed_id: str, threshold: float) -> Decision:
 
 
 class VerificationSession:
-    """One person's attempt, started when the ID is entered. Feed it scores of good frames (with their
-    capture time) and the clock; it decides once, at ``frames`` scores or at the deadline."""
+    """THE attempt, 1:1 or walk-up: started when the ID is entered (or a face walks up). Feed it the scores
+    of good frames (with their capture time) and the clock; it decides once, at ``frames`` frames or at the
+    deadline.
+
+    A typed ID's frames bring their score against the claimed employee (``add_score(score, ...)``) and, for
+    the insider check, against each of the ``others`` enrolled; the verdict is :func:`decide`'s. A walk-up
+    (``claimed_id`` '', ``others`` everyone enrolled) brings only the scores against everyone
+    (``add_score(None, ..., others=row)``), and its verdict is its ``judge``'s (the 1:N rule, which the
+    application layer brings)."""
 
     def __init__(self, claimed_id: str, threshold: float, params: FusionParams = FusionParams(),
                  started_at: float = 0.0, liveness_threshold: float | None = None, mode: str = MODE_ID,
-                 others: Sequence[str] = (), margin: float = 0.0):
-        """``others``: the other enrolled people (the insider check); each frame then brings its score against
-        each of them (``add_score(..., others=)``), fused per person like the claimed score."""
+                 others: Sequence[str] = (), margin: float = 0.0,
+                 judge: Callable[[VerificationSession], Decision] | None = None):
+        """``others``: the other enrolled people (the insider check; everyone, for a walk-up); each frame then
+        brings its score against each of them (``add_score(..., others=)``), fused per person like the
+        claimed score. ``judge``: decides instead of :func:`decide` (a walk-up's 1:N rule)."""
         self.claimed_id = claimed_id
         self.others = tuple(others)
         self.margin = margin
@@ -305,6 +314,8 @@ class VerificationSession:
         self.deadline = started_at + params.window_s
         self.liveness_threshold = liveness_threshold  # None: liveness off
         self.mode = mode
+        self.judge = judge
+        self.frames = 0                  # good frames counted so far
         self.scores: list[float] = []
         self.liveness: list[float] = []  # P(live) of the same frames
         self.decision: Decision | None = None
@@ -323,6 +334,8 @@ class VerificationSession:
         other people enrolled its scores against each of them (in ``self.others`` order)."""
         if not self.wants(captured_at):
             return self.decision
+        if score is None and self.judge is None:
+            raise ValueError("a 1:1 attempt needs each frame's score against the claimed employee")
         if self.others:
             row = np.asarray(others if others is not None else (), np.float64).reshape(-1)
             if row.shape != (len(self.others),):
@@ -332,8 +345,10 @@ class VerificationSession:
             if liveness is None:
                 raise ValueError("liveness is on: every frame needs its P(live)")
             self.liveness.append(float(liveness))
-        self.scores.append(float(score))
-        if len(self.scores) >= self.params.frames:
+        if score is not None:
+            self.scores.append(float(score))
+        self.frames += 1
+        if self.frames >= self.params.frames:
             self._decide()
         return self.decision
 
@@ -352,8 +367,14 @@ class VerificationSession:
         best = int(np.argmax(fused))
         return self.others[best], float(fused[best])
 
+    def fused_liveness(self) -> float | None:
+        return fuse_liveness(self.liveness) if self.liveness else None
+
     def _decide(self) -> None:
-        liveness = fuse_liveness(self.liveness) if self.liveness else None
+        if self.judge is not None:
+            self.decision = self.judge(self)
+            return
+        liveness = self.fused_liveness()
         self.decision = decide(self.claimed_id, self.scores, self.threshold, self.params.aggregate,
                                liveness=liveness, liveness_threshold=self.liveness_threshold, mode=self.mode,
                                rival=self.rival(), margin=self.margin)
