@@ -27,11 +27,6 @@ if TYPE_CHECKING:  # the engine (torch) is the caller's: the application layer i
 log = logging.getLogger(__name__)
 
 
-def features_for_enrolment(engine: FaceEngine, image: np.ndarray, label: str = "photo") -> np.ndarray:
-    """Features of the one good face in ``image``; FaceNotUsableError naming ``label`` and the problems."""
-    return engine.embed_image(image, label, check_quality=True)
-
-
 # Problems that refuse a photo as soon as it is added (the operator must choose another photo); the others
 # (small, blurred, dark, bright) are shown with it and refuse it at saving.
 REFUSED_AT_ADDING = (SEVERAL_FACES, NO_FACE)
@@ -98,7 +93,7 @@ def enrol_images(engine: FaceEngine, store: EmployeeStore, employee_id: str, nam
     photos, problems = [], []
     for image, label in images:
         try:
-            photos.append(NewPhoto(image, features_for_enrolment(engine, image, label)))
+            photos.append(NewPhoto(image, engine.embed_image(image, label, check_quality=True)))
         except FaceNotUsableError as exc:
             problems.append(str(exc))
     if problems:

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QLabel, QPushButton, QSlider, QVBoxLayout
 from kiosk.app import Admin, describe_threshold
 from kiosk.qt.setting_page import SettingPage, button_row, slider_row
 from kiosk.qt.worker import EngineInfo, WalkUpInfo
-from kiosk.rules.decision import THRESHOLD_RANGE, ThresholdPolicy, estimate_rates
+from kiosk.rules.decision import THRESHOLD_RANGE, ThresholdPolicy, estimate_rates, roc_points
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +32,6 @@ _SOURCES = ("model default", "saved", "not applied")
 def _plotted(rate: float) -> float:
     """A rate (0..1) as drawn: percent, at least the axes' floor."""
     return 100.0 * max(RATE_FLOOR, min(1.0, rate))
-
-
-def _roc_points(roc: list | None) -> list[tuple[float, float, float]]:
-    try:
-        return sorted((float(p["threshold"]), float(p["far"]), float(p["frr"])) for p in roc or [])
-    except (KeyError, TypeError, ValueError):
-        return []
 
 
 class ThresholdPage(SettingPage):
@@ -204,7 +197,7 @@ class ThresholdPage(SettingPage):
         self._show()
 
     def _plot_curve(self) -> None:
-        points = _roc_points(self.model.roc if self.model else None)
+        points = roc_points(self.model.roc if self.model else None)
         self.curve.replace([QPointF(_plotted(far), _plotted(frr)) for _, far, frr in points])
         self.plot.setVisible(bool(points))
 

@@ -383,16 +383,23 @@ class VerificationSession:
         return max(0.0, self.deadline - now)
 
 
+def roc_points(roc: list[dict] | None, keys: tuple[str, str] = ("far", "frr")) -> list[tuple[float, float, float]]:
+    """THE reading of a model's ROC points ({"threshold", "far", "frr"}; the liveness model's use
+    ``keys=("apcer", "bpcer")``): (threshold, accept rate, reject rate) sorted by threshold; [] when the points
+    are missing or malformed."""
+    accept, reject = keys
+    try:
+        return sorted((float(p["threshold"]), float(p[accept]), float(p[reject])) for p in roc or [])
+    except (KeyError, TypeError, ValueError):
+        return []
+
+
 def estimate_rates(roc: list[dict] | None, threshold: float, keys: tuple[str, str] = ("far", "frr")
                    ) -> tuple[float, float] | None:
     """(false-accept rate, false-reject rate) at ``threshold``, interpolated linearly between the model's
     ROC points ({"threshold", "far", "frr"} sorted by threshold); None without usable points. The liveness
     model's points use ``keys=("apcer", "bpcer")`` (attacks accepted, live people refused)."""
-    accept, reject = keys
-    try:
-        points = sorted((float(p["threshold"]), float(p[accept]), float(p[reject])) for p in roc or [])
-    except (KeyError, TypeError, ValueError):
-        return None
+    points = roc_points(roc, keys)
     if not points:
         return None
     thresholds = [p[0] for p in points]
