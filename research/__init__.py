@@ -5,7 +5,7 @@ protocols (``research.protocol_gap``) and the choice of the face detector that f
 
 It uses the product's own model code (``kiosk.vision.model.SiameseNet`` with the "koch" encoder, ``kiosk.vision.weights``)
 so that the paper's experiment tests the code the kiosk runs. ``research`` may import ``kiosk``; ``kiosk``
-never imports ``research``. Command line: ``kiosk-research`` or ``python -m research``.
+never imports ``research``. Command line: ``python -m research`` (from the checkout).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``python -m research``: the same as ``kiosk-research``."""
+"""``python -m research``: the research command line (research/ is not installed with the kiosk)."""
 
 import sys
 

@@ -5,7 +5,7 @@ verification accuracy of dlib's network (our torch port, parity 1e-6) on the ali
 distance, fold-wise threshold).
 The Haar-to-dlib box mapping is fitted on CelebA photos (people we never report on).
 
-    kiosk-research choose-detector [--folds 6-10] [--json weights/results/detector_choice.json]
+    python -m research choose-detector [--folds 6-10] [--json weights/results/detector_choice.json]
     (or: python -m research.choose_detector ...)
 """
 
@@ -96,7 +96,7 @@ def hog_in_roi(hog, rgb, box, m, face_px=100.0, reach=1.0):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kiosk-research choose-detector", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m research choose-detector", description=__doc__.splitlines()[0])
     parser.add_argument("--folds", default="6-10", help="LFW folds to measure on (never the reported 1-5)")
     parser.add_argument("--fit-images", type=int, default=600, help="CelebA photos to fit the box mapping on")
     parser.add_argument("--json", type=Path)

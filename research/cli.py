@@ -1,10 +1,10 @@
-"""The `kiosk-research` command line (also `python -m research`): the research beside the kiosk.
+"""The `python -m research` command line : the research beside the kiosk.
 
-    kiosk-research train omniglot --out NEW.pt [--steps N] [--threads T] [--checkpoint-dir DIR] [--restart]
-    kiosk-research evaluate oneshot [--weights FILE] [--trials 400] [--seed 0] [--no-runs] [--json OUT]
-    kiosk-research evaluate protocol-gap [--weights FILE] [--trials 2000]     # research.protocol_gap
-    kiosk-research evaluate site-bands [--datasets DIR]                       # research.site_rule_bands
-    kiosk-research choose-detector [--folds 6-10] [--json OUT]                # research.choose_detector
+    python -m research train omniglot --out NEW.pt [--steps N] [--threads T] [--checkpoint-dir DIR] [--restart]
+    python -m research evaluate oneshot [--weights FILE] [--trials 400] [--seed 0] [--no-runs] [--json OUT]
+    python -m research evaluate protocol-gap [--weights FILE] [--trials 2000]     # research.protocol_gap
+    python -m research evaluate site-bands [--datasets DIR]                       # research.site_rule_bands
+    python -m research choose-detector [--folds 6-10] [--json OUT]                # research.choose_detector
 
 Exit codes as the kiosk's: 0 = done, 2 = bad input, 3 = no usable weights.
 """
@@ -51,7 +51,7 @@ def cmd_evaluate_oneshot(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="kiosk-research",
+    parser = argparse.ArgumentParser(prog="python -m research",
                                      description="Research beside the kiosk: Koch et al.'s Omniglot experiment, "
                                                  "the detector choice")
     parser.add_argument("-v", "--verbose", action="store_true", help="log to the console too")
@@ -102,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
         return args.func(args)
     except WeightsError as exc:
-        print(f"kiosk-research: {exc}", file=sys.stderr)
+        print(f"python -m research: {exc}", file=sys.stderr)
         return EXIT_NO_WEIGHTS
     except KioskError as exc:
-        print(f"kiosk-research: {exc}", file=sys.stderr)
+        print(f"python -m research: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     finally:
         os.umask(previous_umask)

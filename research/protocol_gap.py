@@ -6,7 +6,7 @@ Lake's runs take all 20 support drawings from one drawer and all queries from an
 The script finds the alphabet of each run (its drawings also appear in images_evaluation) and scores,
 on exactly those alphabets, (a) Lake's runs and (b) random-drawing episodes.
 
-    kiosk-research evaluate protocol-gap [--weights weights/characters_siamese.pt] [--trials 2000]
+    python -m research evaluate protocol-gap [--weights weights/characters_siamese.pt] [--trials 2000]
     (or: python -m research.protocol_gap ...)
 """
 
@@ -32,7 +32,7 @@ from research.omniglot import (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kiosk-research evaluate protocol-gap", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m research evaluate protocol-gap", description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", type=Path, default=OMNIGLOT_WEIGHTS)
     parser.add_argument("--trials", type=int, default=2000, help="random-drawing trials on the runs' alphabets")
     parser.add_argument("--seed", type=int, default=0)

@@ -11,7 +11,7 @@ outsider rules on top of the site threshold and the insider check:
 It prints genuine / insider / outsider accept (%) per population for each value. It reads only the kiosk's
 cached features (``kiosk evaluate site`` fills the cache). Research: the product never imports it.
 
-    kiosk-research evaluate site-bands [--datasets DIR]     (or: python -m research.site_rule_bands)
+    python -m research evaluate site-bands [--datasets DIR]     (or: python -m research.site_rule_bands)
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def rates(sites, threshold: float, z: float | None = None, tau: float | None = N
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="kiosk-research evaluate site-bands", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m research evaluate site-bands", description=__doc__.split("\n")[0])
     parser.add_argument("--datasets", type=Path, default=datasets_dir())
     args = parser.parse_args(argv)
     engine, rule = FaceEngine(), SiteRuleFile.load().rule

@@ -1,6 +1,6 @@
 """Smoke tests of the Omniglot reproduction (research.omniglot, outside the product package): data,
 distortions, pairs, a few training steps, checkpoint resume and the one-shot evaluation, on a few alphabets
-with a tiny Koch encoder; and its command line, `kiosk-research`."""
+with a tiny Koch encoder; and its command line, `python -m research`."""
 
 from __future__ import annotations
 
@@ -185,7 +185,7 @@ def test_preset_encoder():
 
 
 def test_the_paper_reproduction_gives_its_published_figures(tmp_path, capsys):
-    """`kiosk-research evaluate oneshot` on the shipped weights: the README's and docs/OMNIGLOT.md's figures,
+    """`python -m research evaluate oneshot` on the shipped weights: the README's and docs/OMNIGLOT.md's figures,
     exactly (seed 0; about 8 s)."""
     out = tmp_path / "oneshot.json"
     assert research_cli.main(["evaluate", "oneshot", "--json", str(out)]) == 0

@@ -73,6 +73,7 @@ def test_wheel_holds_the_model_its_card_the_assets_and_every_module(wheel):
     modules = {p.relative_to(PROJECT_ROOT).as_posix() for p in (PROJECT_ROOT / "kiosk").rglob("*.py")
                if "__pycache__" not in p.parts}
     assert modules <= names, f"missing from the wheel (add the package to pyproject.toml): {modules - names}"
+    assert not [n for n in names if n.startswith(("research/", "tests/"))], "research and tests stay in the checkout"
     # exactly the files pyproject.toml lists (and holds): no experiment records, no research weights
     try:
         import tomllib
