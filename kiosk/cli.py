@@ -575,6 +575,15 @@ def _main(argv: list[str] | None) -> int:
     except (FaceNotUsableError, KioskError) as exc:
         print(f"kiosk: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ModuleNotFoundError as exc:
+        if exc.name not in LAB_MODULES:
+            raise
+        print(f"kiosk: this command needs the lab extra ({exc.name} is not installed): "
+              f"pip install 'siamese-kiosk[lab]'", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+LAB_MODULES = ("tqdm",)  # the lab extra's (pyproject.toml): evaluation and training only
 
 
 if __name__ == "__main__":
