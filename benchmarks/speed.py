@@ -10,6 +10,9 @@ The liveness check (kiosk.vision.liveness, part of our pipeline; the peer has no
 
 from __future__ import annotations
 
+import kiosk.vision  # noqa: F401 (first, as in the app: it sets the OpenMP spin count before torch loads)
+
+# isort: split
 import argparse
 import json
 import platform
@@ -21,7 +24,6 @@ import cv2
 import numpy as np
 import torch
 
-import kiosk  # noqa: F401, I001 (first, as in the app: it sets the OpenMP spin before torch loads)
 from kiosk.lab.peer import FaceRecognitionPeer
 from kiosk.paths import DEFAULT_WEIGHTS, datasets_dir
 from kiosk.vision.engine import FaceEngine

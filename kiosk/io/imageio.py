@@ -4,8 +4,9 @@ clear reason.
 Decompression bombs: a PNG of 124 KB can declare 32000x32000 pixels (3 GB once decoded). The size is
 read from the file's own header (PNG IHDR, JPEG SOF, BMP, WebP, TIFF) and checked against a pixel limit
 BEFORE anything is decoded; formats whose size this module cannot read are refused. OpenCV enforces the
-same limit itself (OPENCV_IO_MAX_IMAGE_PIXELS, set in kiosk/__init__.py before cv2 is loaded), as a
-second line should a header lie.
+same limit itself (OPENCV_IO_MAX_IMAGE_PIXELS, set by kiosk/io/__init__.py, which runs before the import of
+cv2 below), as a second line should a header lie. Images given as arrays (``check_image_array``) are held to
+the same shape and size rules as decoded files.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ import stat
 import struct
 from pathlib import Path
 
-import cv2
+import cv2  # kiosk/io/__init__.py, run before this module, has set OpenCV's pixel limit
 import numpy as np
 
-from kiosk import MAX_IMAGE_PIXELS
 from kiosk.errors import ImageReadError
+from kiosk.io import MAX_IMAGE_PIXELS
 
 # The default limit (40 MP unless KIOSK_MAX_IMAGE_PIXELS says otherwise); callers may pass a smaller one.
 DEFAULT_MAX_PIXELS = MAX_IMAGE_PIXELS
@@ -209,6 +210,21 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None
     height, width = image.shape[:2]  # as decoded (EXIF rotation, or a header that lied)
     _check_size(name, width, height, max_pixels, min_side)
     return image
+
+
+def check_image_array(image: object, name: str = "image", max_pixels: int | None = None,
+                      min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
+    """An image given as an array, held to the rules of a decoded file: BGR uint8 of shape (H, W, 3) (as
+    OpenCV reads it), within the size limits; returned C-contiguous. ImageReadError naming ``name`` otherwise."""
+    if not isinstance(image, np.ndarray):
+        raise ImageReadError(f"{name}: not an image (a BGR uint8 array of shape (H, W, 3) or a file is needed, "
+                             f"got {type(image).__name__})")
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ImageReadError(f"{name}: not a BGR image (a uint8 array of shape (H, W, 3) is needed, got "
+                             f"{image.dtype} {image.shape})")
+    height, width = image.shape[:2]
+    _check_size(name, width, height, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels, min_side)
+    return np.ascontiguousarray(image)
 
 
 def read_image(path: str | Path, max_pixels: int | None = None, min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:

@@ -1,6 +1,8 @@
 """The face-verification engine: detector + THE preprocessing (aligned chips) + the Siamese network, Qt-free.
 
-Used by the command line, the kiosk's worker thread and the tests alike.
+Used by the command line, the kiosk's worker thread and the tests alike. It measures (faces, quality, P(live),
+features, P(same)); it gives no verdict: ACCEPT or REJECT is a kiosk.rules.decision.Decision, made by the
+kiosk's attempts (kiosk.app.attempt, and kiosk.api for programs) with the liveness rule and the site's rules.
 """
 
 from __future__ import annotations
@@ -54,20 +56,6 @@ class FaceAnalysis:
     box: Box | None
     crop: np.ndarray | None  # the aligned chip, uint8 HxWx3 RGB; None without a face
     liveness: float | None = None  # P(live) of the face (kiosk.vision.liveness); None without a face or a liveness model
-
-
-@dataclass(frozen=True)
-class Verdict:
-    probability: float
-    threshold: float
-
-    @property
-    def accepted(self) -> bool:
-        return self.probability >= self.threshold
-
-    @property
-    def label(self) -> str:
-        return "ACCEPT" if self.accepted else "REJECT"
 
 
 class FaceEngine:
@@ -142,7 +130,3 @@ class FaceEngine:
         with self._lock, torch.inference_mode():
             p = self.model.similarity(a, b).numpy()
         return p if p.size > 1 else p.reshape(())
-
-    def verdict(self, features_a: np.ndarray, features_b: np.ndarray, threshold: float | None = None) -> Verdict:
-        return Verdict(float(self.similarity(features_a, features_b)),
-                       self.default_threshold if threshold is None else float(threshold))
