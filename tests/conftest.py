@@ -1,4 +1,5 @@
-"""Shared test set-up: Qt offscreen, per-test data/config/log folders, LFW faces and weights fixtures."""
+"""Shared test set-up: Qt offscreen, per-test data/config/log folders, LFW faces and weights fixtures, and the
+fixtures several test files use by name: the kiosk windows, a throw-away store, the PostgreSQL fleet."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before anything imports
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+from postgres_fixture import postgres_cluster, registry_db  # noqa: E402,F401 (fixtures, for every test file)
 
 from kiosk.paths import DEFAULT_WEIGHTS, datasets_dir  # noqa: E402
 from kiosk.qt.app import prepare_qt_environment  # noqa: E402
@@ -17,58 +19,19 @@ prepare_qt_environment()  # as the app does: Qt must not use opencv-python's bun
 
 LFW_SUBDIR = Path("lfw") / "lfw-deepfunneled"
 
-# The fast subset is `pytest -m "not slow"` (README). A test is slow, without a mark in its file, when it uses
-# one of these fixtures (the Qt app, the face network loaded for a model, a built wheel) ...
+# The fast subset is `pytest -m "not slow"` (README). Each test file marks its slow tests itself
+# (`pytestmark = pytest.mark.slow`, or `@pytest.mark.slow` on a test): subprocesses, kill -9 loops, scrypt-heavy
+# lockouts, training steps, the PostgreSQL fleet and anything else over about half a second on 2 cores. The one
+# net kept here: a test using one of these fixtures (the Qt app, the face network loaded for a model, a built
+# wheel) and not marked slow fails at set-up, saying so.
 SLOW_FIXTURES = {"qtbot", "trained_weights", "trained_engine", "untrained_weights", "untrained_engine", "wheel"}
-# ... or is named here (file::function, every parameter): subprocesses, kill -9 loops, scrypt-heavy lockouts,
-# training steps and other tests over about half a second on 2 cores.
-SLOW_TESTS = {
-    "test_site_eval.py::test_a_site_of_nuaa_people_keeps_colleagues_and_outsiders_out_and_lets_people_in",
-    "test_site_eval.py::test_bad_site_arguments_are_refused_with_exit_2",
-    "test_faceres.py::test_real_model_puts_the_same_person_closer_than_other_people",
-    "test_site_kiosk.py::test_colleagues_are_refused_on_each_others_id_and_the_owner_is_let_in",
-    "test_training.py::test_training_set_excludes_every_person_of_the_reported_folds",
-    "test_hardening_store.py::test_kill_9_during_enrolment_20_times_loses_nothing_committed",
-    "test_hardening_store.py::test_kill_9_during_migration_resumes_and_loses_nothing",
-    "test_hardening_store.py::test_backup_and_restore_bring_back_a_corrupted_store",
-    "test_hardening_store.py::test_the_kiosk_says_at_start_what_is_damaged_and_re_embeds_it_from_the_photo",
-    "test_hardening_inputs.py::test_png_bomb_is_refused_from_its_header_with_exit_2_under_500_mb",
-    "test_hardening_inputs.py::test_opencv_enforces_the_same_limit_when_kiosk_is_imported_first",
-    "test_hardening_inputs.py::test_pairs_csv_reader_on_arbitrary_bytes_gives_pairs_inside_or_dataset_error",
-    "test_hardening_inputs.py::test_evaluate_pairs_counts_a_one_pixel_image_as_unreadable_on_the_console",
-    "test_pin.py::test_lockout_is_capped_and_a_clock_turned_back_cannot_lock_for_ever",
-    "test_pin.py::test_lockouts_escalate_and_survive_restarts_and_settings_edits",
-    "test_pin.py::test_reset_pin_from_a_terminal_command",
-    "test_pin.py::test_reset_pin_is_the_way_back",
-    "test_pin.py::test_new_pins_need_six_digits_and_an_old_short_pin_still_opens",
-    "test_storage.py::test_pin_lockout_after_five_wrong_is_persisted_and_expires",
-    "test_storage.py::test_pin_lock_survives_clock_turned_back_only_for_one_lock_period",
-    "test_storage.py::test_pin_first_run_accept_and_hash_is_salted",
-    "test_omniglot.py::test_train_resume_and_evaluate",
-    "test_omniglot.py::test_a_few_training_steps_lower_the_loss",
-    "test_omniglot.py::test_the_paper_reproduction_gives_its_published_figures",
-    "test_face_resnet.py::test_parity_with_dlib",
-    "test_core_cli.py::test_evaluate_pairs_csv_writes_the_metrics",
-    "test_core_cli.py::test_missing_weights_are_reported_not_replaced_by_random_ones",
-    "test_core_cli.py::test_verify_accepts_same_person_and_rejects_another",
-    "test_core_cli.py::test_verify_bad_input_exits_2_with_one_line_reason",
-    "test_core_model.py::test_one_chip_at_a_time_gives_the_features_of_a_batch",
-    "test_core_model.py::test_twins_share_one_encoder",
-    "test_core_model.py::test_face_weights_hold_the_head_only_and_name_the_encoder_file",
-    "test_core_model.py::test_embed_is_separate_from_the_head",
-    "test_core_model.py::test_koch_architecture_as_in_the_paper",
-    "test_training.py::test_shipped_weights_keep_their_accuracy_on_1200_lfw_pairs",
-    "test_hardening_store.py::test_second_writer_is_refused_with_the_holders_pid_and_the_first_loses_nothing",
-    "test_attempt.py::test_the_service_does_not_import_qt",
-    "test_background.py::test_two_threads_use_the_store_at_once_each_on_its_own_connection",
-}
 
 
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        name = f"{item.path.name}::{getattr(item, 'originalname', item.name)}"
-        if name in SLOW_TESTS or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.slow)
+def pytest_runtest_setup(item):
+    heavy = sorted(SLOW_FIXTURES & set(getattr(item, "fixturenames", ())))
+    if heavy and item.get_closest_marker("slow") is None:
+        pytest.fail(f"{item.nodeid} uses {', '.join(heavy)}: mark it @pytest.mark.slow (or its file, "
+                    f"pytestmark = pytest.mark.slow)", pytrace=False)
 
 
 @pytest.fixture(autouse=True)
@@ -164,3 +127,59 @@ def good_photos(lfw_photos):
             pytest.skip(f"fewer than {count} usable photos of {person}")
         return chosen
     return pick
+
+
+@pytest.fixture
+def make_window(qtbot):
+    """make_window(weights, source=..., opener=..., liveness=False, **AppConfig options) -> a shown MainWindow;
+    every window made is shut down at the end, its capture and inference threads ended."""
+    from kiosk.qt.main_window import AppConfig, MainWindow
+    from kiosk.storage import SettingsStore
+
+    windows = []
+
+    def make(weights, source=None, opener=None, liveness=False, **options) -> MainWindow:
+        if not liveness:  # LFW photos are photographs (tests/test_app.py's docstring): liveness off, as an admin can
+            SettingsStore().update(liveness=False)
+        config = AppConfig(source=str(source) if source else "0", weights=Path(weights), opener=opener,
+                           fps=options.pop("fps", 20), loop=True, source_retry=(0.1, 0.5),
+                           verdict_display_s=options.pop("verdict_display_s", 0.5), **options)
+        window = MainWindow(config)
+        qtbot.addWidget(window)
+        window.resize(1000, 650)
+        window.show()
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.shutdown()
+        assert not window.capture.thread.isRunning() and not window.inference.thread.isRunning()
+
+
+@pytest.fixture
+def storage():
+    """A throw-away store in this test's data folder (background work finished before it is closed)."""
+    from kiosk.qt.background import wait_for_background
+    from kiosk.storage import Storage
+
+    store = Storage.open()
+    yield store
+    wait_for_background()
+    store.close()
+
+
+@pytest.fixture
+def fleet(postgres_cluster, registry_db, tmp_path):  # noqa: F811 (the fixtures imported above)
+    """fleet("a") -> a kiosk (Storage) on the fresh registry, in its own data folder; closed at the end."""
+    from kiosk.storage import Storage
+
+    opened = []
+
+    def open_kiosk(name: str):
+        storage = Storage.open(tmp_path / f"kiosk-{name}", url=postgres_cluster.url("kiosk_a", registry_db))
+        opened.append(storage)
+        return storage
+    yield open_kiosk
+    for storage in opened:
+        storage.close()

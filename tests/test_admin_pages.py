@@ -21,7 +21,7 @@ from kiosk.qt.employees_page import EmployeesPage
 from kiosk.qt.threshold_page import ThresholdPage, _plotted
 from kiosk.qt.worker import EngineInfo
 from kiosk.rules.decision import estimate_rates
-from kiosk.storage import SettingsStore, Storage
+from kiosk.storage import SettingsStore
 from kiosk.storage.audit import EVENT_DELETE, EVENT_ENROL, EVENT_RE_ENROL, EVENT_THRESHOLD
 from kiosk.vision.quality import SEVERAL_FACES
 
@@ -32,15 +32,8 @@ def events(storage):
     return [(e.kind, e.detail) for e in reversed(storage.audit.entries()) if e.is_event]
 
 
+pytestmark = pytest.mark.slow  # the Qt pages, every test
 ROC = [{"threshold": t / 100, "far": max(0.0, 1 - t / 60) ** 2, "frr": (t / 100) ** 3} for t in range(101)]
-
-
-@pytest.fixture
-def storage():
-    store = Storage.open()
-    yield store
-    wait_for_background()
-    store.close()
 
 
 @pytest.fixture

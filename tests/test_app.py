@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import PIN, no_camera, unlock_admin, verify, wait_ready
 from PySide6.QtCore import Qt, QTimer
 
 from kiosk.app import Kiosk
@@ -27,8 +28,8 @@ from kiosk.errors import SourceError
 from kiosk.io.sources import CameraSource, FrameSource, open_source
 from kiosk.paths import config_dir, data_dir
 from kiosk.qt.capture import FAILED, LIVE
-from kiosk.qt.kiosk_tab import IDLE, OUT_OF_SERVICE, UNAVAILABLE, VERDICT, VERIFYING
-from kiosk.qt.main_window import AppConfig, MainWindow
+from kiosk.qt.kiosk_tab import IDLE, OUT_OF_SERVICE, UNAVAILABLE
+from kiosk.qt.main_window import MainWindow
 from kiosk.rules.decision import (
     REASON_CLOSER,
     REASON_ERROR,
@@ -40,30 +41,7 @@ from kiosk.rules.decision import (
 from kiosk.storage import KIND_DECISION, PinManager, SettingsStore
 from kiosk.vision.engine import FaceEngine
 
-PIN = "246810"
-
-
-@pytest.fixture
-def make_window(qtbot):
-    windows = []
-
-    def make(weights, source=None, opener=None, liveness=False, **options) -> MainWindow:
-        if not liveness:  # LFW photos are photographs: see the module's docstring
-            SettingsStore().update(liveness=False)
-        config = AppConfig(source=str(source) if source else "0", weights=Path(weights), opener=opener,
-                           fps=options.pop("fps", 20), loop=True, source_retry=(0.1, 0.5),
-                           verdict_display_s=options.pop("verdict_display_s", 0.5), **options)
-        window = MainWindow(config)
-        qtbot.addWidget(window)
-        window.resize(1000, 650)
-        window.show()
-        windows.append(window)
-        return window
-
-    yield make
-    for window in windows:
-        window.shutdown()
-        assert not window.capture.thread.isRunning() and not window.inference.thread.isRunning()
+pytestmark = pytest.mark.slow  # the Qt app, every test
 
 
 @pytest.fixture
@@ -74,38 +52,6 @@ def bush_folder(tmp_path, lfw_photos) -> Path:
     for path in lfw_photos("George_W_Bush")[30:42]:
         shutil.copy(path, folder / path.name)
     return folder
-
-
-def wait_ready(qtbot, window, timeout=15000) -> None:
-    """The model has loaded (or failed to); without frames the kiosk is then out of service."""
-    qtbot.waitUntil(lambda: window.kiosk.state in (IDLE, UNAVAILABLE, OUT_OF_SERVICE), timeout=timeout)
-
-
-def verify(qtbot, window, claimed_id: str, timeout=20000):
-    """Type the ID like a badge scanner (characters + Enter); returns the worker's Decision."""
-    qtbot.waitUntil(lambda: window.kiosk.state == IDLE, timeout=timeout)
-    window.tabs.setCurrentWidget(window.kiosk)
-    qtbot.keyClicks(window.kiosk.id_field, claimed_id)
-    qtbot.keyClick(window.kiosk.id_field, Qt.Key.Key_Return)
-    assert window.kiosk.state == VERIFYING
-    qtbot.waitUntil(lambda: window.kiosk.state == VERDICT, timeout=timeout)  # the GUI got the worker's decision
-    decision = window.kiosk.last_decision
-    assert decision.claimed_id == claimed_id and window.kiosk.verdict.text() == decision.verdict
-    return decision
-
-
-def unlock_admin(qtbot, window, pin=PIN) -> None:
-    admin = window.admin
-    window.tabs.setCurrentWidget(admin)
-    if admin.stack.currentWidget() is admin.setup_page:
-        qtbot.keyClicks(admin.new_pin, pin)
-        qtbot.keyClicks(admin.new_pin_repeat, pin)
-        qtbot.mouseClick(admin.set_pin_button, Qt.MouseButton.LeftButton)
-    else:
-        qtbot.keyClicks(admin.pin_field, pin)
-        qtbot.keyClick(admin.pin_field, Qt.Key.Key_Return)
-    qtbot.waitUntil(lambda: not admin.busy, timeout=5000)  # the PIN is checked off the GUI thread
-    assert admin.unlocked and admin.stack.currentWidget() is admin.panel
 
 
 def enrol_via_admin(qtbot, window, employee_id, name, files):
@@ -124,10 +70,6 @@ def enrol_via_admin(qtbot, window, employee_id, name, files):
     qtbot.waitUntil(lambda: not page._saving, timeout=20000)
     assert page.status.text().startswith("Enrolled"), page.status.text()
     return window.storage.employees.get(employee_id)
-
-
-def no_camera():
-    raise SourceError("no camera here")
 
 
 class GreySource(FrameSource):
@@ -558,12 +500,17 @@ def test_main_entry_point_starts_logs_and_closes(qtbot, qapp, monkeypatch, untra
 
 
 class FailingEngine(BlockingEngine):
-    """Raises inside analyse() while ``failing`` is set: a model or driver error mid-verification."""
+    """Raises inside analyse() while ``failing`` is set and an attempt is under way: a model or driver error
+    mid-verification. Not while idle: the idle frames are analysed too (10 a second), and a failure there is
+    reported at once; that report could reach the GUI just after the ID was typed and end the attempt on screen
+    ("Sorry, please try again") while the worker's attempt went on, and the worker says the same problem at most
+    once in 10 s, so the attempt's own failure was not reported again."""
 
     failing = False
+    worker = None  # the VerificationWorker using this engine; analyse() runs in its thread
 
     def analyse(self, image):
-        if self.failing:
+        if self.failing and self.worker.service.active:
             raise RuntimeError("simulated inference failure")
         return self.inner.analyse(image)
 
@@ -575,11 +522,18 @@ def test_worker_errors_are_reported_not_fatal(qtbot, make_window, untrained_weig
                          engine_factory=lambda path: engines.append(FailingEngine(path)) or engines[-1])
     wait_ready(qtbot, window)
     enrol_files(untrained_engine, window.storage.employees, "E1", "George W. Bush", good_photos("George_W_Bush", 1))
+    said = []  # what the worker signals, in its order (these run in the worker thread)
+    window.worker.decided.connect(lambda decision: said.append(("decided", decision.reason)))
+    window.worker.error.connect(lambda message: said.append(("error", message)))
+    engines[0].worker = window.worker
     engines[0].failing = True
     decision = verify(qtbot, window, "E1")
     assert (decision.verdict, decision.reason) == ("REJECT", REASON_ERROR)
-    # the worker delivers the verdict first, then reports the problem: wait for the report's signal too
+    # the worker delivers the verdict first, then reports the problem: the GUI may have the one and not yet
+    # the other, so wait for the report to be shown
     qtbot.waitUntil(lambda: "simulated inference failure" in window.statusBar().currentMessage(), timeout=5000)
+    assert said == [("decided", REASON_ERROR), ("error", "frame analysis failed: RuntimeError: simulated inference "
+                                                         "failure")]
     engines[0].failing = False
     qtbot.waitUntil(lambda: window.kiosk.state == IDLE, timeout=5000)
     assert verify(qtbot, window, "E1").reason != REASON_ERROR  # and the kiosk carries on

@@ -87,6 +87,7 @@ def last_audit(storage: Storage):
     return entry.claimed_id, entry.verdict, entry.reason, entry.score
 
 
+@pytest.mark.slow
 def test_accepts_after_n_good_frames_with_the_name_and_an_audit_entry(service, storage, clock, bush_faces):
     assert service.begin("  BUSH ") is None and service.active and service.claimed_id == "BUSH"
     assert service.progress == (0, 3)
@@ -100,6 +101,7 @@ def test_accepts_after_n_good_frames_with_the_name_and_an_audit_entry(service, s
     assert last_audit(storage) == ("BUSH", "ACCEPT", REASON_MATCH, pytest.approx(decision.score))
 
 
+@pytest.mark.slow
 def test_another_persons_face_is_rejected_without_a_name(service, storage, clock, bush_faces):
     """Bush is enrolled too: claiming Powell's ID, his face is closer to his own references (the insider check),
     and the audit names him for the admin."""
@@ -112,6 +114,7 @@ def test_another_persons_face_is_rejected_without_a_name(service, storage, clock
     assert storage.audit.entries()[0].detail.startswith("closer to BUSH (P ")
 
 
+@pytest.mark.slow
 def test_a_stranger_is_judged_by_the_threshold(service, storage, clock, bush_faces):
     """Without Bush enrolled, his face claiming Powell's ID has nobody closer: the threshold refuses it."""
     storage.employees.delete("BUSH")
@@ -121,6 +124,7 @@ def test_a_stranger_is_judged_by_the_threshold(service, storage, clock, bush_fac
     assert decision.score < decision.threshold
 
 
+@pytest.mark.slow
 def test_unknown_id_is_rejected_at_once_and_logged(service, storage):
     decision = service.begin("NOBODY-42")
     assert (decision.verdict, decision.reason, decision.score, decision.name) == ("REJECT", REASON_UNKNOWN_ID,
@@ -129,6 +133,7 @@ def test_unknown_id_is_rejected_at_once_and_logged(service, storage):
     assert last_audit(storage) == ("NOBODY-42", "REJECT", REASON_UNKNOWN_ID, None)
 
 
+@pytest.mark.slow
 def test_an_employee_without_a_reference_for_this_model_is_asked_to_re_enrol(service, storage, good_photos):
     photo = read_image(good_photos("Tony_Blair", 1)[0])
     storage.employees.enrol("OLD", "Tony Blair", [NewPhoto(photo, np.ones(128, np.float32))], "an-older-model")
@@ -137,6 +142,7 @@ def test_an_employee_without_a_reference_for_this_model_is_asked_to_re_enrol(ser
     assert last_audit(storage) == ("OLD", "REJECT", REASON_NO_REFERENCE, None)
 
 
+@pytest.mark.slow
 def test_the_deadline_without_a_usable_face_rejects_and_late_frames_do_not_count(service, storage, clock, bush_faces):
     assert service.begin("BUSH") is None
     assert service.remaining() == pytest.approx(4.0)
@@ -152,6 +158,7 @@ def test_the_deadline_without_a_usable_face_rejects_and_late_frames_do_not_count
     assert last_audit(storage) == ("BUSH", "REJECT", REASON_NO_FACE, None)
 
 
+@pytest.mark.slow
 def test_the_deadline_decides_on_the_frames_collected_so_far(service, clock, bush_faces):
     service.begin("BUSH", started_at=T0)
     assert feed(service, clock, bush_faces[:1]) is None
@@ -160,11 +167,13 @@ def test_the_deadline_decides_on_the_frames_collected_so_far(service, clock, bus
     assert decision.verdict == "ACCEPT" and len(decision.frame_scores) == 1 and decision.name == "George W. Bush"
 
 
+@pytest.mark.slow
 def test_frames_from_before_the_id_was_entered_do_not_count(service, clock, bush_faces):
     service.begin("BUSH", started_at=T0 + 1.0)
     assert service.add_frame(bush_faces[0], T0 + 0.5) is None and service.progress == (0, 3)
 
 
+@pytest.mark.slow
 def test_a_technical_failure_mid_attempt_is_a_logged_reject_and_cancel_logs_nothing(service, storage, clock):
     service.begin("BUSH")
     decision = service.fail()
@@ -175,6 +184,7 @@ def test_a_technical_failure_mid_attempt_is_a_logged_reject_and_cancel_logs_noth
     assert not service.active and service.fail() is None and len(storage.audit.entries()) == 1
 
 
+@pytest.mark.slow
 def test_a_failing_audit_log_is_reported_and_the_verdict_still_given(storage, untrained_engine, clock, monkeypatch):
     problems: list[str] = []
     service = VerificationService(storage, untrained_engine, clock=clock, report=problems.append,
@@ -188,6 +198,7 @@ def test_a_failing_audit_log_is_reported_and_the_verdict_still_given(storage, un
     assert problems == ["the audit log could not be written: disk full"]
 
 
+@pytest.mark.slow
 def test_the_saved_threshold_overrides_the_model_default_for_the_next_attempt(service, clock, bush_faces):
     service.begin("BUSH")
     accepted = feed(service, clock, bush_faces)
@@ -224,6 +235,7 @@ def test_settings_take_the_fusion_defaults_and_limits_from_decision(kiosk_dirs):
                                                                                                       name)
 
 
+@pytest.mark.slow
 def test_the_service_does_not_import_qt():
     code = "import sys, kiosk.app.attempt; sys.exit('PySide6' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

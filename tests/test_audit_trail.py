@@ -217,6 +217,7 @@ def test_csv_export_contains_events_and_is_itself_recorded(storage, tmp_path):
     assert storage.audit.verify_chain() is None
 
 
+@pytest.mark.slow
 def test_audit_page_filters_by_kind_exports_events_and_shows_a_broken_chain(qtbot, storage, tmp_path):
     from kiosk.qt.audit_page import AuditPage
     from kiosk.qt.background import wait_for_background

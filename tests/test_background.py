@@ -15,6 +15,8 @@ from kiosk.paths import data_dir
 from kiosk.qt.background import Background, wait_for_background
 from kiosk.storage import AuditLog, Database, PinManager, SettingsStore, StorageError
 
+pytestmark = pytest.mark.slow  # Qt threads and event loops, every test
+
 
 def gui_thread() -> QThread:
     return QApplication.instance().thread()

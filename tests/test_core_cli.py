@@ -4,7 +4,10 @@ import json
 import subprocess
 import sys
 
+import pytest
 from helpers import OMNIGLOT, lfw_photo, needs_lfw, needs_weights
+
+pytestmark = pytest.mark.slow  # a `kiosk` subprocess per call
 
 
 def kiosk(*args):

@@ -27,6 +27,7 @@ def chips(n: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).integers(0, 256, (n, 3, 150, 150)).astype(np.float32))
 
 
+@pytest.mark.slow
 def test_twins_share_one_encoder(face_model):
     x = chips(2)
     with torch.no_grad():
@@ -47,6 +48,7 @@ def test_twins_share_one_encoder(face_model):
                                                                                 "distance_weights.bias"]
 
 
+@pytest.mark.slow
 def test_embed_is_separate_from_the_head(face_model):
     x1, x2 = chips(3, 1), chips(3, 2)
     with torch.no_grad():
@@ -67,6 +69,7 @@ def test_euclidean_head_is_a_sigmoid_of_the_distance():
         assert float(model.similarity(a, b)) == pytest.approx(1 / (1 + np.exp(4.0)), abs=1e-6)
 
 
+@pytest.mark.slow
 def test_koch_architecture_as_in_the_paper():
     encoder = KochEncoder()
     convs = [m for m in encoder.features if isinstance(m, torch.nn.Conv2d)]
@@ -81,6 +84,7 @@ def test_koch_architecture_as_in_the_paper():
     assert encoder.fc.in_features == 256 * 6 * 6
 
 
+@pytest.mark.slow
 def test_face_weights_hold_the_head_only_and_name_the_encoder_file(tmp_path, face_model):
     path = save_weights(tmp_path / "w.pt", face_model, InputSpec(), {"threshold": 0.7, "note": "test"}, half=False)
     assert path.stat().st_size < 20_000  # 129 numbers and metadata, never a copy of dlib's network
@@ -169,6 +173,7 @@ def test_metadata_out_of_range_is_refused_even_with_a_matching_digest(tmp_path, 
         load_weights(path)
 
 
+@pytest.mark.slow
 def test_one_chip_at_a_time_gives_the_features_of_a_batch(face_model):
     from kiosk.vision.engine import embed_crops
     crops = np.random.default_rng(0).integers(0, 256, (6, 150, 150, 3), dtype=np.uint8)

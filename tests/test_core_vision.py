@@ -90,10 +90,11 @@ def test_corrupt_and_truncated_files_give_clear_errors(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def preprocessor():
+def preprocessor():  # loads dlib's landmark model (about 0.7 s): its tests are marked slow
     return FacePreprocessor()
 
 
+@pytest.mark.slow
 @needs_lfw
 def test_preprocessing_gives_dlibs_aligned_chip(detector, preprocessor):
     """The chip is dlib's own alignment: the same landmarks through dlib's get_face_chip give (almost) the
@@ -117,6 +118,7 @@ def test_preprocessing_gives_dlibs_aligned_chip(detector, preprocessor):
     assert abs(np.degrees(np.arctan2(ry - ly, rx - lx))) < 20  # a roughly upright face in LFW
 
 
+@pytest.mark.slow
 @needs_lfw
 def test_a_rotated_face_gives_an_upright_chip(detector, preprocessor):
     """The similarity transform undoes in-plane rotation: a photo turned by 12 degrees gives nearly the
@@ -134,6 +136,7 @@ def test_a_rotated_face_gives_an_upright_chip(detector, preprocessor):
     assert np.abs(unturned.astype(int) - upright)[30:120, 30:120].mean() > 2 * np.abs(chip - upright)[30:120, 30:120].mean()
 
 
+@pytest.mark.slow
 @needs_lfw
 def test_a_chip_depends_only_on_the_face_surroundings(detector, preprocessor):
     """A face pasted into two different 640x480 frames, at different places and scales, gives the chip of

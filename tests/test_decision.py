@@ -114,6 +114,7 @@ def _session_scores(engine, refs, photos, threshold) -> VerificationSession:
     return session
 
 
+@pytest.mark.slow
 def test_real_faces_same_person_accepted_other_person_rejected(trained_engine, lfw_photos):
     """With the trained model: three Bush references; other Bush photos vs Powell photos."""
     bush, powell = lfw_photos("George_W_Bush"), lfw_photos("Colin_Powell")

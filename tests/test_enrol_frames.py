@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 from helpers import DATASETS
 from PySide6.QtCore import Qt
-from test_admin_pages import storage
 
 from kiosk.app import Kiosk
 from kiosk.app.enrolment import FrameBurst, enrol_images
@@ -100,9 +99,6 @@ def result(frame, captured_at: float) -> FrameResult:
     return FrameResult(image, captured_at, analysis.box, analysis.quality.ok, list(analysis.quality.reasons))
 
 
-FIXTURES = (storage,)  # the throw-away store of tests/test_admin_pages.py, used here by name
-
-
 @pytest.fixture
 def page(qtbot, storage):
     page = EmployeesPage(Kiosk(storage))
@@ -122,6 +118,7 @@ def feed(page, frame, captured_at: float, delay: float = 0.05) -> None:
     page.on_analysed(result(frame, captured_at))
 
 
+@pytest.mark.slow
 @needs_nuaa
 def test_three_good_frames_are_taken_skipping_bad_ones_and_saved_as_three_references(
         qtbot, page, nuaa_frames, untrained_engine, storage):
@@ -170,6 +167,7 @@ def test_three_good_frames_are_taken_skipping_bad_ones_and_saved_as_three_refere
     assert not page.pending and page.photos.count() == 0
 
 
+@pytest.mark.slow
 @needs_nuaa
 def test_without_enough_good_frames_the_wait_ends_with_a_clear_message_and_adds_nothing(qtbot, page, nuaa_frames):
     good, dark = nuaa_frames
@@ -187,6 +185,7 @@ def test_without_enough_good_frames_the_wait_ends_with_a_clear_message_and_adds_
     assert not page.pending
 
 
+@pytest.mark.slow
 @needs_nuaa
 def test_the_timer_ends_the_wait_when_no_good_frame_comes_at_all(qtbot, page, nuaa_frames, monkeypatch):
     """No analyses at all (the GUI is not waiting on them): the page's timer says so on its own."""
@@ -199,6 +198,7 @@ def test_the_timer_ends_the_wait_when_no_good_frame_comes_at_all(qtbot, page, nu
     assert time.monotonic() - started >= 0.3 and not page.pending
 
 
+@pytest.mark.slow
 @needs_nuaa
 def test_cancel_or_a_lost_camera_ends_the_burst_and_adds_nothing(qtbot, page, nuaa_frames):
     good, _ = nuaa_frames
@@ -220,6 +220,7 @@ def test_cancel_or_a_lost_camera_ends_the_burst_and_adds_nothing(qtbot, page, nu
     assert not page.pending  # nothing is collecting any more
 
 
+@pytest.mark.slow
 def test_take_frames_needs_the_engine_and_the_camera(qtbot, storage):
     page = EmployeesPage(Kiosk(storage))
     qtbot.addWidget(page)

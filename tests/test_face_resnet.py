@@ -243,6 +243,7 @@ def _lfw_chips(dlib, lfw: Path, people: int = 10, per_person: int = 2) -> tuple[
     pytest.skip(f"fewer than {people} people with {per_person} detectable faces in {lfw}")
 
 
+@pytest.mark.slow
 def test_parity_with_dlib(dlib_file):
     dlib = pytest.importorskip("dlib", reason="dlib is not installed (pip install dlib-bin)")
     from kiosk.paths import datasets_dir

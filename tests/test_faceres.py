@@ -292,6 +292,7 @@ def test_real_model_matches_the_graph_run_node_by_node(faceres):
     assert 35 <= int(heads["age_pred/Softmax"].argmax()) <= 75
 
 
+@pytest.mark.slow
 def test_real_model_puts_the_same_person_closer_than_other_people(faceres):
     root = datasets_dir() / "celeba-subset"
     if not root.is_dir():

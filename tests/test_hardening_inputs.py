@@ -75,6 +75,7 @@ _PEAK_RSS = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="ru_maxrss in KiB is Linux's unit")
 @pytest.mark.parametrize("side", [32000, 20000])
 def test_png_bomb_is_refused_from_its_header_with_exit_2_under_500_mb(tmp_path, untrained_weights, side):
@@ -154,6 +155,7 @@ def test_the_header_size_is_the_decoded_size_and_the_limit_is_exact(ext, params)
         decode_image(data, max_pixels=1199)
 
 
+@pytest.mark.slow
 def test_opencv_enforces_the_same_limit_when_kiosk_is_imported_first():
     """OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, when cv2 loads: importing any kiosk module first sets
     it, so even cv2.imdecode called directly refuses 41 MP (the kiosk's 40 MP limit, not OpenCV's 1 GP)."""
@@ -233,6 +235,7 @@ _image_bytes = st.one_of(st.binary(max_size=512),
                          _mutated())
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(_image_bytes)
 @example(png_bomb(32000, 32000))
@@ -332,6 +335,7 @@ def _csv_bytes(rows) -> bytes:
     return "\n".join(",".join(row) for row in [("left", "right", "same"), *rows]).encode()
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.one_of(
     st.binary(max_size=300),
@@ -360,6 +364,7 @@ def own_cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache" / "kiosk"
 
 
+@pytest.mark.slow
 def test_evaluate_pairs_counts_a_one_pixel_image_as_unreadable_on_the_console(tmp_path, capsys, own_cache,
                                                                                untrained_weights):
     """Issue #16: a 1x1 image ended in ZeroDivisionError (vision/preprocess.py:60); unreadable images were counted

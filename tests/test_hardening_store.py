@@ -153,6 +153,7 @@ def assert_no_stray_files(storage: Storage) -> None:
 
 
 # -- item 3: one writer per data folder ----------------------------------------------------------------------
+@pytest.mark.slow
 def test_kill_9_during_enrolment_20_times_loses_nothing_committed():
     rng = random.Random(16)
     committed: set[int] = set()
@@ -181,6 +182,7 @@ def test_kill_9_during_enrolment_20_times_loses_nothing_committed():
     assert len(committed) >= 20  # the kills did land during enrolment, not before it
 
 
+@pytest.mark.slow
 def test_second_writer_is_refused_with_the_holders_pid_and_the_first_loses_nothing(capsys, tmp_path):
     make_store(employees=1)
     child = run_child(ENROLLER, "0", "40", "hold", stdin=subprocess.PIPE)
@@ -220,6 +222,7 @@ def test_second_writer_is_refused_with_the_holders_pid_and_the_first_loses_nothi
         storage.close()
 
 
+@pytest.mark.slow
 def test_orphan_cleanup_only_touches_files_no_live_writer_can_own():
     storage = Storage.open()
     try:
@@ -317,6 +320,7 @@ def test_the_kiosk_refuses_to_start_and_says_why(damage, qapp, monkeypatch):
         assert not key_path().exists()
 
 
+@pytest.mark.slow
 def test_audit_page_on_a_damaged_database_shows_the_problem_not_a_traceback(qtbot):
     from kiosk.qt.audit_page import AuditPage
 
@@ -372,6 +376,7 @@ def test_a_flipped_feature_blob_is_detected_never_used_and_re_embedded_from_the_
     assert "E2: features damaged" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_the_kiosk_says_at_start_what_is_damaged_and_re_embeds_it_from_the_photo(qtbot, untrained_weights,
                                                                                   untrained_engine, good_photos):
     from kiosk.app.enrolment import enrol_files
@@ -575,6 +580,7 @@ def test_an_interrupted_migration_resumes_and_loses_nothing(monkeypatch):
     assert_migrated(expected)  # the third open finishes, and removes both orphans
 
 
+@pytest.mark.slow
 def test_kill_9_during_migration_resumes_and_loses_nothing():
     expected = make_plain_store(300)
     rng = random.Random(8)
@@ -593,6 +599,7 @@ def test_kill_9_during_migration_resumes_and_loses_nothing():
 
 
 # -- backup and restore -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_backup_and_restore_bring_back_a_corrupted_store(tmp_path, capsys):
     make_store(employees=20, audit_rows=2000)
     dest = tmp_path / "backup"

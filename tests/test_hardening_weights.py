@@ -60,6 +60,7 @@ def test_arbitrary_bytes_give_a_weights_error(tmp_path, data):
         read_payload(path)
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cut=st.integers(min_value=0), flips=st.lists(st.tuples(st.integers(min_value=0), st.integers(1, 255)),
                                                     max_size=4))

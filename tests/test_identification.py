@@ -264,6 +264,7 @@ def test_sync_rebuilds_from_the_store_only_when_enrolments_change(kiosk_dirs):
 
 
 # -- real faces --------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_real_faces_index_equals_engine_similarity_and_identifies(trained_engine, lfw_photos):
     people = {name: [trained_engine.embed_file(p, check_quality=False) for p in lfw_photos(name)[:3]]
               for name in ("George_W_Bush", "Colin_Powell", "Tony_Blair", "Hugo_Chavez")}

@@ -10,13 +10,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import DATASETS
-from test_app import PIN, make_window, no_camera, unlock_admin, verify, wait_ready
+from helpers import DATASETS, PIN, Clock, no_camera, run_attempt, unlock_admin, verify, wait_ready
 
 from kiosk.app import Admin
 from kiosk.app.attempt import VerificationService
 from kiosk.app.enrolment import enrol_files
-from kiosk.io.imageio import read_image
 from kiosk.paths import LIVENESS_WEIGHTS
 from kiosk.qt.liveness_page import LivenessPage
 from kiosk.qt.worker import EngineInfo
@@ -35,9 +33,8 @@ from kiosk.vision.liveness import LivenessModel
 
 NUAA = DATASETS / "nuaa"
 PERSON = "0001"
-FIXTURES = (make_window,)  # the kiosk windows of tests/test_app.py, used here by name
-
-pytestmark = pytest.mark.skipif(not (NUAA / "labels.csv").is_file(), reason=f"NUAA frames not found at {NUAA}")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not (NUAA / "labels.csv").is_file(), reason=f"NUAA frames not found at {NUAA}")]
 
 
 def frames(kind: str, count: int, session: str | None = None) -> list[Path]:
@@ -50,29 +47,6 @@ def frames(kind: str, count: int, session: str | None = None) -> list[Path]:
 
 
 REFERENCE = NUAA / "live" / PERSON / f"{PERSON}_00_00_01_0.jpg"  # one live webcam frame, session 1
-
-
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def run_attempt(service: VerificationService, engine: FaceEngine, clock: Clock, paths: list[Path],
-                claimed: str = PERSON):
-    """One attempt of ``claimed`` with these camera frames, 0.2 s apart; its Decision."""
-    assert service.begin(claimed) is None
-    decision = None
-    for path in paths:
-        clock.now += 0.2
-        analysis = engine.analyse(read_image(path))
-        decision = service.add_frame(analysis.crop if analysis.quality.ok else None, clock.now, analysis.liveness)
-        if decision is not None:
-            return decision
-    clock.now += 10
-    return service.expire()
 
 
 @pytest.fixture

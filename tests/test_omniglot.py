@@ -94,6 +94,7 @@ def test_pair_samplers(latin):
     assert not np.any(left == right)
 
 
+@pytest.mark.slow
 def test_a_few_training_steps_lower_the_loss(latin):
     config = om.OmniglotConfig(**{k: v for k, v in TINY.items() if "alphabets" not in k})
     model = om.build_model(config)
@@ -116,6 +117,7 @@ def test_a_few_training_steps_lower_the_loss(latin):
     assert held_loss() < before - 0.02
 
 
+@pytest.mark.slow
 def test_train_resume_and_evaluate(tmp_path):
     kwargs = dict(steps=12, batch_size=12, width=0.125, seed=1, threads=1, eval_every=6, checkpoint_every=4,
                   **{k: v for k, v in TINY.items() if k != "width"})
@@ -184,6 +186,7 @@ def test_preset_encoder():
             om.build_model(om.PRESET)
 
 
+@pytest.mark.slow
 def test_the_paper_reproduction_gives_its_published_figures(tmp_path, capsys):
     """`python -m research evaluate oneshot` on the shipped weights: the README's and docs/OMNIGLOT.md's figures,
     exactly (seed 0; about 8 s)."""

@@ -95,6 +95,7 @@ def test_the_evaluation_refuses_the_folds_the_rule_was_calibrated_on(lfw_dir, ca
     assert "calibrated on folds [6, 7, 8, 9, 10]" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_lfw_protocol_sizes_on_folds_1_to_5(lfw_dir):
     p = build_protocol(lfw_dir, lfw_dir.parent / "pairs.txt", [1, 2, 3, 4, 5])
     assert p.describe() == {"folds": [1, 2, 3, 4, 5], "gallery": 774, "mated_probes": 3287, "non_mated_probes": 1312,

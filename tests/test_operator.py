@@ -8,8 +8,9 @@ import threading
 import time
 
 import numpy as np
+import pytest
+from helpers import PIN, no_camera, unlock_admin, wait_ready
 from PySide6.QtCore import Qt
-from test_app import PIN, make_window, no_camera, unlock_admin, wait_ready
 
 from kiosk.app.enrolment import RefreshReport
 from kiosk.errors import SourceError
@@ -30,8 +31,6 @@ from kiosk.storage.audit import (
     EVENT_UNLOCK,
 )
 
-FIXTURES = (make_window,)  # the kiosk windows of tests/test_app.py, used here by name
-
 
 def decisions(window) -> list[tuple[str, str]]:
     """The verification decisions in the audit log (not the admin events), newest first."""
@@ -44,6 +43,7 @@ def activate(qtbot, window) -> None:
 
 
 # -- 1. the way out -------------------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_fullscreen_kiosk_closes_only_through_the_pin_protected_quit(qtbot, make_window, tmp_path):
     window = make_window(tmp_path / "missing.pt", opener=no_camera, fullscreen=True)  # no model: starts fast
     activate(qtbot, window)
@@ -74,6 +74,7 @@ def test_fullscreen_kiosk_closes_only_through_the_pin_protected_quit(qtbot, make
     assert quits == [True] and window._closed  # shut down: threads stopped, store closed
 
 
+@pytest.mark.slow
 def test_windowed_ctrl_q_and_closing_the_window_work(qtbot, make_window, tmp_path):
     window = make_window(tmp_path / "missing.pt", opener=no_camera)
     activate(qtbot, window)
@@ -86,6 +87,7 @@ def test_windowed_ctrl_q_and_closing_the_window_work(qtbot, make_window, tmp_pat
     assert other.close() and other._closed
 
 
+@pytest.mark.slow
 def test_the_pin_field_has_the_focus_whenever_the_admin_tab_asks_for_the_pin(qtbot, make_window, tmp_path):
     window = make_window(tmp_path / "missing.pt", opener=no_camera, admin_idle_s=2.0)
     activate(qtbot, window)
@@ -149,6 +151,7 @@ class Camera:
         return Source()
 
 
+@pytest.mark.slow
 def test_out_of_service_while_the_source_is_dead_no_reject_recorded_and_back_by_itself(qtbot, make_window,
                                                                                         untrained_weights):
     SettingsStore().update(fusion_window_s=1.5)
@@ -220,6 +223,7 @@ class FakePlayer:
         self.played.append(verdict)
 
 
+@pytest.mark.slow
 def test_verdict_sounds_play_unless_the_admin_turns_them_off(qtbot, make_window, untrained_weights):
     camera = Camera()
     window = make_window(untrained_weights, opener=camera.open)
@@ -245,6 +249,7 @@ def test_verdict_sounds_play_unless_the_admin_turns_them_off(qtbot, make_window,
     assert player.played == ["REJECT"]
 
 
+@pytest.mark.slow
 def test_sound_player_without_audio_or_files_is_silent_with_one_log_line(qtbot, tmp_path, caplog):
     player = SoundPlayer(tmp_path)  # no files here (and, in the tests, no audio device or Qt Multimedia)
     with caplog.at_level(logging.INFO, logger="kiosk.qt.sounds"):
@@ -261,6 +266,7 @@ def test_sounds_setting_is_kept_and_validated():
     assert Settings(admin_idle_s=True).validated().admin_idle_s == 60.0  # bools still refused elsewhere
 
 
+@pytest.mark.slow
 def test_window_icon_and_the_kiosk_style_sheet_come_from_assets(qtbot, make_window, tmp_path):
     window = make_window(tmp_path / "missing.pt", opener=no_camera)
     assert not window.windowIcon().isNull()
@@ -277,6 +283,7 @@ def events(audit) -> list[str]:
     return [e.kind for e in reversed(audit.entries()) if e.is_event]
 
 
+@pytest.mark.slow
 def test_pin_actions_start_stop_and_model_changes_are_audited(qtbot, make_window, tmp_path):
     window = make_window(tmp_path / "missing.pt", opener=no_camera)
     admin, audit = window.admin, window.storage.audit

@@ -92,6 +92,7 @@ def test_a_damaged_guard_locks_admin(pin_set):
         pins().is_set  # noqa: B018
 
 
+@pytest.mark.slow
 def test_lockouts_escalate_and_survive_restarts_and_settings_edits(pin_set):
     now = [1_000_000.0]
     lengths = []
@@ -111,6 +112,7 @@ def test_lockouts_escalate_and_survive_restarts_and_settings_edits(pin_set):
     assert [pins(now).check("000000").locked_for for _ in range(5)][-1] == 300
 
 
+@pytest.mark.slow
 def test_lockout_is_capped_and_a_clock_turned_back_cannot_lock_for_ever(pin_set):
     now = [1_000_000.0]
     for _ in range(12):
@@ -124,6 +126,7 @@ def test_lockout_is_capped_and_a_clock_turned_back_cannot_lock_for_ever(pin_set)
     assert pins(now, max_lockout_s=3600).locked_for() == 3600
 
 
+@pytest.mark.slow
 def test_new_pins_need_six_digits_and_an_old_short_pin_still_opens():
     with pytest.raises(PinError, match="6 to 12 digits"):
         pins().set_pin("1234", repeat="1234")
@@ -149,6 +152,7 @@ def reset_pin(monkeypatch, text: str) -> int:
     return cli.main(["admin", "reset-pin"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["deleted", "garbage", "replaced", "guard damaged", "locked out"])
 def test_reset_pin_is_the_way_back(pin_set, monkeypatch, capsys, damage):
     if damage == "deleted":
@@ -190,6 +194,7 @@ def test_reset_pin_reports_a_settings_file_it_cannot_read_and_changes_nothing(pi
     assert "damaged" in capsys.readouterr().err and (data_dir() / GUARD_NAME).read_bytes() == guard
 
 
+@pytest.mark.slow
 def test_reset_pin_from_a_terminal_command(pin_set):
     """The real command line, as the owner types it (here: scripted on stdin)."""
     settings_file().unlink()
@@ -199,6 +204,7 @@ def test_reset_pin_from_a_terminal_command(pin_set):
     assert pins().check("112233").ok
 
 
+@pytest.mark.slow
 def test_admin_tab_shows_why_it_is_locked_and_opens_after_reset(qtbot, pin_set, monkeypatch):
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QTabWidget
@@ -218,6 +224,7 @@ def test_admin_tab_shows_why_it_is_locked_and_opens_after_reset(qtbot, pin_set, 
     qtbot.waitUntil(lambda: admin.unlocked, timeout=5000)  # checked off the GUI thread
 
 
+@pytest.mark.slow
 def test_admin_tab_notices_a_record_deleted_while_it_waits(qtbot, pin_set):
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QTabWidget
@@ -234,6 +241,7 @@ def test_admin_tab_notices_a_record_deleted_while_it_waits(qtbot, pin_set):
     assert not admin.unlocked and "missing" in admin.error_label.text()
 
 
+@pytest.mark.slow
 def test_first_start_asks_for_six_digits(qtbot):
     from PySide6.QtCore import Qt
     from PySide6.QtWidgets import QTabWidget

@@ -2,7 +2,6 @@
 be started): the status bar says the registry is online, the admin tab has its Registry page, and an employee
 enrolled at another kiosk appears in this kiosk's admin list and is accepted here, through the window.
 LFW photos as the camera, so liveness is off (as in tests/test_app.py)."""
-# ruff: noqa: F811 -- the fixtures are imported from postgres_fixture and named as arguments
 
 from __future__ import annotations
 
@@ -10,14 +9,12 @@ import shutil
 import time
 
 import pytest
-from postgres_fixture import postgres_cluster, registry_db  # noqa: F401 (fixtures)
-from test_app import make_window, verify, wait_ready
+from helpers import verify, wait_ready
 
 from kiosk.app.enrolment import enrol_files
 from kiosk.storage import Storage
 
-pytestmark = pytest.mark.postgres
-FIXTURES = (make_window,)  # the kiosk windows of tests/test_app.py, used here by name
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def test_an_employee_enrolled_at_another_kiosk_is_accepted_at_this_one(

@@ -1,8 +1,8 @@
 """Fleet-wide settings (#14) against a real PostgreSQL (tests/postgres_fixture.py; skipped, with the reason,
 where no server can be started): the threshold, liveness, the admin PIN and its lockout are the fleet's;
 offline a kiosk keeps its last copy (across a restart too), refuses to change them, and counts wrong PINs,
-which reach the registry when it is back; a kiosk's local files cannot reset the fleet's PIN."""
-# ruff: noqa: F811 -- the fixtures are imported from postgres_fixture and test_postgres_fleet, named as arguments
+which reach the registry when it is back; a kiosk's local files cannot reset the fleet's PIN. The fixtures
+postgres_cluster, registry_db, fleet and make_window come from tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -11,16 +11,15 @@ import json
 import time
 
 import pytest
-from postgres_fixture import postgres_cluster, registry_db, wait_for  # noqa: F401 (fixtures)
-from test_app import make_window, wait_ready  # noqa: F401 (fixture)
-from test_postgres_fleet import fleet  # noqa: F401 (fixture)
+from helpers import wait_ready
+from postgres_fixture import wait_for
 
 from kiosk import cli
 from kiosk.storage import ConnectionState, Settings, SettingsStore, Storage, StorageError
 from kiosk.storage.fleet.pin import UNSYNCED, FleetPinManager
 from kiosk.storage.pin import OK, UNSET, PinError, PinRecordError
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]  # a server, and the kiosks' sync threads
 PIN, OTHER = "246810", "135790"
 
 

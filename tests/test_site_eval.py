@@ -10,6 +10,8 @@ from helpers import DATASETS
 
 from kiosk.cli import EXIT_BAD_INPUT, main
 
+pytestmark = pytest.mark.slow  # the shipped models on NUAA's frames
+
 LIVE = DATASETS / "nuaa" / "live"
 KEYS = {"genuine_accept", "insider_accept", "outsider_accept", "walkup_right", "walkup_wrong_person",
         "walkup_outsider_accept", "people", "attempts"}

@@ -9,9 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import DATASETS
-from test_app import make_window, verify, wait_ready
-from test_liveness_kiosk import Clock, run_attempt
+from helpers import DATASETS, Clock, run_attempt, verify, wait_ready
 
 from kiosk.app import Admin
 from kiosk.app.attempt import VerificationService
@@ -21,9 +19,7 @@ from kiosk.storage import EVENT_SITE, KIND_DECISION, Storage
 
 LIVE = DATASETS / "nuaa" / "live"
 CLAIMED = "0001"
-FIXTURES = (make_window,)  # the kiosk windows of tests/test_app.py, used here by name
-
-pytestmark = pytest.mark.skipif(not LIVE.is_dir(), reason=f"NUAA frames not found at {LIVE}")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not LIVE.is_dir(), reason=f"NUAA frames not found at {LIVE}")]
 
 
 def people() -> list[str]:

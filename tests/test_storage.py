@@ -172,6 +172,7 @@ def test_settings_round_trip_atomic_owner_only_and_validated():
         SettingsStore().load()
 
 
+@pytest.mark.slow
 def test_pin_first_run_accept_and_hash_is_salted():
     pins = PinManager(SettingsStore())
     assert not pins.is_set
@@ -193,6 +194,7 @@ def test_pin_first_run_accept_and_hash_is_salted():
     assert pins.check("111111").ok and SettingsStore().load().pin["salt"] != record["salt"]
 
 
+@pytest.mark.slow
 def test_pin_lockout_after_five_wrong_is_persisted_and_expires():
     now = [1000.0]
     pins = PinManager(SettingsStore(), max_attempts=5, lockout_s=300, clock=lambda: now[0])
@@ -210,6 +212,7 @@ def test_pin_lockout_after_five_wrong_is_persisted_and_expires():
     assert pins.check("000000").attempts_left == 4  # counting starts afresh after the lock
 
 
+@pytest.mark.slow
 def test_pin_lock_survives_clock_turned_back_only_for_one_lock_period():
     now = [10_000.0]
     pins = PinManager(SettingsStore(), lockout_s=300, clock=lambda: now[0])
@@ -235,3 +238,38 @@ def test_audit_log_filter_and_csv_export_neutralises_formulas(storage, tmp_path)
     assert rows[0] == ["time", "kind", "detail", "claimed_id", "score", "verdict", "reason", "liveness", "mode"]
     assert rows[2][3].startswith("'=") and rows[3][4] == "0.9100" and rows[1][4] == ""
     assert _mode(out) == 0o600
+
+
+def test_two_stores_on_their_own_folders_share_nothing(tmp_path, monkeypatch):
+    """Issue #23: Storage.open uses the places it is given (data, config), never the global ones."""
+    monkeypatch.delenv("KIOSK_KEY_FILE", raising=False)
+    stores = [Storage.open(tmp_path / f"data-{n}", config=tmp_path / f"config-{n}") for n in "ab"]
+    try:
+        for n, store in zip("ab", stores):
+            store.employees.enrol(f"E-{n}", "Ann", [_photo(1)], MODEL)
+            store.settings_store().update(threshold=0.7 if n == "a" else 0.6)
+            store.pin_manager(store.settings_store()).set_pin("123456" if n == "a" else "654321")
+        for n, store in zip("ab", stores):
+            assert {p.name for p in (tmp_path / f"config-{n}").iterdir()} == {"data.key", "settings.json"}
+            assert (tmp_path / f"data-{n}" / "pin_guard.json").is_file()
+            assert [e.id for e in store.employees.search()] == [f"E-{n}"]
+        assert stores[0].settings_store().load().threshold == 0.7 and stores[1].settings_store().load().threshold == 0.6
+        assert stores[0].pin_manager(stores[0].settings_store()).check("123456").ok
+        assert stores[0].db.meta("key_id") != stores[1].db.meta("key_id")  # a key each
+        assert not data_dir().exists() and not config_dir().exists()  # the default places were never touched
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_a_data_key_others_may_read_is_refused_naming_the_chmod(monkeypatch):
+    """Issue #23: one rule for secret files (the data key as the registry's password file): owner-only."""
+    from kiosk.storage.keys import KeyMissingError, key_path
+
+    monkeypatch.delenv("KIOSK_KEY_FILE", raising=False)
+    Storage.open().close()
+    key_path().chmod(0o640)
+    with pytest.raises(KeyMissingError, match=rf"data key {key_path()} may be read by others .*'chmod 600 "):
+        Storage.open()
+    key_path().chmod(0o600)
+    Storage.open().close()

@@ -13,6 +13,7 @@ from kiosk.lab.training.split import build_training_set
 from kiosk.vision.model import SiameseNet
 
 
+@pytest.mark.slow
 @needs_lfw
 def test_training_set_excludes_every_person_of_the_reported_folds():
     ts = build_training_set([LFW], LFW, LFW_PAIRS, [1, 2, 3, 4, 5], [6, 7, 8, 9, 10])
@@ -22,6 +23,7 @@ def test_training_set_excludes_every_person_of_the_reported_folds():
     assert not ({p.parent.name for pair in ts.validation_pairs for p in (pair.left, pair.right)} & trained)
 
 
+@pytest.mark.slow
 @needs_lfw
 def test_kochs_head_learns_on_real_faces_and_separates_new_people(untrained_engine):
     """Pair cross-entropy on the head alone (the encoder is frozen) falls on 10 people, and the learned
@@ -71,6 +73,7 @@ def fixed_subset(pairs, per_fold_half=120):
     return subset
 
 
+@pytest.mark.slow
 @needs_lfw
 @needs_weights
 def test_shipped_weights_keep_their_accuracy_on_1200_lfw_pairs():
@@ -88,6 +91,7 @@ ACCURACY_FLOOR = 0.975  # measured 0.9783 on these 1,200 pairs (weights/MODEL_CA
 
 
 
+@pytest.mark.slow
 @needs_lfw
 @needs_weights
 def test_calibrate_reproduces_the_shipped_threshold_and_moves_it_for_another_far(tmp_path):

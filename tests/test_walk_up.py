@@ -23,6 +23,8 @@ from kiosk.rules.decision import (
 from kiosk.rules.identification import REASON_NOBODY_ENROLLED, REASON_NOT_RECOGNISED, REASON_RECOGNISED
 from kiosk.storage import KIND_DECISION, Storage
 
+pytestmark = pytest.mark.slow  # the shipped model on LFW faces, every test
+
 ENROLLED = {"BUSH": "George_W_Bush", "POWELL": "Colin_Powell", "BLAIR": "Tony_Blair", "RUMSFELD": "Donald_Rumsfeld"}
 
 

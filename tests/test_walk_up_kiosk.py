@@ -8,7 +8,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from test_app import make_window, unlock_admin, wait_ready
+from helpers import unlock_admin, wait_ready
 
 from kiosk.app.enrolment import enrol_files
 from kiosk.qt.kiosk_tab import VERDICT
@@ -16,7 +16,7 @@ from kiosk.rules.decision import MODE_BOTH, MODE_ID, MODE_WALK_UP
 from kiosk.rules.identification import REASON_NOT_RECOGNISED, REASON_RECOGNISED
 from kiosk.storage import EVENT_MODE, KIND_DECISION, SettingsStore, Storage
 
-FIXTURES = (make_window,)  # the kiosk windows of tests/test_app.py, used here by name
+pytestmark = pytest.mark.slow  # the Qt app and the shipped model
 ENROLLED = {"BUSH": "George_W_Bush", "POWELL": "Colin_Powell", "BLAIR": "Tony_Blair"}
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from kiosk.app.enrolment import enrol_images
+from kiosk.app.locks import FaceLocks
 from kiosk.errors import KioskError
 from kiosk.rules.decision import KIOSK_MODES, LivenessPolicy, ThresholdPolicy
 from kiosk.storage import (
@@ -74,6 +75,7 @@ class Admin:
     def __init__(self, storage: Storage, settings: SettingsStore):
         self.storage = storage
         self.settings = settings
+        self.locks = FaceLocks(storage.audit)
 
     def _record(self, kind: str, detail: str = "", reason: str = "") -> None:
         try:
@@ -98,6 +100,15 @@ class Admin:
         if found:
             self._record(EVENT_DELETE, employee_id, "deleted by the admin, confirmed")
         return found
+
+    def face_locks(self) -> dict[str, float]:
+        """{employee ID: when the lock ends, wall-clock seconds}: IDs locked for face verification after repeated
+        suspected photo attacks (kiosk.rules.retries), for the admin's alert."""
+        return self.locks.active()
+
+    def unlock_face(self, employee_id: str) -> bool:
+        """Lift an ID's lock (audited by kiosk.app.locks); False when it was not locked."""
+        return self.locks.unlock(employee_id)
 
     # -- settings -------------------------------------------------------------------------------------------
     def set_threshold(self, new: ThresholdPolicy, old: ThresholdPolicy, model_default: float | None) -> Settings:

@@ -30,10 +30,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kiosk.app.enrolment import current_references
+from kiosk.app.locks import FaceLocks
 from kiosk.errors import WeightsError
 from kiosk.rules.decision import (
     MODE_WALK_UP,
     REASON_ERROR,
+    REASON_LOCKED,
     REASON_NO_FACE,
     REASON_NO_LIVENESS,
     REASON_NO_REFERENCE,
@@ -83,7 +85,8 @@ class VerificationService:
 
     def __init__(self, storage: Storage, engine: FaceEngine | None = None, fusion: FusionParams = FusionParams(),
                  policy: ThresholdPolicy = ThresholdPolicy(), clock: Clock = time.monotonic,
-                 report: Callable[[str], None] | None = None, liveness: LivenessPolicy = LivenessPolicy()):
+                 report: Callable[[str], None] | None = None, liveness: LivenessPolicy = LivenessPolicy(),
+                 locks: FaceLocks | None = None):
         self.storage = storage
         self.engine = engine  # None: no model loaded, no attempt can start
         self.fusion = fusion
@@ -91,6 +94,7 @@ class VerificationService:
         self.liveness = liveness
         self.clock = clock
         self.report = report
+        self.locks = locks or FaceLocks(storage.audit)  # repeated suspected attacks lock an ID (kiosk.rules.retries)
         self._attempt: _Attempt | None = None
         self._gallery: GalleryIndex | None = None    # walk-ups: everyone's features in memory
         self._calibration: IdentifyCalibration | None = None  # the 1:N rule (weights/identify.json)
@@ -200,6 +204,8 @@ class VerificationService:
         employee = self.storage.employees.get(claimed_id)
         if employee is None:
             return self._finish(refused(claimed_id, REASON_UNKNOWN_ID, threshold))
+        if self.locks.locked_until(claimed_id) is not None:  # the face is not even looked at
+            return self._finish(refused(claimed_id, REASON_LOCKED, threshold))
         references = current_references(self.engine, self.storage.employees, claimed_id)
         if references.size == 0:
             return self._finish(refused(claimed_id, REASON_NO_REFERENCE, threshold))
@@ -284,6 +290,9 @@ class VerificationService:
         found = judge_walk_up(found, self._site, rule.threshold)
         decision = decide_walk_up(found.person_id, found.accepted, found.reason, found.score, rule.threshold,
                                   session.fused_liveness(), session.liveness_threshold)
+        if decision.claimed_id and self.locks.locked_until(decision.claimed_id) is not None:
+            # the face found is an ID locked after repeated suspected attacks: refused, live or not
+            decision = replace(decision, accepted=False, reason=REASON_LOCKED)
         name = None
         if decision.accepted:
             employee = self.storage.employees.get(decision.claimed_id)
@@ -380,4 +389,11 @@ class VerificationService:
             log.exception("writing the audit log failed")
             if self.report is not None:
                 self.report(f"the audit log could not be written: {exc}")
+            return decision
+        try:
+            self.locks.after(decision)  # may lock the ID (audited, logged; Admin shows the alert)
+        except Exception as exc:
+            log.exception("the retry rule could not be applied")
+            if self.report is not None:
+                self.report(f"the retry rule could not be applied: {exc}")
         return decision

@@ -7,6 +7,7 @@ PIN (scrypt, ~45 ms) run off the GUI thread; a result that arrives after the tab
 from __future__ import annotations
 
 import logging
+import time
 
 import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
@@ -16,6 +17,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
@@ -131,10 +133,29 @@ class AdminTab(QWidget):
         self.panel.addTab(self.kiosk_page, "Kiosk")
         self.confirm = _confirm  # replaced in tests
 
+        # the alert: IDs locked for face verification after repeated suspected photo attacks (while unlocked)
+        self.alert = QLabel("")
+        self.alert.setObjectName("alert")
+        self.alert.setWordWrap(True)
+        self.alert.setStyleSheet("background: #b00020; color: white; font-weight: bold; padding: 6px;")
+        self.locked_ids = QComboBox()
+        self.unlock_face_button = QPushButton("Unlock face verification")
+        self.unlock_face_button.clicked.connect(self.unlock_face)
+        self.alert_row = QWidget()
+        row = QHBoxLayout(self.alert_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        row.addWidget(self.alert, 1)
+        row.addWidget(self.locked_ids)
+        row.addWidget(self.unlock_face_button)
+        self.alert_row.setVisible(False)
+        self.face_locks: dict[str, float] = {}
+
         self.stack = QStackedWidget()
         for page in (self.setup_page, self.unlock_page, self.panel, self.error_page):
             self.stack.addWidget(page)
-        QVBoxLayout(self).addWidget(self.stack)
+        outer = QVBoxLayout(self)
+        outer.addWidget(self.alert_row)
+        outer.addWidget(self.stack)
 
         self.idle_timer = QTimer(self)
         self.idle_timer.setSingleShot(True)
@@ -160,6 +181,7 @@ class AdminTab(QWidget):
                       self.changed_pin_repeat):
             field.clear()
         self.unlocked_changed.emit(False)
+        self.alert_row.setVisible(False)
         self._show_gate()
         self.focus_pin()
 
@@ -252,7 +274,38 @@ class AdminTab(QWidget):
         QApplication.instance().installEventFilter(self._activity)
         self.idle_timer.start()
         log.info("admin unlocked")
+        self.refresh_face_locks()
         self.unlocked_changed.emit(True)
+
+    # -- face-verification locks (kiosk.rules.retries) ------------------------------------------------------
+    def refresh_face_locks(self) -> None:
+        """The alert as the locks stand now (read off the GUI thread); shown only while the tab is unlocked."""
+        admin = self.admin
+        if admin is None:
+            return
+        self.ops.run(admin.face_locks, self._show_face_locks,
+                     lambda exc: log.error("cannot read the face-verification locks: %s", exc), key="face_locks")
+
+    def _show_face_locks(self, locks: dict[str, float]) -> None:
+        self.face_locks = dict(locks)
+        self.locked_ids.clear()
+        self.locked_ids.addItems(sorted(locks))
+        until = lambda t: time.strftime("%H:%M", time.localtime(t))  # noqa: E731
+        self.alert.setText("Face verification locked after repeated suspected photo attacks: "
+                           + ", ".join(f"{i} (until {until(t)})" for i, t in sorted(locks.items()))
+                           + ". Check who tried; unlock to let the person in before then." if locks else "")
+        self.alert_row.setVisible(bool(locks) and self.unlocked)
+
+    def unlock_face(self) -> None:
+        employee_id, admin = self.locked_ids.currentText(), self.admin
+        if not self.unlocked or admin is None or not employee_id:
+            return
+        if not self.confirm("Unlock face verification", f"Let {employee_id} verify by face again? Their ID was "
+                            "locked after repeated suspected photo attacks."):
+            return
+        self.ops.run(lambda: admin.unlock_face(employee_id), lambda _done: self.refresh_face_locks(),
+                     lambda exc: self.alert.setText(f"Could not unlock {employee_id}: {exc}"),
+                     busy=[self.unlock_face_button])
 
     def _idle_timeout(self) -> None:
         if self.unlocked:

@@ -27,7 +27,7 @@ from kiosk.qt.liveness_page import LivenessPage
 from kiosk.qt.sounds import SoundPlayer
 from kiosk.qt.threshold_page import ThresholdPage
 from kiosk.qt.worker import EngineInfo, InferenceThread, VerificationWorker
-from kiosk.rules.decision import Decision, ThresholdPolicy
+from kiosk.rules.decision import REASON_LOCKED, Decision, ThresholdPolicy
 from kiosk.vision.engine import FaceEngine
 
 log = logging.getLogger(__name__)
@@ -288,6 +288,8 @@ class MainWindow(QMainWindow):
             self.sounds.play(decision.verdict)
         if self.audit_page.isVisible():
             self.audit_page.refresh()
+        if self.admin.unlocked and (decision.attack_suspected or decision.reason == REASON_LOCKED):
+            self.admin.refresh_face_locks()  # the alert, as the retry rule may have locked an ID just now
 
     def _on_registry_changed(self) -> None:
         self.employees.refresh()

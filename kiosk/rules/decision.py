@@ -48,6 +48,8 @@ REASON_NO_WALK_UP = "walk-up identification unavailable, please enter your ID"
 LOOK_AT_CAMERA = "Please look at the camera yourself"
 REASON_CLOSER = "face closer to another employee"  # the audit's words (with the employee in its detail)
 SEE_FRONT_DESK = "Not recognised, please see the front desk"
+REASON_LOCKED = "face verification locked after repeated suspected photo attacks"  # kiosk.rules.retries
+LOCKED_MESSAGE = "Please see the front desk"  # what the person at a locked ID is told
 
 # How the person states who they are; every decision is audited with the mode that made it.
 MODE_ID = "id"          # an ID or badge is typed, then one face comparison (1:1)
@@ -181,6 +183,8 @@ class Decision:
             return LOOK_AT_CAMERA
         if self.closer_to_other:
             return SEE_FRONT_DESK
+        if self.reason == REASON_LOCKED:
+            return LOCKED_MESSAGE
         return self.reason[:1].upper() + self.reason[1:]
 
     @property
