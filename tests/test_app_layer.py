@@ -91,6 +91,7 @@ def test_the_export_writes_every_entry_and_is_itself_audited(kiosk, engine, tmp_
     assert events(kiosk)[-1][0] == EVENT_EXPORT
 
 
+@pytest.mark.slow  # 15 scrypt checks
 def test_the_pin_use_cases_audit_first_pin_unlock_wrong_pins_the_lockout_a_change_and_a_reset(kiosk):
     pins = kiosk.pins
     pins.set_first("246810", "246810")

@@ -155,8 +155,14 @@ class KioskTab(QWidget):
     def on_cancelled(self, _claimed_id: str = "") -> None:
         """The worker dropped the attempt (no frames): nothing was decided or recorded."""
         self._walk_up = False
-        if self.state == VERIFYING:
-            self._show_out_of_service() if not self.source_ok else self.reset()
+        if self.state != VERIFYING:
+            return
+        if not self.source_ok:
+            self._show_out_of_service()
+            return
+        self.state = VERDICT  # it could not start (a problem the worker reported): the person may try again
+        self._show_verdict("Sorry", "Please try again", "info")
+        self._reset_timer.start(int(self.verdict_display_s * 1000))
 
     def set_unavailable(self, reason: str) -> None:
         self.state = UNAVAILABLE
@@ -231,11 +237,11 @@ class KioskTab(QWidget):
         self._reset_timer.start(int(self.verdict_display_s * 1000))
 
     def on_error(self, message: str) -> None:
-        """A problem during verification: show it and get ready for the next person."""
+        """A problem the worker reports (also shown in the status bar). It does not end the attempt on screen:
+        an attempt that fails ends with the worker's REJECT (audited) or its ``cancelled``; a problem with an
+        idle frame, reported just as an ID was typed, must not leave that attempt's verdict unseen."""
         if self.state == VERIFYING:
-            self.state = VERDICT
-            self._show_verdict("Sorry", f"Please try again ({message})", "info")
-            self._reset_timer.start(int(self.verdict_display_s * 1000))
+            self.prompt.setText(f"Sorry, a problem: {message}")
 
     def showEvent(self, event) -> None:
         super().showEvent(event)

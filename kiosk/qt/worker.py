@@ -278,6 +278,7 @@ class VerificationWorker(QObject):
         """A typed ID (1:1), or '' for a walk-up (1:N)."""
         if self.engine is None:
             self.error.emit("verification is unavailable (no model loaded)")
+            self.cancelled.emit(claimed_id)  # the screen's attempt ends: nothing was decided or recorded
             return
         if not self._source_ok:
             log.info("verification of %r not started: no frames (out of service)", claimed_id)
@@ -294,6 +295,7 @@ class VerificationWorker(QObject):
             log.exception("starting verification failed")
             self.service.cancel()
             self.error.emit(f"verification failed: {type(exc).__name__}: {exc}")
+            self.cancelled.emit(claimed_id)  # the screen's attempt ends: nothing was decided or recorded
             return
         if decision is not None:
             self._deliver(decision)
