@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kiosk.errors import WeightsError
+from kiosk.io.pins import read_model_file
 from kiosk.paths import WEIGHTS_DIR
 from kiosk.rules.decision import THRESHOLD_RANGE, valid_threshold
 
@@ -319,7 +320,7 @@ def read_sealed(path: Path, file_format: str, what: str) -> dict:
     """The body of a sealed calibration file (:func:`seal_calibration`) of ``file_format``; WeightsError naming
     ``what`` when it is missing, unreadable, of another format or fails its SHA-256."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(read_model_file(path))
     except FileNotFoundError:
         raise WeightsError(f"{path}: no {what} installed") from None
     except (OSError, ValueError) as exc:

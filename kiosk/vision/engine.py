@@ -69,6 +69,9 @@ class FaceEngine:
         None and says why in ``liveness_problem`` (attempts that need liveness are then refused)."""
         self.weights_path = Path(weights_path)
         self.model, self.spec, self.metadata = loaded or load_weights(self.weights_path)
+        if self.spec.channels != 3:
+            raise WeightsError(f"{self.weights_path}: not a face model (it takes {self.spec.channels}-channel "
+                               f"{self.spec.size}-pixel images, e.g. the Omniglot character model)")
         self.model.to(memory_format=torch.channels_last)
         self.detector = detector or HaarFaceDetector()
         self.preprocessor = FacePreprocessor(self.spec)

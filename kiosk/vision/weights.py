@@ -19,6 +19,7 @@ import torch
 
 from kiosk.errors import NoTrainedWeightsError, WeightsError
 from kiosk.io.files import atomic_write_bytes
+from kiosk.io.pins import read_model_file
 from kiosk.rules.decision import THRESHOLD_RANGE
 from kiosk.vision.model import ENCODERS, HEADS, SiameseNet
 from kiosk.vision.preprocess import PREPROCESS_VERSION, InputSpec
@@ -100,7 +101,9 @@ def read_payload(path: str | Path) -> dict:
         raise NoTrainedWeightsError(
             f"{path}: no trained weights installed (train with 'kiosk train' or restore weights/ from the repo)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(read_model_file(path)), map_location="cpu", weights_only=True)
+    except WeightsError:
+        raise
     except Exception as exc:  # torch raises many kinds for damaged files
         raise WeightsError(f"{path}: damaged or not a weights file ({type(exc).__name__}: {str(exc)[:120]})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
