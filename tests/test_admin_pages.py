@@ -140,6 +140,7 @@ def test_a_photo_with_two_faces_is_refused_with_the_reason(qtbot, employees_page
     single = good_photos("Tony_Blair", 1)[0]
     page.choose_files = lambda: [str(two_faces), str(single)]
     qtbot.mouseClick(page.files_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.ops.running == 0, timeout=15000)  # the photos are checked off the GUI thread
     assert [label for _, label in page.pending] == [single.name]  # the single face is kept, the pair refused
     assert "two_people.jpg refused: several faces" in page.status.text()
     item = page.photos.item(0)  # the photo shows its face and its quality
@@ -155,6 +156,7 @@ def test_each_photo_shows_its_problems(qtbot, employees_page, lfw_photos, tmp_pa
         pytest.skip(f"the darkened photo gives {check.quality.describe()}")
     page.choose_files = lambda: [str(dark)]
     page.add_files()
+    qtbot.waitUntil(lambda: page.ops.running == 0, timeout=15000)  # the photos are checked off the GUI thread
     assert page.photos.item(0).text() == "dark.png\n" + check.quality.describe()
     assert "refused at saving" in page.photos.item(0).toolTip()
 
@@ -171,6 +173,7 @@ def test_the_form_clears_after_a_successful_save(qtbot, employees_page, untraine
     page.enrol_requested.connect(enrol)
     page.choose_files = lambda: [str(p) for p in good_photos("Colin_Powell", 2)]
     qtbot.mouseClick(page.files_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.ops.running == 0, timeout=15000)  # the photos are checked off the GUI thread
     page.id_field.setText("E-17")
     page.name_field.setText("Colin Powell")
     qtbot.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
@@ -182,6 +185,7 @@ def test_the_form_clears_after_a_successful_save(qtbot, employees_page, untraine
     # re-enrolment, then deletion: each audited by ID
     page.choose_files = lambda: [str(good_photos("Colin_Powell", 1)[0])]
     qtbot.mouseClick(page.files_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.ops.running == 0, timeout=15000)  # the photos are checked off the GUI thread
     page.id_field.setText("E-17")
     page.name_field.setText("Colin Powell")
     qtbot.mouseClick(page.save_button, Qt.MouseButton.LeftButton)

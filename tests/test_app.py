@@ -63,6 +63,7 @@ def enrol_via_admin(qtbot, window, employee_id, name, files):
     page.confirm = lambda *args: True
     qtbot.waitUntil(page.files_button.isEnabled, timeout=15000)
     qtbot.mouseClick(page.files_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.ops.running == 0, timeout=15000)  # the photos are checked off the GUI thread
     assert len(page.pending) == len(files)
     page.id_field.setText(employee_id)
     page.name_field.setText(name)
@@ -102,6 +103,7 @@ def test_enrol_from_photo_files_mechanics(qtbot, make_window, untrained_weights,
     page = window.employees
     page.choose_files = lambda: [str(blank)]
     qtbot.mouseClick(page.files_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: page.ops.running == 0, timeout=15000)  # the photos are checked off the GUI thread
     qtbot.mouseClick(page.save_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not page._saving, timeout=15000)
     assert "blank.png" in page.status.text() and "no face" in page.status.text()

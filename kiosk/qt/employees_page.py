@@ -308,25 +308,41 @@ class EmployeesPage(QWidget):
 
     def add_files(self) -> None:
         """Each photo is checked as enrolment will check it: one with several faces, or none, is refused at
-        once with the reason; the others are listed with the face that will be used and their problems."""
+        once with the reason; the others are listed with the face that will be used and their problems. Decoding
+        and checking run off the GUI thread (a hostile file may take long to decode)."""
+        names = list(self.choose_files())
+        if not names:
+            return
+        if self._detector is None:
+            self._detector = HaarFaceDetector()
+        detector = self._detector
+
+        def check_all() -> list[tuple[str, object, object]]:
+            checked = []
+            for name in names:
+                try:
+                    image = read_image(name)
+                except KioskError as exc:
+                    checked.append((Path(name).name, None, str(exc)))
+                    continue
+                checked.append((Path(name).name, image, check_photo(image, detector)))
+            return checked
+
+        self._say(f"Checking {len(names)} photo(s)...")
+        self.ops.run(check_all, self._add_checked, self._on_db_error, busy=[self.files_button])
+
+    def _add_checked(self, checked: list[tuple[str, object, object]]) -> None:
         refused = []
-        for name in self.choose_files():
-            label = Path(name).name
-            try:
-                image = read_image(name)
-            except KioskError as exc:
-                refused.append(str(exc))
+        for label, image, check in checked:
+            if image is None:
+                refused.append(check)
                 continue
-            if self._detector is None:
-                self._detector = HaarFaceDetector()
-            check = check_photo(image, self._detector)
             if check.refusal:
                 hint = "a photo of the employee alone" if SEVERAL_FACES in check.refusal else "a clear frontal photo"
                 refused.append(f"{label} refused: {', '.join(check.refusal)} (use {hint})")
                 continue
             self._add_pending(image, label, check.box, check.quality.reasons)
-        if refused:
-            self._say("; ".join(refused), error=True)
+        self._say("; ".join(refused), error=True) if refused else self._say("")
 
     def clear_form(self) -> None:
         """Empty the ID, the name and the photos waiting to be saved."""
