@@ -480,3 +480,17 @@ def test_cache_dir_default_is_created_owner_only(own_cache):
     assert not own_cache.exists()
     private_dir(cache_dir() / "features")
     assert _mode(own_cache) == 0o700 and _mode(own_cache / "features") == 0o700
+
+
+def test_a_fifo_or_a_device_as_the_pairs_csv_is_refused_at_once(tmp_path):
+    import os
+
+    from kiosk.errors import DatasetError
+    from kiosk.lab.datasets import read_pairs_csv
+
+    fifo = tmp_path / "pairs.csv"
+    os.mkfifo(fifo)  # nobody writes to it: reading it would wait for ever
+    with pytest.raises(DatasetError, match="not a regular file"):
+        read_pairs_csv(fifo)
+    with pytest.raises(DatasetError, match="not a regular file"):
+        read_pairs_csv("/dev/zero")  # would never end

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,6 +125,24 @@ def _pair_path(csv_file: Path, folder: Path, value: str, line: int, column: str,
     return resolved
 
 
+MAX_LIST_BYTES = 64 * 1024 * 1024  # a list of photo pairs or labels: far more than any real one
+
+
+def read_small_file(path: Path, limit: int = MAX_LIST_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``limit`` bytes; DatasetError for anything else (a FIFO or a
+    device would hang or never end, /dev/zero would fill the memory)."""
+    try:
+        with open(path, "rb", opener=lambda p, flags: os.open(p, flags | os.O_NONBLOCK)) as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise DatasetError(f"{path}: not a regular file (a FIFO, a device or a folder?)")
+            data = f.read(limit + 1)
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise DatasetError(f"{path}: larger than {limit // (1024 * 1024)} MB; not a list of photos")
+    return data
+
+
 def read_pairs_csv(csv_file: str | Path, allow_outside: bool = False) -> list[Pair]:
     """A CSV with header left,right,same (paths relative to the CSV's folder; same is 1/0/true/false).
 
@@ -131,10 +151,7 @@ def read_pairs_csv(csv_file: str | Path, allow_outside: bool = False) -> list[Pa
     inside the CSV's folder (symbolic links resolved) unless ``allow_outside``.
     """
     csv_file = Path(csv_file)
-    try:
-        data = csv_file.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"{csv_file}: cannot read ({exc.strerror or exc})") from None
+    data = read_small_file(csv_file)
     nul = data.find(b"\x00")
     if nul >= 0:
         raise DatasetError(f"{csv_file}: line {_line_of(data, nul)}: NUL byte (not a text file?)")
