@@ -86,7 +86,7 @@ class VerificationService:
     def __init__(self, storage: Storage, engine: FaceEngine | None = None, fusion: FusionParams = FusionParams(),
                  policy: ThresholdPolicy = ThresholdPolicy(), clock: Clock = time.monotonic,
                  report: Callable[[str], None] | None = None, liveness: LivenessPolicy = LivenessPolicy(),
-                 locks: FaceLocks | None = None):
+                 locks: FaceLocks | None = None, door=None):
         self.storage = storage
         self.engine = engine  # None: no model loaded, no attempt can start
         self.fusion = fusion
@@ -95,6 +95,7 @@ class VerificationService:
         self.clock = clock
         self.report = report
         self.locks = locks or FaceLocks(storage.audit)  # repeated suspected attacks lock an ID (kiosk.rules.retries)
+        self.door = door  # kiosk.app.door.Door: an audited ACCEPT unlocks it (None: no door)
         self._attempt: _Attempt | None = None
         self._gallery: GalleryIndex | None = None    # walk-ups: everyone's features in memory
         self._calibration: IdentifyCalibration | None = None  # the 1:N rule (weights/identify.json)
@@ -390,6 +391,13 @@ class VerificationService:
             if self.report is not None:
                 self.report(f"the audit log could not be written: {exc}")
             return decision
+        if self.door is not None:
+            try:
+                self.door.decided(decision)  # after the audit entry: only an audited ACCEPT opens the door
+            except Exception as exc:
+                log.exception("the door could not be told")
+                if self.report is not None:
+                    self.report(f"the door could not be told: {exc}")
         try:
             self.locks.after(decision)  # may lock the ID (audited, logged; Admin shows the alert)
         except Exception as exc:

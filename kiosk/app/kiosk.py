@@ -10,10 +10,13 @@ API (kiosk.api) are its clients; none of them touches the store directly.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from kiosk.app.admin import Admin, Pins
 from kiosk.app.attempt import Clock, VerificationService
+from kiosk.app.door import open_door
+from kiosk.paths import config_dir
 from kiosk.rules.decision import FusionParams, LivenessPolicy, ThresholdPolicy
 from kiosk.storage import Settings, Storage, StorageError
 
@@ -24,8 +27,9 @@ class Kiosk:
     """One kiosk's state and use cases. ``settings_problem`` is set (and ``pins`` is None) when the settings
     cannot be read: the kiosk then runs on the defaults and administration stays closed until it is fixed."""
 
-    def __init__(self, storage: Storage, own_storage: bool = False):
+    def __init__(self, storage: Storage, own_storage: bool = False, door=None):
         self.storage = storage
+        self.door = door  # kiosk.app.door.Door (None: no door output)
         self._own_storage = own_storage
         self.settings_store = storage.settings_store()  # a fleet kiosk's: the shared ones from the registry
         self.settings_problem = ""
@@ -42,7 +46,15 @@ class Kiosk:
              **options) -> "Kiosk":
         """The kiosk of a data folder (default: the platform's data folder), or of a fleet registry
         (``database``: a postgresql:// URL; the folder then holds this kiosk's local copy and outbox)."""
-        return cls(Storage.open(folder, readonly=readonly, url=database, **options), own_storage=True)
+        storage = Storage.open(folder, readonly=readonly, url=database, **options)
+        door = None
+        if not readonly and storage.folder is not None:
+            try:
+                door = open_door(config_dir(), storage.folder, storage.audit, os.environ.get("KIOSK_ID", "kiosk"))
+            except Exception:
+                storage.close()
+                raise
+        return cls(storage, own_storage=True, door=door)
 
     # -- what the clients read ------------------------------------------------------------------------------
     def settings(self) -> Settings:
@@ -92,9 +104,12 @@ class Kiosk:
             liveness = liveness or settings.liveness_policy
         options = {} if clock is None else {"clock": clock}
         return VerificationService(self.storage, engine, fusion, threshold, report=report, liveness=liveness,
-                                   **options)
+                                   door=self.door, **options)
 
     def close(self) -> None:
+        if self.door is not None:
+            self.door.close()
+            self.door = None
         if self._own_storage:
             self.storage.close()
 
