@@ -235,3 +235,21 @@ def test_the_relay_gets_its_on_bytes_at_an_accept_and_its_off_bytes_after_the_un
         door.close()
         os.close(controller)
         os.close(relay)
+
+
+def test_test_door_is_behind_the_admin_use_case_and_audited(broker, tmp_path):
+    from kiosk.app import Admin
+    from kiosk.storage import EVENT_LABELS, SettingsStore, Storage
+
+    listener = Listener(broker.port)
+    storage = Storage.open(tmp_path / "data")
+    door = mqtt_door(broker.port, tmp_path, storage.audit)
+    try:
+        admin = Admin(storage, SettingsStore(), door)
+        assert admin.test_door() and wait(lambda: len(listener.of(UNLOCK)) == 1)
+        entry = storage.audit.entries()[0]
+        assert (entry.label, entry.reason) == (EVENT_LABELS["door_test"], "delivered")
+    finally:
+        door.close()
+        storage.close()
+        listener.close()

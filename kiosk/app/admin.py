@@ -42,6 +42,7 @@ from kiosk.storage import (
     SettingsStore,
     Storage,
 )
+from kiosk.storage.audit import EVENT_DOOR_TEST
 from kiosk.storage.pin import PinError, check_pin_format, format_duration
 
 log = logging.getLogger(__name__)
@@ -72,10 +73,11 @@ class Admin:
     """Enrol, re-enrol, delete, the threshold, liveness, the mode and sounds, the audit export, and the
     kiosk's own start, stop and model events."""
 
-    def __init__(self, storage: Storage, settings: SettingsStore):
+    def __init__(self, storage: Storage, settings: SettingsStore, door=None):
         self.storage = storage
         self.settings = settings
         self.locks = FaceLocks(storage.audit)
+        self.door = door  # kiosk.app.door.Door, or None
 
     def _record(self, kind: str, detail: str = "", reason: str = "") -> None:
         try:
@@ -109,6 +111,14 @@ class Admin:
     def unlock_face(self, employee_id: str) -> bool:
         """Lift an ID's lock (audited by kiosk.app.locks); False when it was not locked."""
         return self.locks.unlock(employee_id)
+
+    def test_door(self) -> bool:
+        """Admin > Door > Test door: one unlock now (audited with its outcome); True when it was delivered."""
+        if self.door is None:
+            raise KioskError("no door is configured (door.json in the config folder)")
+        delivered = self.door.test()
+        self._record(EVENT_DOOR_TEST, self.door.output.name, "delivered" if delivered else "not delivered in time")
+        return delivered
 
     # -- settings -------------------------------------------------------------------------------------------
     def set_threshold(self, new: ThresholdPolicy, old: ThresholdPolicy, model_default: float | None) -> Settings:

@@ -38,7 +38,7 @@ class Kiosk:
         except StorageError as exc:
             log.error("%s", exc)
             self.settings_problem = str(exc)
-        self.admin = Admin(storage, self.settings_store)
+        self.admin = Admin(storage, self.settings_store, door)
         self.pins = None if self.settings_problem else Pins(storage.pin_manager(self.settings_store), storage.audit)
 
     @classmethod
