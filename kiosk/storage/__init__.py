@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kiosk.io.files import private_dir
-from kiosk.paths import data_dir
 from kiosk.storage.audit import (
     EVENT_DELETE,
     EVENT_ENROL,
@@ -36,39 +35,41 @@ from kiosk.storage.audit import (
 from kiosk.storage.backup import finish_restore
 from kiosk.storage.connection import ConnectionInfo, ConnectionState, ConnectionStatus
 from kiosk.storage.crypto import DamagedDataError, key_id
-from kiosk.storage.db import DB_NAME, RESTORE_ADVICE, SCHEMA_VERSION, Database, StorageError, StoreDamagedError
+from kiosk.storage.db import RESTORE_ADVICE, SCHEMA_VERSION, Database, StorageError, StoreDamagedError
 from kiosk.storage.employees import Employee, EmployeeStore, NewPhoto, ReferencePhoto, clean_employee_id, clean_name
 from kiosk.storage.fleet.pgconn import database_url
 from kiosk.storage.integrity import IntegrityReport, ReferenceDamage
-from kiosk.storage.keys import KeyMissingError, key_path, read_key, unlock
+from kiosk.storage.keys import KeyMissingError, read_key, unlock
 from kiosk.storage.lock import StoreInUseError, WriterLock, acquire_writer_lock
 from kiosk.storage.pin import PinError, PinManager, PinResult
-from kiosk.storage.sealing import seal_plain_rows
+from kiosk.storage.places import StoragePaths
 from kiosk.storage.settings import Settings, SettingsStore
+from kiosk.storage.stores import open_local_stores
 
 __all__ = ["EVENT_DELETE", "EVENT_ENROL", "EVENT_EXPORT", "EVENT_KINDS", "EVENT_LABELS", "EVENT_LOCKOUT",
            "EVENT_MODEL", "EVENT_SITE", "EVENT_PIN_CHANGED", "EVENT_PIN_SET", "EVENT_PIN_WRONG", "EVENT_RE_ENROL", "EVENT_START",
            "EVENT_STOP", "EVENT_THRESHOLD", "EVENT_LIVENESS", "EVENT_MODE", "EVENT_UNLOCK", "KIND_DECISION", "AuditEntry", "AuditLog", "ChainBreak", "ConnectionInfo", "ConnectionState", "ConnectionStatus",
            "DamagedDataError", "Database", "Employee", "EmployeeStore", "IntegrityReport", "KeyMissingError", "NewPhoto", "PinError", "PinManager", "PinResult",
            "ReferenceDamage", "ReferencePhoto", "Settings", "SettingsStore", "Storage", "StorageError",
-           "StoreDamagedError", "StoreInUseError", "clean_employee_id", "clean_name"]
+           "StoragePaths", "StoreDamagedError", "StoreInUseError", "clean_employee_id", "clean_name"]
 
 log = logging.getLogger(__name__)
 
 
-def _data_key(sealer) -> bytes | None:
+def _data_key(sealer, path: Path) -> bytes | None:
     """The data key's bytes for the audit chain (the key the sealer was made from), or None without one."""
     if sealer is None:
         return None
-    key = read_key(key_path())
+    key = read_key(path)
     if key is None or key_id(key) != sealer.key_id:
-        raise KeyMissingError(f"the data key {key_path()} changed while the store was being opened; start again")
+        raise KeyMissingError(f"the data key {path} changed while the store was being opened; start again")
     return key
 
 
 @dataclass
 class Storage:
-    """The database with its two views; ``Storage.open()`` uses data_dir().
+    """The database with its two views; ``Storage.open()`` uses data_dir() and config_dir() unless told
+    other places (``paths``: where this store lives, and the only places it uses).
 
     ``health`` is what the self-check found at open (damaged references are reported there, and never used
     to verify); ``lock`` is the writer lock (None when opened read-only)."""
@@ -82,10 +83,11 @@ class Storage:
     connection: ConnectionStatus = field(default_factory=ConnectionStatus)  # EMBEDDED, or the registry's state
     link: object = None    # a fleet kiosk's kiosk.storage.fleet.sync.FleetLink (None: the embedded store)
     local: Database | None = None  # a fleet kiosk's fleet.sqlite3 (outbox, mirror bookkeeping)
+    paths: StoragePaths | None = None  # None: the defaults (a Storage made by hand)
 
     @classmethod
     def open(cls, folder: str | Path | None = None, readonly: bool = False, url: str | None = None,
-             **fleet_options) -> "Storage":
+             config: str | Path | None = None, key_file: str | Path | None = None, **fleet_options) -> "Storage":
         """Open the store for writing (the one writer: StoreInUseError if another process writes) or, with
         ``readonly``, for looking only (no lock, nothing changed). Refuses a damaged database
         (StoreDamagedError) and sealed data without its key (KeyMissingError); finishes an interrupted
@@ -93,15 +95,20 @@ class Storage:
         reference.
 
         ``url`` (``--database``; default KIOSK_DATABASE_URL): a postgresql:// registry shared by a fleet of
-        kiosks (kiosk.storage.fleet.stores); this folder then holds the kiosk's local copy and its audit outbox."""
+        kiosks (kiosk.storage.fleet.stores); this folder then holds the kiosk's local copy and its audit outbox.
+
+        ``folder`` (data), ``config`` (settings.json) and ``key_file`` (the data key): the places this store
+        uses, and the only ones (kiosk.storage.places; defaults: data_dir(), config_dir(), KIOSK_KEY_FILE or
+        data.key in the config folder)."""
         url = database_url(url)
-        folder = Path(folder) if folder else data_dir()
+        paths = StoragePaths.resolve(folder, config, key_file)
+        folder = paths.data
         lock = None if readonly else acquire_writer_lock(private_dir(folder))
         db = None
         try:
             if lock is not None:
                 finish_restore(folder)
-            db = Database(folder / DB_NAME, migrate=False, readonly=readonly)
+            db = Database(paths.database, migrate=False, readonly=readonly)
             problems = db.quick_check()
             if problems:
                 raise StoreDamagedError(f"{db.path}: the database is damaged (SQLite's check: "
@@ -113,19 +120,16 @@ class Storage:
                                        f"once with the kiosk (which upgrades it) first")
             else:
                 db.migrate()
-            sealer = unlock(db, create=not readonly)
-            employees = EmployeeStore(db, folder / "photos", sealer, lock)
-            data_key = _data_key(sealer)
-            audit = AuditLog(db, data_key)
-            if not readonly:
-                audit.start_chain()
-                seal_plain_rows(employees)
-                employees.cleanup_orphans()
-            health = employees.check()
-            storage = cls(db, employees, audit, lock, health, folder)
-            if url is not None:
-                from kiosk.storage.fleet.stores import attach  # noqa: PLC0415 -- psycopg is loaded by fleet kiosks only
-                attach(storage, url, data_key, readonly, **fleet_options)
+            sealer = unlock(db, create=not readonly, path=paths.key_file)
+            data_key = _data_key(sealer, paths.key_file)
+            if url is None:
+                stores = open_local_stores(db, paths, sealer, lock, data_key, readonly)
+            else:
+                from kiosk.storage.fleet.stores import open_fleet_stores  # noqa: PLC0415 -- psycopg: fleet kiosks only
+                stores = open_fleet_stores(url, db, paths, sealer, lock, data_key, readonly, **fleet_options)
+            health = stores.health
+            storage = cls(db, stores.employees, stores.audit, lock, health, folder, stores.connection, stores.link,
+                          stores.local, paths)
         except BaseException:
             if db is not None:
                 db.close()
@@ -149,14 +153,17 @@ class Storage:
     def settings_store(self) -> SettingsStore:
         """This kiosk's settings: its settings.json; a fleet kiosk's with the fleet-wide ones (threshold,
         liveness, admin PIN) from the registry (kiosk.storage.fleet.settings)."""
-        own = SettingsStore()
+        own = SettingsStore(self.paths.settings_file if self.paths else None)
         if self.link is None:
             return own
         from kiosk.storage.fleet.settings import FleetSettingsStore  # noqa: PLC0415
         return FleetSettingsStore(own, self.link.settings)
 
     def pin_manager(self, settings: SettingsStore, **options) -> PinManager:
-        """The admin PIN: this kiosk's (kiosk.storage.pin), or the fleet's (kiosk.storage.fleet.pin)."""
+        """The admin PIN: this kiosk's (kiosk.storage.pin; its guard in this store's data folder), or the
+        fleet's (kiosk.storage.fleet.pin)."""
+        if self.paths is not None:
+            options.setdefault("guard_path", self.paths.pin_guard)
         if self.link is None:
             return PinManager(settings, **options)
         from kiosk.storage.fleet.pin import FleetPinManager  # noqa: PLC0415

@@ -27,7 +27,7 @@ import hmac
 import io
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from kiosk.io.files import atomic_write_text
@@ -55,6 +55,10 @@ EVENT_MODEL = "model"
 EVENT_SITE = "site"  # the site calibration (kiosk.rules.site) changed: enrolments moved the site threshold
 EVENT_START = "start"
 EVENT_STOP = "stop"
+EVENT_FACE_LOCK = "face_lock"      # an ID locked for face verification after repeated suspected photo attacks
+EVENT_FACE_UNLOCK = "face_unlock"  # ... unlocked by the admin
+EVENT_DOOR_FAILED = "door_failed"  # an ACCEPT's unlock not delivered within its validity (never sent later)
+EVENT_DOOR_TEST = "door_test"      # Admin > Door > Test door
 
 # every admin event kind with the words the audit page shows for it, in the order it lists them
 EVENT_LABELS: dict[str, str] = {
@@ -74,14 +78,17 @@ EVENT_LABELS: dict[str, str] = {
     EVENT_SITE: "Site calibration",
     EVENT_START: "Start",
     EVENT_STOP: "Stop",
+    EVENT_FACE_LOCK: "Face verification locked",
+    EVENT_FACE_UNLOCK: "Face verification unlocked",
+    EVENT_DOOR_FAILED: "Door unlock failed",
+    EVENT_DOOR_TEST: "Door test",
 }
 EVENT_KINDS = tuple(EVENT_LABELS)
 
 _TEXT_LIMIT = 500  # characters kept of a detail or reason (a claimed ID: 200)
-_GENESIS = "0" * 64  # the "previous hash" of the first row
+CHAIN_START = "0" * 64  # the "previous hash" of a chain's first row: every chain's (a kiosk's, the fleet registry's)
 _CHAIN_LABEL = b"siamese-kiosk audit chain/1"
 CSV_HEADER = ["time", "kind", "detail", "claimed_id", "score", "verdict", "reason", "liveness", "mode"]
-_COLUMNS = "id, time, claimed_id, score, verdict, reason, kind, detail, liveness, mode"
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,19 @@ class AuditEntry:
     mode: str = ""                 # a decision's kiosk mode: 'id' or 'walk-up' ('' for events and older rows)
     kiosk_id: str = ""             # the kiosk that wrote it (fleet registry only; '' in a single kiosk's store)
 
+    @classmethod
+    def from_row(cls, row: tuple) -> "AuditEntry":
+        """An entry from a row read with ``columns(FIELDS)`` or ``columns(FLEET_FIELDS)``."""
+        return cls(*row)
+
+    def row(self, fleet: bool = False) -> tuple:
+        """The entry as a row in chain order (FIELDS; FLEET_FIELDS with ``fleet``): what its hash covers."""
+        return tuple(getattr(self, name) for name in (FLEET_FIELDS if fleet else FIELDS))
+
+    def content(self) -> tuple:
+        """The values a new entry is written with, in CONTENT_FIELDS order (its ID comes from the database)."""
+        return tuple(getattr(self, name) for name in CONTENT_FIELDS)
+
     @property
     def is_event(self) -> bool:
         return self.kind != KIND_DECISION
@@ -106,6 +126,29 @@ class AuditEntry:
     def label(self) -> str:
         """The verdict of a decision, or the name of an admin event."""
         return EVENT_LABELS.get(self.kind, self.kind) if self.is_event else self.verdict
+
+
+# The audit row layout, its one definition: AuditEntry's fields, in chain order (the order ``_canonical`` hashes).
+FLEET_FIELDS = tuple(f.name for f in fields(AuditEntry))  # the fleet registry's audit_log (kiosk.storage.fleet)
+FIELDS = tuple(name for name in FLEET_FIELDS if name != "kiosk_id")  # a kiosk's own audit_log
+CONTENT_FIELDS = FIELDS[1:]  # what a new entry is written with (a kiosk's table, the fleet's outbox)
+
+
+def columns(names: tuple[str, ...]) -> str:
+    """``names`` as the column list of a SELECT or INSERT."""
+    return ", ".join(names)
+
+
+def new_entry(kind: str, claimed_id: str, score: float | None, verdict: str, detail: str, reason: str,
+              time: str | None = None, liveness: float | None = None, mode: str = "") -> AuditEntry:
+    """An entry about to be written (ID 0 until the database gives it one), its numbers as floats and its time
+    now unless given."""
+    return AuditEntry(0, time or now_iso(), claimed_id, None if score is None else float(score), verdict, reason,
+                      kind, detail, None if liveness is None else float(liveness), mode)
+
+
+def with_id(entry: AuditEntry, entry_id: int, kiosk_id: str = "") -> AuditEntry:
+    return replace(entry, id=entry_id, kiosk_id=kiosk_id)
 
 
 @dataclass(frozen=True)
@@ -181,18 +224,24 @@ class AuditLog:
             return hmac.new(self._mac_key, data, hashlib.sha256).hexdigest()
         return hashlib.sha256(data).hexdigest()
 
+    def chain_hash(self, previous: str | None, row: tuple) -> str:
+        """The hash of ``row`` (chain order) after the row whose hash is ``previous`` (None: the chain's first)."""
+        return self._digest(CHAIN_START if previous is None else previous, row)
+
     def _append(self, kind: str, claimed_id: str, score: float | None, verdict: str, detail: str, reason: str,
                 time: str | None, liveness: float | None = None, mode: str = "") -> None:
+        self._write(new_entry(kind, claimed_id, score, verdict, detail, reason, time, liveness, mode))
+
+    def _write(self, entry: AuditEntry) -> None:
         with self.db.transaction() as conn:
-            cursor = conn.execute("INSERT INTO audit_log (time, kind, claimed_id, score, verdict, detail, reason, "
-                                  "liveness, mode) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                                  (time or now_iso(), kind, claimed_id, None if score is None else float(score),
-                                   verdict, detail, reason, None if liveness is None else float(liveness), mode))
+            marks = ", ".join("?" * len(CONTENT_FIELDS))
+            cursor = conn.execute(f"INSERT INTO audit_log ({columns(CONTENT_FIELDS)}) VALUES ({marks})",
+                                  entry.content())
             rid = cursor.lastrowid
-            row = conn.execute(f"SELECT {_COLUMNS} FROM audit_log WHERE id = ?", (rid,)).fetchone()
+            row = conn.execute(f"SELECT {columns(FIELDS)} FROM audit_log WHERE id = ?", (rid,)).fetchone()
             prev = conn.execute("SELECT hash FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT 1", (rid,)).fetchone()
-            previous = _GENESIS if prev is None or prev[0] is None else prev[0]
-            conn.execute("UPDATE audit_log SET hash = ? WHERE id = ?", (self._digest(previous, row), rid))
+            conn.execute("UPDATE audit_log SET hash = ? WHERE id = ?",
+                         (self.chain_hash(None if prev is None else prev[0], row), rid))
 
     def record(self, claimed_id: str, verdict: str, reason: str, score: float | None = None,
                time: str | None = None, liveness: float | None = None, mode: str = "", detail: str = "") -> None:
@@ -214,8 +263,8 @@ class AuditLog:
                 kind: str | None = None) -> list[AuditEntry]:
         """Newest first; ``text`` filters on claimed ID, detail or reason, ``verdict`` on ACCEPT/REJECT (decisions
         only), ``kind`` on KIND_DECISION or one EVENT_* kind (None: everything)."""
-        sql, params = entries_query(_COLUMNS, text, verdict, limit, kind)
-        return [AuditEntry(*row) for row in self.db.query(sql, params)]
+        sql, params = entries_query(columns(FIELDS), text, verdict, limit, kind)
+        return [AuditEntry.from_row(row) for row in self.db.query(sql, params)]
 
     def count(self) -> int:
         return int(self.db.query_one("SELECT COUNT(*) FROM audit_log")[0])
@@ -244,7 +293,7 @@ class AuditLog:
         if mode.startswith("hmac") and self._mac_key is None:
             raise StorageError("the audit log's chain is keyed with the data key, which is not available here: "
                                "put the key file back (KIOSK_KEY_FILE if it lives elsewhere) to check it")
-        previous, last_id = _GENESIS, 0
+        previous, last_id = CHAIN_START, 0
         while True:
             rows = self._chain_rows(last_id, batch)
             for row in rows:
@@ -272,7 +321,7 @@ class AuditLog:
 
     def _chain_rows(self, after_id: int, batch: int) -> list[tuple]:
         """Rows after ``after_id`` in chain order: the canonical content, then the stored hash."""
-        return self.db.query(f"SELECT {_COLUMNS}, hash FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
+        return self.db.query(f"SELECT {columns(FIELDS)}, hash FROM audit_log WHERE id > ? ORDER BY id LIMIT ?",
                              (after_id, batch))
 
     def _highest_issued(self) -> int | None:
@@ -286,9 +335,9 @@ class AuditLog:
         chained = 0
         if upto is not None:
             with self.db.transaction() as conn:
-                rows = conn.execute(f"SELECT {_COLUMNS} FROM audit_log WHERE id <= ? ORDER BY id",
+                rows = conn.execute(f"SELECT {columns(FIELDS)} FROM audit_log WHERE id <= ? ORDER BY id",
                                     (int(upto),)).fetchall()
-                previous, updates = _GENESIS, []
+                previous, updates = CHAIN_START, []
                 for row in rows:
                     previous = self._digest(previous, row)
                     updates.append((previous, row[0]))

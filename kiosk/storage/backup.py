@@ -26,11 +26,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kiosk.io.files import atomic_write_text, fsync_path, private_dir
-from kiosk.paths import data_dir
 from kiosk.storage.crypto import key_id
 from kiosk.storage.db import DB_NAME, StorageError
-from kiosk.storage.keys import key_path, read_key
+from kiosk.storage.keys import read_key
 from kiosk.storage.lock import acquire_writer_lock
+from kiosk.storage.places import StoragePaths
 
 log = logging.getLogger(__name__)
 
@@ -173,11 +173,10 @@ def verify_backup(source: str | Path) -> dict:
     return manifest
 
 
-def _check_key(manifest: dict) -> None:
+def _check_key(manifest: dict, path: Path) -> None:
     wanted = manifest.get("key_id")
     if not wanted:
         return
-    path = key_path()
     key = read_key(path)
     if key is None:
         raise StorageError(f"the data key {path} is missing; the backup (key ID {wanted}) cannot be read without "
@@ -187,13 +186,16 @@ def _check_key(manifest: dict) -> None:
                            f"(ID {wanted}): put back the right key file first")
 
 
-def restore(source: str | Path, folder: str | Path | None = None) -> Path:
+def restore(source: str | Path, folder: str | Path | None = None, config: str | Path | None = None,
+            key_file: str | Path | None = None) -> Path:
     """Replace the data folder's database and photos with the backup SOURCE; returns the folder where the
-    replaced data was kept. Takes the writer lock (StoreInUseError while a kiosk runs on the folder)."""
+    replaced data was kept. Takes the writer lock (StoreInUseError while a kiosk runs on the folder).
+    ``folder``, ``config``, ``key_file``: as for Storage.open (kiosk.storage.places)."""
     source = Path(source)
-    folder = private_dir(Path(folder) if folder else data_dir())
+    paths = StoragePaths.resolve(folder, config, key_file)
+    folder = private_dir(paths.data)
     manifest = verify_backup(source)
-    _check_key(manifest)
+    _check_key(manifest, paths.key_file)
     lock = acquire_writer_lock(folder)
     try:
         finish_restore(folder)  # an earlier interrupted restore first

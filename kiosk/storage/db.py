@@ -14,9 +14,9 @@ import logging
 import os
 import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from kiosk.errors import KioskError
 from kiosk.io.files import PRIVATE_FILE, make_private, private_dir
@@ -48,6 +48,36 @@ def _is_damage(exc: sqlite3.Error) -> bool:
 # MIGRATIONS[n] takes the schema from version n-1 to n (kiosk/storage/migrations.py, with the registry's)
 MIGRATIONS = STORE_MIGRATIONS
 SCHEMA_VERSION = max(MIGRATIONS)
+
+
+def run_migrations(transaction: Callable[[], AbstractContextManager], steps: dict[int, list[str]], target: int,
+                   where: str, mark: str = "?", lock: str | None = None, kind: str = "database",
+                   label: str = "schema") -> int:
+    """The one migration runner, for every back end (this module's SQLite databases, the fleet registry in
+    PostgreSQL): bring the schema recorded in ``schema_version`` up to ``target``, each step ``steps[n]`` (n-1
+    to n) in its own transaction, all or nothing. StorageError for a schema newer than ``target``.
+
+    ``transaction()`` opens one transaction and yields what runs statements (``execute(sql, params)``);
+    ``mark`` is the driver's placeholder; ``lock``, a statement run first (one migrator at a time); ``where``,
+    ``kind`` and ``label`` name the database in messages. Returns the version it started from."""
+    with transaction() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        if lock:
+            conn.execute(lock)
+        row = conn.execute("SELECT version FROM schema_version").fetchone()
+        current = int(row[0]) if row else 0
+        if row is None:
+            conn.execute("INSERT INTO schema_version (version) VALUES (0)")
+    if current > target:
+        raise StorageError(f"{where}: made by a newer version of the kiosk ({label} {current}, this version knows "
+                           f"up to {target})")
+    for version in range(current + 1, target + 1):
+        with transaction() as conn:  # each step all or nothing
+            for statement in steps[version]:
+                conn.execute(statement)
+            conn.execute(f"UPDATE schema_version SET version = {mark}", (version,))
+        log.info("%s %s migrated to schema %d", kind, where, version)
+    return current
 
 
 class Database:
@@ -154,23 +184,9 @@ class Database:
     def migrate(self) -> None:
         if self.readonly:
             raise StorageError(f"{self.path}: opened read-only, not migrated")
-        with self.transaction() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            current = int(row[0]) if row else 0
-            if row is None:
-                conn.execute("INSERT INTO schema_version (version) VALUES (0)")
         steps = MIGRATIONS if self._migrations is None else self._migrations
         target = SCHEMA_VERSION if self._migrations is None else max(steps)
-        if current > target:
-            raise StorageError(f"{self.path}: made by a newer version of the kiosk (schema {current}, "
-                               f"this version knows up to {target})")
-        for version in range(current + 1, target + 1):
-            with self.transaction() as conn:  # each step all or nothing
-                for statement in steps[version]:
-                    conn.execute(statement)
-                conn.execute("UPDATE schema_version SET version = ?", (version,))
-            log.info("database %s migrated to schema %d", self.path, version)
+        run_migrations(self.transaction, steps, target, str(self.path))
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import threading
 import uuid
@@ -88,6 +89,17 @@ class NewPhoto:
     features: np.ndarray   # float32 (D,)
 
 
+@dataclass(frozen=True)
+class SealedReference:
+    """A reference photo as it is stored, here and in the fleet registry: its file name, the sealed JPEG, the
+    sealed features (each with the employee ID and the file name as associated data) and their size."""
+
+    file: str
+    photo: bytes      # sealed
+    features: bytes   # sealed
+    dim: int
+
+
 def _encode(image: np.ndarray) -> bytes:
     ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
     if not ok:
@@ -106,8 +118,9 @@ def new_photo_file() -> str:
 _SELECT = ("SELECT id, employee_id, file, features, feature_dim, model_sha, created, encrypted "
            "FROM reference_photos")
 
-# Photo files being written by this process and not yet committed: orphan clean-up leaves them alone.
-_in_flight: set[str] = set()
+# Photo files being written by this process and not yet committed, per photos folder (every store of this
+# process on that folder sees them; stores on other folders share nothing): orphan clean-up leaves them alone.
+_in_flight: dict[str, set[str]] = {}
 _in_flight_guard = threading.Lock()
 
 
@@ -201,6 +214,28 @@ class EmployeeStore:
             raise StorageError("the data key is not available: sealed photos and features cannot be read")
         return self.sealer
 
+    # -- sealing: the one place photos and features are sealed (enrolment, re-embedding, the fleet, old stores)
+    def seal_photo_data(self, employee_id: str, file: str, data: bytes) -> bytes:
+        """A photo file's bytes (JPEG), sealed for ``file`` of ``employee_id``."""
+        return self._sealer().seal(data, photo_aad(employee_id, file))
+
+    def seal_features(self, employee_id: str, file: str, features: np.ndarray | bytes) -> bytes:
+        """A feature vector (or its float32 little-endian bytes, as an old store holds them), sealed for
+        ``file`` of ``employee_id``."""
+        blob = features if isinstance(features, bytes) else _blob(features)
+        return self._sealer().seal(blob, features_aad(employee_id, file))
+
+    def seal_image(self, employee_id: str, file: str, image: np.ndarray) -> bytes:
+        """A photo (BGR) as the sealed JPEG of ``file``."""
+        return self.seal_photo_data(employee_id, file, _encode(image))
+
+    def seal_reference(self, employee_id: str, photo: NewPhoto) -> SealedReference:
+        """A new reference photo, under a new file name, sealed (the JPEG and the features)."""
+        file = new_photo_file()
+        return SealedReference(file, self.seal_image(employee_id, file, photo.image),
+                               self.seal_features(employee_id, file, photo.features),
+                               int(np.asarray(photo.features).size))
+
     def _reference(self, row: tuple) -> ReferencePhoto:
         ref_id, employee_id, file, blob, dim, model_sha, created, encrypted = row
         features, damage = self._features(employee_id, file, blob, int(dim), bool(encrypted))
@@ -242,13 +277,17 @@ class EmployeeStore:
     @contextmanager
     def in_flight(self, files: list[str]):
         """Mark photo files this process is writing, so that orphan clean-up leaves them alone."""
+        key = os.path.realpath(self.photos_dir)
         with _in_flight_guard:
-            _in_flight.update(files)
+            _in_flight.setdefault(key, set()).update(files)
         try:
             yield
         finally:
             with _in_flight_guard:
-                _in_flight.difference_update(files)
+                busy = _in_flight[key]
+                busy.difference_update(files)
+                if not busy:
+                    del _in_flight[key]
 
     def _require_writer(self) -> None:
         if self.lock is None:
@@ -269,14 +308,13 @@ class EmployeeStore:
               replace: bool = True) -> Employee:
         """Create or update an employee with ``photos``; ``replace`` drops their previous photos."""
         employee_id, name = self._checked_enrolment(employee_id, name, photos)
-        sealer = self._sealer()
+        self._sealer()  # without the key: refused before anything is written
         files = [new_photo_file() for _ in photos]
         with self.in_flight(files):
             written: list[str] = []
             try:
                 for file, photo in zip(files, photos, strict=True):  # 1. files, each written atomically
-                    atomic_write_bytes(self.photos_dir / file,
-                                       sealer.seal(_encode(photo.image), photo_aad(employee_id, file)))
+                    atomic_write_bytes(self.photos_dir / file, self.seal_image(employee_id, file, photo.image))
                     written.append(file)
                 with self.db.transaction() as conn:  # 2. all rows, or none
                     old = [f for (f,) in conn.execute("SELECT file FROM reference_photos WHERE employee_id = ?",
@@ -288,8 +326,7 @@ class EmployeeStore:
                     for file, photo in zip(files, photos, strict=True):
                         conn.execute("INSERT INTO reference_photos (employee_id, file, features, feature_dim, "
                                      "model_sha, created, encrypted) VALUES (?, ?, ?, ?, ?, ?, 1)",
-                                     (employee_id, file,
-                                      sealer.seal(_blob(photo.features), features_aad(employee_id, file)),
+                                     (employee_id, file, self.seal_features(employee_id, file, photo.features),
                                       int(np.asarray(photo.features).size), model_sha, now_iso()))
             except BaseException:
                 for file in written:
@@ -303,7 +340,7 @@ class EmployeeStore:
 
     def update_features(self, reference_id: int, features: np.ndarray, model_sha: str) -> None:
         self._require_writer()
-        sealer = self._sealer()
+        self._sealer()  # without the key: refused before anything is read
         with self.db.transaction() as conn:
             row = conn.execute("SELECT employee_id, file FROM reference_photos WHERE id = ?",
                                (reference_id,)).fetchone()
@@ -311,7 +348,7 @@ class EmployeeStore:
                 return
             employee_id, file = row
             conn.execute("UPDATE reference_photos SET features = ?, feature_dim = ?, model_sha = ?, encrypted = 1 "
-                         "WHERE id = ?", (sealer.seal(_blob(features), features_aad(employee_id, file)),
+                         "WHERE id = ?", (self.seal_features(employee_id, file, features),
                                           int(np.asarray(features).size), model_sha, reference_id))
 
     def delete(self, employee_id: str) -> bool:
@@ -336,7 +373,7 @@ class EmployeeStore:
         self._require_writer()
         known = {f for (f,) in self.db.query("SELECT file FROM reference_photos")}
         with _in_flight_guard:
-            busy = set(_in_flight)
+            busy = set(_in_flight.get(os.path.realpath(self.photos_dir), ()))
         removed = 0
         for path in self.photos_dir.iterdir():
             if path.name in known or path.name in busy:

@@ -3,7 +3,9 @@
 A copy of the data folder (a stolen disk image, a backup) is useless without the key. The key's ID is
 recorded in the database; a missing key is never replaced by a new one while sealed data exists (that
 would make nothing readable and hide the real problem), a wrong key is named as such.
-``KIOSK_KEY_FILE`` puts the key elsewhere (a removable medium, a secrets mount).
+``KIOSK_KEY_FILE`` puts the key elsewhere (a removable medium, a secrets mount). A key file its group or
+others may read is refused, naming the chmod that fixes it (kiosk.storage.secretfile, the rule of every
+secret file).
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ import base64
 import binascii
 import logging
 import os
-import stat
 from pathlib import Path
 
 from kiosk.io.files import PRIVATE_FILE, atomic_writer, private_dir
 from kiosk.paths import config_dir
 from kiosk.storage.crypto import KEY_BYTES, Sealer
 from kiosk.storage.db import Database, StorageError
+from kiosk.storage.secretfile import read_secret_file
 
 log = logging.getLogger(__name__)
 
@@ -31,22 +33,20 @@ class KeyMissingError(StorageError):
     """The store holds sealed data but its key file is missing, unreadable or wrong."""
 
 
-def key_path() -> Path:
+def key_path(config: str | Path | None = None) -> Path:
+    """Where the data key is: KIOSK_KEY_FILE, else data.key in ``config`` (default: config_dir())."""
     value = os.environ.get("KIOSK_KEY_FILE")
-    return Path(value).expanduser() if value else config_dir() / KEY_NAME
+    if value:
+        return Path(value).expanduser()
+    return (Path(config) if config else config_dir()) / KEY_NAME
 
 
 def read_key(path: Path) -> bytes | None:
-    """The key, or None if there is no key file; KeyMissingError if it cannot be read or is damaged."""
-    try:
-        text = path.read_text(encoding="ascii")
-        mode = stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
+    """The key, or None if there is no key file; KeyMissingError if it cannot be read, is damaged or may be
+    read by others (kiosk.storage.secretfile)."""
+    text = read_secret_file(path, "the data key", KeyMissingError, encoding="ascii", missing_ok=True)
+    if text is None:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyMissingError(f"the data key {path} cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-    if mode & 0o077:
-        log.warning("the data key %s is readable by others (mode %o); it should be 0600", path, mode)
     lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
     try:
         key = base64.b64decode(lines[-1], validate=True) if lines else b""
@@ -75,10 +75,11 @@ def sealed_count(db: Database) -> int:
     return int(db.query_one("SELECT COUNT(*) FROM reference_photos WHERE encrypted = 1")[0])
 
 
-def unlock(db: Database, create: bool) -> Sealer | None:
-    """The Sealer for this store. Makes a key only when ``create`` and the store has no sealed data yet.
-    None only for a read-only look at a store that holds no sealed data and has no key."""
-    path = key_path()
+def unlock(db: Database, create: bool, path: Path | None = None) -> Sealer | None:
+    """The Sealer for this store, with the key at ``path`` (default: key_path()). Makes a key only when
+    ``create`` and the store has no sealed data yet. None only for a read-only look at a store that holds no
+    sealed data and has no key."""
+    path = key_path() if path is None else Path(path)
     key = read_key(path)
     expected = db.meta("key_id")
     sealed = sealed_count(db)

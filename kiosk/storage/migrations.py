@@ -2,8 +2,8 @@
 PostgreSQL, and a fleet kiosk's local state (the audit outbox and what it has mirrored).
 
 Each dictionary maps version n to the statements that take a schema from n-1 to n, run in one transaction
-and recorded in a ``schema_version`` table by the back end's runner (kiosk.storage.db for SQLite,
-kiosk.storage.fleet.registry for PostgreSQL). Append, never edit, once released.
+and recorded in a ``schema_version`` table by the one runner, kiosk.storage.db.run_migrations (for SQLite and, from
+kiosk.storage.fleet.registry, for PostgreSQL). Append, never edit, once released.
 
 The registry starts from what the store's steps 1-4 built (employees, reference photos, the audit log with
 its liveness and mode columns) and adds what several kiosks need: photos as bytes, features keyed by the

@@ -182,24 +182,27 @@ def check_folder_owner(folder: str | Path) -> None:
                        f"this is user id {os.getuid()}")
 
 
-class PinManager:
-    def __init__(self, settings: SettingsStore, max_attempts: int = 5, lockout_s: float = 300.0,
-                 clock: Callable[[], float] = time.time, guard_path: str | Path | None = None,
-                 max_lockout_s: float = 24 * 3600.0):
+class LocalPinStore:
+    """Where a single kiosk keeps its PIN: the record in the settings file, the guard in ``guard_path`` (the data
+    folder). One of the two state stores of the PIN state machine (PinManager); the fleet's is
+    kiosk.storage.fleet.pin.FleetPinStore."""
+
+    def __init__(self, settings: SettingsStore, guard_path: Path):
         self.settings = settings
-        self.rule = LockoutRule(max_attempts, lockout_s, max(max_lockout_s, lockout_s))
-        self.max_attempts = max_attempts
-        self.lockout_s = lockout_s
-        self.max_lockout_s = self.rule.max_lockout_s
-        self.clock = clock
-        self.guard_path = Path(guard_path) if guard_path else data_dir() / GUARD_NAME
+        self.guard_path = guard_path
+        self.rule = LockoutRule()
+        self.clock: Callable[[], float] = time.time
+
+    def bind(self, rule: LockoutRule, clock: Callable[[], float]) -> None:
+        """The state machine's lockout rule and clock (called once by PinManager)."""
+        self.rule, self.clock = rule, clock
 
     # -- the guard file ---------------------------------------------------------------------------------------
     def _damaged_guard(self, why: str) -> StorageError:
         return PinRecordError(f"{self.guard_path}: the admin PIN guard is {why}; the admin tab stays locked "
                               f"until the owner of the data folder runs '{RESET_COMMAND}' in a terminal")
 
-    def _load_guard(self) -> dict | None:
+    def load_guard(self) -> dict | None:
         try:
             text = self.guard_path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -214,30 +217,15 @@ class PinManager:
             raise self._damaged_guard("damaged")
         return guard
 
-    def _save_guard(self, guard: dict) -> None:
+    def save_guard(self, guard: dict) -> None:
         private_dir(self.guard_path.parent)
         atomic_write_text(self.guard_path, json.dumps(guard, indent=2, sort_keys=True) + "\n")
 
-    _new_guard = staticmethod(new_guard)
-
-    def _guarded(self) -> tuple[dict, dict]:
-        """(guard, record) of a PIN in good order; PinRecordError otherwise (PinError when none is set)."""
-        state, guard, record = self._state()
-        if state == UNSET:
-            raise PinError("no admin PIN is set yet")
-        if state != OK:
-            raise PinRecordError(self._locked_message(state))
-        return guard, record
-
-    def _locked_message(self, state: str) -> str:
-        """Why administration is locked, and the way back."""
-        return (f"{_LOCKED_REASONS[state]}. The admin tab stays locked: the owner of the data folder must run "
-                f"'{RESET_COMMAND}' in a terminal to set a new PIN.")
-
-    # -- state ----------------------------------------------------------------------------------------------
-    def _state(self) -> tuple[str, dict | None, object]:
+    # -- the state ------------------------------------------------------------------------------------------
+    def read(self) -> tuple[str, dict | None, object]:
+        """(state, guard, record): UNSET, OK, or why administration is locked (MISSING, DAMAGED, MISMATCH)."""
         settings = self.settings.load()
-        record, guard = settings.pin, self._load_guard()
+        record, guard = settings.pin, self.load_guard()
         if guard is None:
             if record is None:
                 return UNSET, None, None
@@ -248,8 +236,8 @@ class PinManager:
             old_lock = settings.extra.get("pin_locked_until", 0.0)
             old_lock = old_lock if isinstance(old_lock, (int, float)) and not isinstance(old_lock, bool) else 0.0
             now = self.clock()
-            guard = self._new_guard(record, min(old_lock, now + self.lockout_s), lockouts=int(old_lock > now))
-            self._save_guard(guard)
+            guard = new_guard(record, min(old_lock, now + self.rule.lockout_s), lockouts=int(old_lock > now))
+            self.save_guard(guard)
             return OK, guard, record
         if record is None:
             return MISSING, guard, record
@@ -257,14 +245,77 @@ class PinManager:
             return DAMAGED, guard, record
         if fingerprint(record) == guard["next"]:  # a change interrupted after the record was written
             guard = dict(guard, fingerprint=guard["next"], next=None)
-            self._save_guard(guard)
+            self.save_guard(guard)
         if fingerprint(record) != guard["fingerprint"]:
             return MISMATCH, guard, record
         return OK, guard, record
 
+    def locked_message(self, state: str) -> str:
+        """Why administration is locked, and the way back."""
+        return (f"{_LOCKED_REASONS[state]}. The admin tab stays locked: the owner of the data folder must run "
+                f"'{RESET_COMMAND}' in a terminal to set a new PIN.")
+
+    # -- changes --------------------------------------------------------------------------------------------
+    def count_entry(self, guard: dict, ok: bool, now: float) -> dict:
+        """Count one entry into the guard (LockoutRule) and keep it; returns the guard now."""
+        changed = self.rule.after_entry(guard, ok, now)
+        if changed != guard:
+            self.save_guard(changed)
+        return changed
+
+    def write_record(self, record: dict, guard: dict | None) -> None:
+        """Record first, guard second; the guard names the new record as 'next' beforehand, so a crash in
+        between leaves a kiosk that opens with the new PIN (the old one if the record was not yet written)."""
+        if guard is not None:
+            self.save_guard(dict(guard, next=fingerprint(record)))
+        extra = self.settings.load().extra
+        stale = {k: v for k, v in extra.items() if k not in ("pin_failures", "pin_locked_until")}  # pre-guard
+        self.settings.update(pin=record, extra=stale)
+        self.save_guard(new_guard(record))
+
+    def check_reset(self) -> None:
+        """Whether this store may be reset from here (a single kiosk's may: its owner runs the command)."""
+
+    def reset(self, record: dict) -> None:
+        self.settings.load()  # a settings file that cannot be read is reported before anything changes
+        # whatever guard there was (damaged, or another record's) is replaced; until the new record is in
+        # place this one matches no record, so an interruption leaves administration locked, never open
+        self.write_record(record, new_guard(None))
+
+
+class PinManager:
+    """The PIN state machine, one for a single kiosk and a fleet alike: the state (UNSET, OK or why it is
+    locked), setting and changing the PIN, entries counted by the LockoutRule, the reset. Where the record and
+    its guard are kept is its ``store``: LocalPinStore (the default: settings.json and ``guard_path``) or the
+    fleet's (kiosk.storage.fleet.pin)."""
+
+    def __init__(self, settings: SettingsStore, max_attempts: int = 5, lockout_s: float = 300.0,
+                 clock: Callable[[], float] = time.time, guard_path: str | Path | None = None,
+                 max_lockout_s: float = 24 * 3600.0, store=None):
+        self.settings = settings
+        self.rule = LockoutRule(max_attempts, lockout_s, max(max_lockout_s, lockout_s))
+        self.max_attempts = max_attempts
+        self.lockout_s = lockout_s
+        self.max_lockout_s = self.rule.max_lockout_s
+        self.clock = clock
+        self.guard_path = Path(guard_path) if guard_path else data_dir() / GUARD_NAME
+        self.store = store if store is not None else LocalPinStore(settings, self.guard_path)
+        self.store.bind(self.rule, clock)
+
+    def _guarded(self) -> tuple[dict, dict]:
+        """(guard, record) of a PIN in good order; PinRecordError otherwise (PinError when none is set)."""
+        state, guard, record = self.store.read()
+        if state == UNSET:
+            raise PinError("no admin PIN is set yet")
+        if state != OK:
+            raise PinRecordError(self.store.locked_message(state))
+        return guard, record
+
+    # -- state ----------------------------------------------------------------------------------------------
     def state(self) -> str:
-        """UNSET (first start), OK, or why administration is locked: MISSING, DAMAGED, MISMATCH."""
-        return self._state()[0]
+        """UNSET (first start), OK, or why administration is locked: MISSING, DAMAGED, MISMATCH (a fleet's
+        store adds its own, kiosk.storage.fleet.pin.UNSYNCED)."""
+        return self.store.read()[0]
 
     @property
     def is_set(self) -> bool:
@@ -276,33 +327,19 @@ class PinManager:
         self._guarded()  # raises with the reason
         return True
 
-    def _lock_length(self, lockouts: int) -> float:
-        return self.rule.length(lockouts)
-
     def locked_for(self) -> float:
         """Seconds until PIN entry is allowed again (0 when not locked). Capped at the current lock's length
         so a clock turned back cannot lock the kiosk for ever."""
         guard, _ = self._guarded()
         now = self.clock()
-        length = self._lock_length(guard["lockouts"])
+        length = self.rule.length(guard["lockouts"])
         remaining = guard["locked_until"] - now
         if remaining > length:  # the clock went back: restart the lock from now
-            self._save_guard(dict(guard, locked_until=now + length))
+            self.store.save_guard(dict(guard, locked_until=now + length))
             return length
         return max(remaining, 0.0)
 
     # -- actions --------------------------------------------------------------------------------------------
-    def _write_record(self, new_pin: str, guard: dict | None) -> None:
-        """Record first, guard second; the guard names the new record as 'next' beforehand, so a crash in
-        between leaves a kiosk that opens with the new PIN (the old one if the record was not yet written)."""
-        record = hash_pin(new_pin)
-        if guard is not None:
-            self._save_guard(dict(guard, next=fingerprint(record)))
-        extra = self.settings.load().extra
-        stale = {k: v for k, v in extra.items() if k not in ("pin_failures", "pin_locked_until")}  # pre-guard
-        self.settings.update(pin=record, extra=stale)
-        self._save_guard(self._new_guard(record))
-
     def set_pin(self, new_pin: str, repeat: str | None = None, current: str | None = None) -> None:
         """First run: no current PIN needed. Afterwards the current PIN must be given (and right)."""
         check_pin_format(new_pin)
@@ -314,18 +351,17 @@ class PinManager:
             result = self.check(current)
             if not result.ok:
                 raise PinError(f"the current PIN is not right: {result.message}")
-        self._write_record(new_pin, self._load_guard())
+        guard = self.store.load_guard()
+        self.store.write_record(hash_pin(new_pin), guard)
 
     def reset(self, new_pin: str, repeat: str | None = None) -> None:
         """Set a new PIN whatever the state of the old one, and clear the lockout: ``kiosk admin
-        reset-pin``, for the owner of the data folder only (checked by the caller)."""
+        reset-pin``, for the owner of the data folder only (checked by the caller). A fleet's store refuses."""
+        self.store.check_reset()
         check_pin_format(new_pin)
         if repeat is not None and repeat != new_pin:
             raise PinError("the two PINs differ")
-        self.settings.load()  # a settings file that cannot be read is reported before anything changes
-        # whatever guard there was (damaged, or another record's) is replaced; until the new record is in
-        # place this one matches no record, so an interruption leaves administration locked, never open
-        self._write_record(new_pin, self._new_guard(None))
+        self.store.reset(hash_pin(new_pin))
 
     def check(self, pin: str) -> PinResult:
         locked = self.locked_for()
@@ -334,16 +370,9 @@ class PinManager:
         guard, record = self._guarded()
         ok = verify_pin(pin, record)
         now = self.clock()
-        guard = self._record_entry(guard, ok, now)
+        guard = self.store.count_entry(guard, ok, now)
         if guard["locked_until"] > now:  # this entry began a lock (or another kiosk of the fleet did meanwhile)
-            return PinResult(False, 0, min(guard["locked_until"] - now, self._lock_length(guard["lockouts"])))
+            return PinResult(False, 0, min(guard["locked_until"] - now, self.rule.length(guard["lockouts"])))
         if ok:
             return PinResult(True, self.max_attempts)
         return PinResult(False, self.max_attempts - guard["failures"])
-
-    def _record_entry(self, guard: dict, ok: bool, now: float) -> dict:
-        """Count one entry into the guard (LockoutRule) and keep it; returns the guard now."""
-        changed = self.rule.after_entry(guard, ok, now)
-        if changed != guard:
-            self._save_guard(changed)
-        return changed

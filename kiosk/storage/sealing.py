@@ -15,7 +15,6 @@ import logging
 from pathlib import Path
 
 from kiosk.io.files import atomic_write_bytes
-from kiosk.storage.crypto import features_aad, photo_aad
 from kiosk.storage.employees import EmployeeStore, new_photo_file
 
 log = logging.getLogger(__name__)
@@ -45,7 +44,7 @@ def _seal_row(store: EmployeeStore, ref_id: int, employee_id: str, file: str, bl
             plain = None
             log.warning("photo %s of %s is missing; its features are encrypted all the same", file, employee_id)
         if plain is not None:
-            atomic_write_bytes(store.photos_dir / new, store.sealer.seal(plain, photo_aad(employee_id, new)))
+            atomic_write_bytes(store.photos_dir / new, store.seal_photo_data(employee_id, new, plain))
         _update_row(store, ref_id, employee_id, new, blob)
     _remove_plain(old)
 
@@ -54,7 +53,7 @@ def _update_row(store: EmployeeStore, ref_id: int, employee_id: str, new: str, b
     with store.db.transaction() as conn:
         changed = conn.execute("UPDATE reference_photos SET file = ?, features = ?, encrypted = 1 "
                                "WHERE id = ? AND encrypted = 0",
-                               (new, store.sealer.seal(blob, features_aad(employee_id, new)), ref_id)).rowcount
+                               (new, store.seal_features(employee_id, new, blob), ref_id)).rowcount
     if not changed:  # cannot happen under the writer lock; leave the new file to the orphan clean-up
         log.warning("reference %d changed while it was being encrypted", ref_id)
 

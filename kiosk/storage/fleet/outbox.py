@@ -13,26 +13,19 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from kiosk.storage.audit import CONTENT_FIELDS, AuditEntry, columns
 from kiosk.storage.db import Database
 from kiosk.storage.migrations import LOCAL_FLEET_MIGRATIONS
 
 FLEET_DB_NAME = "fleet.sqlite3"
-_FIELDS = "entry_uuid, time, kind, claimed_id, score, verdict, detail, reason, liveness, mode"
+_FIELDS = ("entry_uuid", *CONTENT_FIELDS)  # the outbox's columns: the entry's UUID, then the audit row layout's
 
 
 @dataclass(frozen=True)
 class OutboxEntry:
     seq: int
     entry_uuid: str
-    time: str
-    kind: str
-    claimed_id: str
-    score: float | None
-    verdict: str
-    detail: str
-    reason: str
-    liveness: float | None
-    mode: str
+    entry: AuditEntry  # its content (ID 0: the registry gives it one)
 
 
 def open_local_fleet_db(folder: Path) -> Database:
@@ -44,21 +37,20 @@ class Outbox:
     def __init__(self, db: Database):
         self.db = db
 
-    def append(self, time: str, kind: str, claimed_id: str, score: float | None, verdict: str, detail: str,
-               reason: str, liveness: float | None, mode: str) -> str:
-        """Queue one entry (committed on return); returns its UUID."""
+    def append(self, entry: AuditEntry) -> str:
+        """Queue one entry (kiosk.storage.audit.new_entry; committed on return); returns its UUID."""
         entry_uuid = str(uuid.uuid4())
         with self.db.transaction() as conn:
-            conn.execute(f"INSERT INTO outbox ({_FIELDS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         (entry_uuid, time, kind, claimed_id, score, verdict, detail, reason, liveness, mode))
+            conn.execute(f"INSERT INTO outbox ({columns(_FIELDS)}) VALUES ({', '.join('?' * len(_FIELDS))})",
+                         (entry_uuid, *entry.content()))
         return entry_uuid
 
     def pending(self) -> int:
         return int(self.db.query_one("SELECT COUNT(*) FROM outbox")[0])
 
     def oldest(self, limit: int = 500) -> list[OutboxEntry]:
-        return [OutboxEntry(*row) for row in self.db.query(f"SELECT seq, {_FIELDS} FROM outbox ORDER BY seq LIMIT ?",
-                                                           (limit,))]
+        rows = self.db.query(f"SELECT seq, {columns(_FIELDS)} FROM outbox ORDER BY seq LIMIT ?", (limit,))
+        return [OutboxEntry(seq, entry_uuid, AuditEntry.from_row((0, *content))) for seq, entry_uuid, *content in rows]
 
     def remove_upto(self, seq: int) -> None:
         """After the registry committed every entry up to ``seq``."""

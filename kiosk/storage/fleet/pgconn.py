@@ -13,12 +13,12 @@
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from kiosk.storage.db import StorageError
+from kiosk.storage.secretfile import read_secret_file
 
 URL_ENV = "KIOSK_DATABASE_URL"
 PASSWORD_ENV = "KIOSK_DATABASE_PASSWORD"
@@ -57,16 +57,9 @@ def redact(url: str) -> str:
 
 
 def read_password_file(path: str | Path) -> str:
-    """The first line of an owner-only file; StorageError when others may read it or it cannot be read."""
-    path = Path(path).expanduser()
-    try:
-        mode = stat.S_IMODE(path.stat().st_mode)
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise StorageError(f"the database password file {path} cannot be read ({exc.strerror or exc})") from None
-    if mode & 0o077:
-        raise StorageError(f"the database password file {path} may be read by others (mode {mode:o}); "
-                           f"chmod 600 it first")
+    """The first line of an owner-only file; StorageError when others may read it or it cannot be read
+    (kiosk.storage.secretfile)."""
+    text = read_secret_file(Path(path).expanduser(), "the database password file")
     return text.splitlines()[0].strip() if text.strip() else ""
 
 

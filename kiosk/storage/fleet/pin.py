@@ -22,6 +22,7 @@ from kiosk.storage.pin import (
     MISSING,
     OK,
     UNSET,
+    LockoutRule,
     PinError,
     PinManager,
     check_pin_format,
@@ -44,13 +45,18 @@ _REASONS = {
 }
 
 
-class FleetPinManager(PinManager):
-    def __init__(self, settings: SettingsStore, fleet: FleetSettings, **options):
-        super().__init__(settings, **options)
-        self.fleet = fleet
-        fleet.rule = self.rule  # offline wrong entries are added by the same rule
+class FleetPinStore:
+    """Where a fleet keeps its PIN: the record and the guard in the registry's settings, read from this kiosk's
+    synchronised copy (kiosk.storage.fleet.settings). The fleet's state store of the one PIN state machine
+    (kiosk.storage.pin.PinManager)."""
 
-    def _state(self) -> tuple[str, dict | None, object]:
+    def __init__(self, fleet: FleetSettings):
+        self.fleet = fleet
+
+    def bind(self, rule: LockoutRule, clock) -> None:
+        self.fleet.rule = rule  # offline wrong entries are added by the same rule
+
+    def read(self) -> tuple[str, dict | None, object]:
         if not self.fleet.synced:
             return UNSYNCED, None, None
         values = self.fleet.values()
@@ -67,30 +73,40 @@ class FleetPinManager(PinManager):
             return MISMATCH, guard, record
         return OK, guard, record
 
-    def _locked_message(self, state: str) -> str:
+    def locked_message(self, state: str) -> str:
         if state == UNSYNCED:
             return f"{_REASONS[state]}. The admin tab opens once the registry has been reached."
         return (f"{_REASONS[state]}. The admin tab stays locked at every kiosk: the registry's owner must run "
                 f"'{FLEET_RESET_COMMAND}' to set a new PIN.")
 
-    def _load_guard(self) -> dict | None:
+    def load_guard(self) -> dict | None:
         guard = self.fleet.values().get(GUARD_KEY)
         return guard if valid_guard(guard) else None
 
-    def _save_guard(self, guard: dict) -> None:
+    def save_guard(self, guard: dict) -> None:
         self.fleet.keep_guard(guard)
 
-    def _record_entry(self, guard: dict, ok: bool, now: float) -> dict:
+    def count_entry(self, guard: dict, ok: bool, now: float) -> dict:
         return self.fleet.record_entry(guard, ok, now)
 
-    def _write_record(self, new_pin: str, guard: dict | None) -> None:
+    def write_record(self, record: dict, guard: dict | None) -> None:
         """The record and its guard in one transaction; the first PIN only where none was set meanwhile."""
-        record = hash_pin(new_pin)
         if not self.fleet.write({PIN_KEY: record, GUARD_KEY: new_guard(record)}, create_only=guard is None):
             raise PinError("an admin PIN was set at another kiosk meanwhile: use that one")
 
-    def reset(self, new_pin: str, repeat: str | None = None) -> None:
+    def check_reset(self) -> None:
         raise PinError(f"the admin PIN of a fleet is the registry's: run '{FLEET_RESET_COMMAND}' as its owner")
+
+    def reset(self, record: dict) -> None:
+        self.check_reset()
+
+
+class FleetPinManager(PinManager):
+    """The PIN state machine on the fleet's store (FleetPinStore); only the store differs from a kiosk's."""
+
+    def __init__(self, settings: SettingsStore, fleet: FleetSettings, **options):
+        super().__init__(settings, store=FleetPinStore(fleet), **options)
+        self.fleet = fleet
 
 
 def reset_fleet_pin(url: str, new_pin: str, repeat: str | None = None) -> None:

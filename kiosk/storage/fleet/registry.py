@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from kiosk.storage.db import StorageError
+from kiosk.storage.audit import FLEET_FIELDS, columns, with_id
+from kiosk.storage.db import StorageError, run_migrations
+from kiosk.storage.employees import SealedReference
 from kiosk.storage.fleet.pgconn import ConnectionConfig
 from kiosk.storage.migrations import REGISTRY_MIGRATIONS
 
@@ -26,15 +29,9 @@ log = logging.getLogger(__name__)
 REGISTRY_SCHEMA = max(REGISTRY_MIGRATIONS)
 CHANNEL = "kiosk_registry"
 _AUDIT_LOCK = 0x5349414D  # the advisory lock that serialises audit chain writers ("SIAM")
-AUDIT_COLUMNS = "id, time, claimed_id, score, verdict, reason, kind, detail, liveness, mode, kiosk_id"
 
 
-@dataclass(frozen=True)
-class NewReference:
-    file: str
-    photo: bytes      # sealed
-    features: bytes   # sealed
-    dim: int
+NewReference = SealedReference  # a reference photo enrolled into the registry, sealed (kiosk.storage.employees)
 
 
 @dataclass(frozen=True)
@@ -50,22 +47,14 @@ class RegistryView:
 def migrate(config: ConnectionConfig) -> int:
     """Bring the registry's schema up to date (run as the role that owns it). Returns the version."""
     with config.connect() as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-        conn.execute("LOCK TABLE schema_version IN ACCESS EXCLUSIVE MODE")  # one migrator at a time
-        row = conn.execute("SELECT version FROM schema_version").fetchone()
-        if row is None:
-            conn.execute("INSERT INTO schema_version (version) VALUES (0)")
-        current = int(row[0]) if row else 0
-        conn.commit()
-        if current > REGISTRY_SCHEMA:
-            raise StorageError(f"{config.safe_url}: made by a newer version of the kiosk (registry schema {current}, "
-                               f"this version knows up to {REGISTRY_SCHEMA})")
-        for version in range(current + 1, REGISTRY_SCHEMA + 1):
+        @contextmanager
+        def transaction():
             with conn.transaction():
-                for statement in REGISTRY_MIGRATIONS[version]:
-                    conn.execute(statement)
-                conn.execute("UPDATE schema_version SET version = %s", (version,))
-            log.info("registry %s migrated to schema %d", config.safe_url, version)
+                yield conn
+
+        run_migrations(transaction, REGISTRY_MIGRATIONS, REGISTRY_SCHEMA, config.safe_url, mark="%s",
+                       lock="LOCK TABLE schema_version IN ACCESS EXCLUSIVE MODE",  # one migrator at a time
+                       kind="registry", label="registry schema")
         conn.execute("GRANT SELECT ON schema_version TO kiosk_fleet")
         conn.commit()
     return REGISTRY_SCHEMA
@@ -166,9 +155,10 @@ def feature_bytes(conn, wanted: list[tuple[int, str]]) -> dict[tuple[int, str], 
     return {(int(r), m): bytes(d) for r, m, d in rows}
 
 
-def append_audit(conn, kiosk_id: str, entries: Iterable, digest: Callable[[str, tuple], str], genesis: str) -> int:
+def append_audit(conn, kiosk_id: str, entries: Iterable, chain_hash: Callable[[str | None, tuple], str]) -> int:
     """Write outbox entries (in their order) into the chain, in one transaction; those the registry already
-    holds (by UUID) are skipped. Returns how many were written."""
+    holds (by UUID) are skipped. ``chain_hash(previous, row)``: kiosk.storage.audit.AuditLog.chain_hash (None:
+    the chain's first row). Returns how many were written."""
     entries = list(entries)
     written = 0
     with conn.transaction():
@@ -176,16 +166,16 @@ def append_audit(conn, kiosk_id: str, entries: Iterable, digest: Callable[[str, 
         have = {str(u) for (u,) in conn.execute("SELECT entry_uuid FROM audit_log WHERE entry_uuid = ANY(%s::uuid[])",
                                                 ([e.entry_uuid for e in entries],))}
         row = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-        previous = row[0] if row else genesis
+        previous = row[0] if row else None
+        insert = (f"INSERT INTO audit_log ({columns(FLEET_FIELDS)}, entry_uuid, hash) "
+                  f"VALUES ({', '.join(['%s'] * (len(FLEET_FIELDS) + 2))})")
         for e in entries:
             if e.entry_uuid in have:
                 continue
             rid = int(conn.execute("SELECT nextval('audit_log_id')").fetchone()[0])
-            content = (rid, e.time, e.claimed_id, e.score, e.verdict, e.reason, e.kind, e.detail, e.liveness, e.mode,
-                       kiosk_id)
-            previous = digest(previous, content)
-            conn.execute(f"INSERT INTO audit_log ({AUDIT_COLUMNS}, entry_uuid, hash) "
-                         "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)", content + (e.entry_uuid, previous))
+            content = with_id(e.entry, rid, kiosk_id).row(fleet=True)
+            previous = chain_hash(previous, content)
+            conn.execute(insert, content + (e.entry_uuid, previous))
             written += 1
     return written
 

@@ -1,4 +1,5 @@
-"""A fleet kiosk's store: the same Storage API, with the registry (PostgreSQL) as the shared truth.
+"""A fleet kiosk's store: the same Storage API, with the registry (PostgreSQL) as the shared truth. Storage.open
+builds it with these stores from the start (``open_fleet_stores``; a single kiosk's: kiosk.storage.stores).
 
 - ``employees`` is a FleetEmployeeStore: it reads the local mirror (kiosk.storage.fleet.mirror), so verification
   never waits for the network; enrolment and deletion are written to the registry first (refused with a
@@ -23,19 +24,11 @@ import uuid
 
 import numpy as np
 
-from kiosk.storage.audit import AuditEntry, AuditLog, entries_query
+from kiosk.storage.audit import FLEET_FIELDS, AuditEntry, AuditLog, columns, entries_query, new_entry
 from kiosk.storage.connection import ConnectionState, ConnectionStatus
-from kiosk.storage.crypto import features_aad, photo_aad
-from kiosk.storage.db import StorageError
-from kiosk.storage.employees import (
-    Employee,
-    EmployeeStore,
-    NewPhoto,
-    _blob,
-    _encode,
-    new_photo_file,
-    now_iso,
-)
+from kiosk.storage.crypto import Sealer
+from kiosk.storage.db import Database, StorageError
+from kiosk.storage.employees import Employee, EmployeeStore, NewPhoto, now_iso
 from kiosk.storage.fleet import registry
 from kiosk.storage.fleet.mirror import Mirror
 from kiosk.storage.fleet.outbox import Outbox, open_local_fleet_db
@@ -43,7 +36,10 @@ from kiosk.storage.fleet.pgconn import ConnectionConfig, RegistryUnavailableErro
 from kiosk.storage.fleet.settings import FleetSettings
 from kiosk.storage.fleet.sync import FleetLink
 from kiosk.storage.keys import KeyMissingError
+from kiosk.storage.lock import WriterLock
+from kiosk.storage.places import StoragePaths
 from kiosk.storage.settings import SettingsStore
+from kiosk.storage.stores import Stores, prepare_local
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +70,7 @@ class FleetEmployeeStore(EmployeeStore):
     def enrol(self, employee_id: str, name: str, photos: list[NewPhoto], model_sha: str,
               replace: bool = True) -> Employee:
         employee_id, name = self._checked_enrolment(employee_id, name, photos)
-        sealer = self._sealer()
-        refs = []
-        for photo in photos:
-            file = new_photo_file()
-            refs.append(registry.NewReference(file, sealer.seal(_encode(photo.image), photo_aad(employee_id, file)),
-                                              sealer.seal(_blob(photo.features), features_aad(employee_id, file)),
-                                              int(np.asarray(photo.features).size)))
+        refs = [self.seal_reference(employee_id, photo) for photo in photos]
         self.link.call(lambda conn: registry.enrol(conn, employee_id, name, now_iso(), refs, model_sha, replace))
         log.info("enrolled %s with %d photo(s) in the registry", employee_id, len(photos))
         self._pull_after_write()
@@ -94,7 +84,7 @@ class FleetEmployeeStore(EmployeeStore):
         row = self.db.query_one("SELECT employee_id, file FROM reference_photos WHERE id = ?", (reference_id,))
         if row is None or not self.link.status.online:
             return
-        sealed = self._sealer().seal(_blob(features), features_aad(row[0], row[1]))
+        sealed = self.seal_features(row[0], row[1], features)
         try:
             self.link.call(lambda conn: registry.update_features(conn, reference_id, model_sha, sealed,
                                                                  int(np.asarray(features).size)))
@@ -127,8 +117,7 @@ class FleetAuditLog(AuditLog):
 
     def _append(self, kind: str, claimed_id: str, score: float | None, verdict: str, detail: str, reason: str,
                 time: str | None, liveness: float | None = None, mode: str = "") -> None:
-        self.outbox.append(time or now_iso(), kind, claimed_id, None if score is None else float(score), verdict,
-                           detail, reason, None if liveness is None else float(liveness), mode)
+        self.outbox.append(new_entry(kind, claimed_id, score, verdict, detail, reason, time, liveness, mode))
         if self.link is not None:
             self.link.status.update(pending=self.outbox.pending())
 
@@ -143,8 +132,8 @@ class FleetAuditLog(AuditLog):
 
     def entries(self, text: str = "", verdict: str | None = None, limit: int = 5000,
                 kind: str | None = None) -> list[AuditEntry]:
-        sql, params = entries_query(registry.AUDIT_COLUMNS, text, verdict, limit, kind, "%s", "ILIKE")
-        return [AuditEntry(*row) for row in self._read(lambda conn: conn.execute(sql, params).fetchall())]
+        sql, params = entries_query(columns(FLEET_FIELDS), text, verdict, limit, kind, "%s", "ILIKE")
+        return [AuditEntry.from_row(row) for row in self._read(lambda conn: conn.execute(sql, params).fetchall())]
 
     def count(self) -> int:
         return int(self._read(lambda conn: conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0]))
@@ -154,7 +143,7 @@ class FleetAuditLog(AuditLog):
 
     def _chain_rows(self, after_id: int, batch: int) -> list[tuple]:
         return self._read(lambda conn: conn.execute(
-            f"SELECT {registry.AUDIT_COLUMNS}, hash FROM audit_log WHERE id > %s ORDER BY id LIMIT %s",
+            f"SELECT {columns(FLEET_FIELDS)}, hash FROM audit_log WHERE id > %s ORDER BY id LIMIT %s",
             (after_id, batch)).fetchall())
 
     def _highest_issued(self) -> int | None:
@@ -176,40 +165,41 @@ def _kiosk_id(local) -> str:
     return value
 
 
-def attach(storage, url: str, data_key: bytes | None, readonly: bool = False, poll_s: float = 0.5,
-           retry_s: float = 1.0) -> None:
-    """Turn an opened local Storage into a fleet kiosk's store on the registry at ``url`` (in place)."""
+def open_fleet_stores(url: str, db: Database, paths: StoragePaths, sealer: Sealer | None, lock: WriterLock | None,
+                      data_key: bytes | None, readonly: bool = False, poll_s: float = 0.5,
+                      retry_s: float = 1.0) -> Stores:
+    """A fleet kiosk's stores on the registry at ``url``, its copy in ``db`` (kiosk.sqlite3 of the data folder):
+    the mirror's employees, the outbox's audit log, and the link, connected (or OFFLINE) and started. Read-only
+    (``kiosk audit verify`` / ``check``): the local employees and the registry's audit log, no mirror, no thread."""
+    employees = (EmployeeStore if readonly else FleetEmployeeStore)(db, paths.photos, sealer, lock)
+    health = prepare_local(db, employees, data_key, readonly)
     config = ConnectionConfig.from_url(url)
-    local = open_local_fleet_db(storage.folder) if not readonly else None
+    status = ConnectionStatus(ConnectionState.OFFLINE, f"connecting to {config.safe_url}")
+    if readonly:
+        return Stores(employees, FleetAuditLog(Outbox(db), None, config, data_key, ""), health, status)
+    local = open_local_fleet_db(paths.data)
     try:
-        _attach(storage, config, local, data_key, readonly, poll_s, retry_s)
+        return _joined(employees, health, config, status, local, paths, data_key, poll_s, retry_s)
     except BaseException:
-        if local is not None:
-            local.close()
+        local.close()
         raise
 
 
-def _attach(storage, config, local, data_key, readonly, poll_s, retry_s) -> None:
-    sealer = storage.employees.sealer
-    status = ConnectionStatus(ConnectionState.OFFLINE, f"connecting to {config.safe_url}")
-    if readonly:  # kiosk audit verify / check: read the registry's audit log, no mirror, no thread
-        storage.audit = FleetAuditLog(Outbox(storage.db), None, config, data_key, "")
-        storage.connection = status
-        return
-    if local.meta("registry_id") is None and storage.employees.count():
-        raise StorageError(f"{storage.folder} holds a single kiosk's employees; a fleet kiosk keeps its copy of the "
+def _joined(employees: FleetEmployeeStore, health, config: ConnectionConfig, status: ConnectionStatus,
+            local: Database, paths: StoragePaths, data_key: bytes | None, poll_s: float, retry_s: float) -> Stores:
+    if local.meta("registry_id") is None and employees.count():
+        raise StorageError(f"{paths.data} holds a single kiosk's employees; a fleet kiosk keeps its copy of the "
                            f"registry in a data folder of its own (set KIOSK_DATA_DIR to a new folder)")
     kiosk_id = _kiosk_id(local)
     outbox = Outbox(local)
-    employees = FleetEmployeeStore(storage.db, storage.employees.photos_dir, sealer, storage.employees.lock)
     mirror = Mirror(employees, local)
     audit = FleetAuditLog(outbox, None, config, data_key, kiosk_id)
-    link = FleetLink(config, mirror, outbox, status, kiosk_id, audit._digest, poll_s, retry_s)
-    link.settings = FleetSettings(local, SettingsStore())
+    link = FleetLink(config, mirror, outbox, status, kiosk_id, audit.chain_hash, poll_s, retry_s)
+    link.settings = FleetSettings(local, SettingsStore(paths.settings_file))
     employees.link, audit.link, link.settings.link = link, link, link
     try:
         with config.connect(autocommit=True) as conn:
-            _check_registry(conn, config, local, sealer)
+            _check_registry(conn, config, local, employees.sealer)
             mirror.pull(conn)
             link.settings.pull(conn)
             link.drain(conn)
@@ -218,9 +208,8 @@ def _attach(storage, config, local, data_key, readonly, poll_s, retry_s) -> None
         log.warning("%s: verifying with this kiosk's last copy (generation %d)", exc, mirror.generation)
         status.update(ConnectionState.OFFLINE, str(exc))
     status.update(pending=outbox.pending())
-    storage.employees, storage.audit, storage.connection, storage.link = employees, audit, status, link
-    storage.local = local
     link.start()
+    return Stores(employees, audit, health, status, link, local)
 
 
 def _check_registry(conn, config, local, sealer) -> None:

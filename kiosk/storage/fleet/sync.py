@@ -27,7 +27,6 @@ from kiosk.storage.fleet.pgconn import ConnectionConfig, RegistryUnavailableErro
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_GENESIS = "0" * 64
 
 
 def _first_line(exc: BaseException) -> str:
@@ -44,9 +43,10 @@ def _lost(exc: BaseException) -> bool:
 
 class FleetLink:
     def __init__(self, config: ConnectionConfig, mirror: Mirror, outbox: Outbox, status: ConnectionStatus,
-                 kiosk_id: str, digest: Callable[[str, tuple], str], poll_s: float = 0.5, retry_s: float = 1.0):
+                 kiosk_id: str, chain_hash: Callable[[str | None, tuple], str], poll_s: float = 0.5,
+                 retry_s: float = 1.0):
         self.config, self.mirror, self.outbox, self.status = config, mirror, outbox, status
-        self.kiosk_id, self.digest = kiosk_id, digest
+        self.kiosk_id, self.chain_hash = kiosk_id, chain_hash  # kiosk.storage.audit.AuditLog.chain_hash
         self.poll_s, self.retry_s = poll_s, retry_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -119,7 +119,7 @@ class FleetLink:
                 entries = self.outbox.oldest(batch)
                 if not entries:
                     break
-                registry.append_audit(conn, self.kiosk_id, entries, self.digest, _GENESIS)
+                registry.append_audit(conn, self.kiosk_id, entries, self.chain_hash)
                 self.outbox.remove_upto(entries[-1].seq)  # after the registry committed them
                 moved += len(entries)
         if moved:
