@@ -16,7 +16,6 @@ from pathlib import Path
 from kiosk.app.admin import Admin, Pins
 from kiosk.app.attempt import Clock, VerificationService
 from kiosk.app.door import open_door
-from kiosk.paths import config_dir
 from kiosk.rules.decision import FusionParams, LivenessPolicy, ThresholdPolicy
 from kiosk.storage import Settings, Storage, StorageError
 
@@ -43,14 +42,16 @@ class Kiosk:
 
     @classmethod
     def open(cls, folder: str | Path | None = None, database: str | None = None, readonly: bool = False,
-             **options) -> "Kiosk":
-        """The kiosk of a data folder (default: the platform's data folder), or of a fleet registry
-        (``database``: a postgresql:// URL; the folder then holds this kiosk's local copy and outbox)."""
-        storage = Storage.open(folder, readonly=readonly, url=database, **options)
+             config: str | Path | None = None, **options) -> "Kiosk":
+        """The kiosk of a data folder and a config folder (defaults: the platform's), or of a fleet registry
+        (``database``: a postgresql:// URL; the folder then holds this kiosk's local copy and outbox). These
+        are the only places it uses (kiosk.storage.places); the door's settings are the config folder's."""
+        storage = Storage.open(folder, readonly=readonly, url=database, config=config, **options)
         door = None
-        if not readonly and storage.folder is not None:
+        if not readonly:
             try:
-                door = open_door(config_dir(), storage.folder, storage.audit, os.environ.get("KIOSK_ID", "kiosk"))
+                door = open_door(storage.paths.config, storage.paths.data, storage.audit,
+                                 os.environ.get("KIOSK_ID", "kiosk"))
             except Exception:
                 storage.close()
                 raise
