@@ -494,3 +494,27 @@ def test_a_fifo_or_a_device_as_the_pairs_csv_is_refused_at_once(tmp_path):
         read_pairs_csv(fifo)
     with pytest.raises(DatasetError, match="not a regular file"):
         read_pairs_csv("/dev/zero")  # would never end
+
+
+def test_look_alike_ids_are_one_id_or_refused_and_names_hold_no_control_characters():
+    from kiosk.storage import StorageError, clean_employee_id, clean_name
+
+    assert clean_employee_id("Ｅ１７") == clean_employee_id("E17") == "E17"  # full-width: the same ID
+    assert clean_employee_id("Zoe\u0301") == clean_employee_id("Zo\u00e9")  # NFD and NFC: the same ID
+    assert clean_employee_id("田中たろう01") == "田中たろう01"  # kanji with kana is one writing
+    for look_alike in ("E\u200b17", "\u202eE17", "p\u0430ypal", "E\x0017"):  # zero-width, bidi, Cyrillic а, NUL
+        with pytest.raises(StorageError):
+            clean_employee_id(look_alike)
+    for name in ("Ann\x00", "Ann\x1b[31m", "Ann\u202e"):
+        with pytest.raises(StorageError):
+            clean_name(name)
+    assert clean_name("  Zoë   Ünal ") == "Zoë Ünal"
+
+
+def test_the_csv_export_neutralises_formulas_after_line_breaks_and_separators_too():
+    from kiosk.storage.audit import _csv_safe
+
+    for hostile in ("=HYPERLINK(1)", "\n=cmd|' /C calc'!A0", "x;=1+1", "a,@SUM(1)", "+1", "\t=1"):
+        safe = _csv_safe(hostile)
+        assert safe.startswith("'") and "\n" not in safe and "\r" not in safe
+    assert _csv_safe("E-17") == "E-17" and _csv_safe("face matches") == "face matches"

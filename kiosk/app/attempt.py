@@ -53,6 +53,7 @@ from kiosk.rules.decision import (
 from kiosk.rules.identification import REASON_NOBODY_ENROLLED, GalleryIndex, IdentifyCalibration, IdentifyRule, identify
 from kiosk.rules.site import SiteCalibration, SiteRule, SiteRuleFile, judge_walk_up, measure_site
 from kiosk.storage import EVENT_SITE, Storage
+from kiosk.storage.employees import normal_id
 
 if TYPE_CHECKING:  # the engine (torch) is the caller's: the application layer imports no torch
     from kiosk.vision.engine import FaceEngine
@@ -197,7 +198,7 @@ class VerificationService:
         it at once (the Decision); otherwise None and frames are awaited until the deadline."""
         if self.engine is None:
             raise RuntimeError("verification is unavailable (no model loaded)")
-        claimed_id = claimed_id.strip()
+        claimed_id = normal_id(claimed_id)  # as the store keeps IDs: a full-width or NFD form is the same ID
         if self._attempt is not None:
             log.info("verification of %r replaced by %s", self.claimed_id, claimed_id)
             self._attempt = None

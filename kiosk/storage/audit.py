@@ -27,6 +27,7 @@ import hmac
 import io
 import json
 import logging
+import re
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -201,10 +202,15 @@ def entries_query(columns: str, text: str, verdict: str | None, limit: int, kind
     return sql + f" ORDER BY id DESC LIMIT {mark}", (*params, limit)
 
 
+_FORMULA = re.compile(r"(^|[\r\n;,\t|])\s*[=+\-@]")  # a formula at the start, or after a line break or a
+#                                                        separator some spreadsheet locale splits cells on
+
+
 def _csv_safe(value) -> str:
-    """Neutralise spreadsheet formulas: the claimed ID is typed by anyone at the kiosk."""
-    text = "" if value is None else str(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """Neutralise spreadsheet formulas: the claimed ID is typed by anyone at the kiosk. Line breaks become
+    spaces, and a text that could start a formula anywhere a spreadsheet starts a cell gets a leading '."""
+    text = "" if value is None else str(value).replace("\r", " ").replace("\n", " ")
+    return "'" + text if _FORMULA.search(text) or text[:1] in ("\t",) else text
 
 
 class AuditLog:

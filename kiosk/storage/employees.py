@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import threading
+import unicodedata
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -44,22 +45,50 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _scripts(text: str) -> set[str]:
+    """The scripts of the letters in ``text`` (LATIN, CYRILLIC, GREEK, CJK, ...), from their Unicode names."""
+    names = {unicodedata.name(ch, "?").split()[0] for ch in text if ch.isalpha()}
+    return {"CJK" if name in _EAST_ASIAN else name for name in names}  # kanji with kana (or hangul): one writing
+
+
+_EAST_ASIAN = {"CJK", "HIRAGANA", "KATAKANA", "HANGUL", "KATAKANA-HIRAGANA"}
+
+
+def normal_id(text: str) -> str:
+    """THE form of an employee ID, typed, scanned or stored: NFKC (NFC and NFD alike, full-width digits as
+    digits), surrounding blanks removed. No check (clean_employee_id checks)."""
+    return unicodedata.normalize("NFKC", text or "").strip()
+
+
 def clean_employee_id(text: str) -> str:
-    """The ID as stored: surrounding blanks removed; StorageError if empty, too long or with control chars."""
-    value = (text or "").strip()
+    """THE ID as stored and as looked up: NFKC-normalised (one form for look-alike encodings: NFC/NFD,
+    full-width digits), surrounding blanks removed. StorageError if empty, too long, with control or invisible
+    format characters (zero-width, bidi overrides) or with letters of more than one script (a Cyrillic 'а'
+    inside a Latin ID would make a second, look-alike ID)."""
+    value = normal_id(text)
     if not value:
         raise StorageError("the employee ID is empty")
-    if len(value) > MAX_ID_LENGTH or _CONTROL.search(value):
-        raise StorageError(f"the employee ID must be at most {MAX_ID_LENGTH} printable characters")
+    if len(value) > MAX_ID_LENGTH or _CONTROL.search(value) or any(unicodedata.category(ch) in ("Cc", "Cf", "Co",
+                                                                                              "Cs", "Cn")
+                                                                       for ch in value):
+        raise StorageError(f"the employee ID must be at most {MAX_ID_LENGTH} printable characters (no invisible "
+                           f"or control characters)")
+    if len(_scripts(value)) > 1:
+        raise StorageError("the employee ID mixes letters of several scripts (e.g. a Cyrillic letter that looks "
+                           "Latin); use one script")
     return value
 
 
 def clean_name(text: str) -> str:
-    value = " ".join((text or "").split())
+    """The name as stored: NFC, blanks collapsed; StorageError if empty, too long or with control or invisible
+    format characters (NUL, ESC, bidi overrides)."""
+    value = " ".join(unicodedata.normalize("NFC", text or "").split())
     if not value:
         raise StorageError("the name is empty")
     if len(value) > MAX_NAME_LENGTH:
         raise StorageError(f"the name must be at most {MAX_NAME_LENGTH} characters")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Co", "Cs", "Cn") for ch in value):
+        raise StorageError("the name holds control or invisible characters")
     return value
 
 
@@ -140,7 +169,7 @@ class EmployeeStore:
         row = self.db.query_one(
             "SELECT e.id, e.name, e.created, COUNT(r.id) FROM employees e "
             "LEFT JOIN reference_photos r ON r.employee_id = e.id WHERE e.id = ? GROUP BY e.id",
-            (employee_id.strip(),))
+            (normal_id(employee_id),))
         return Employee(*row) if row else None
 
     def search(self, text: str = "", limit: int = 1000) -> list[Employee]:
