@@ -688,3 +688,25 @@ def test_an_interrupted_restore_is_finished_by_the_next_writer(tmp_path, monkeyp
     finally:
         storage.close()
     assert not (data_dir() / ".restore").exists()
+
+
+def test_a_tampered_photo_file_name_never_reads_or_deletes_outside_the_photos_folder(tmp_path):
+    import numpy as np
+
+    from kiosk.storage import NewPhoto, Storage, StorageError
+
+    storage = Storage.open(tmp_path / "data")
+    outside = tmp_path / "data.key.copy"
+    outside.write_bytes(b"precious")
+    try:
+        storage.employees.enrol("E1", "Ann", [NewPhoto(np.full((60, 60, 3), 120, np.uint8), np.ones(4))], "m")
+        with storage.db.transaction() as conn:
+            conn.execute("UPDATE reference_photos SET file = ? WHERE employee_id = 'E1'", ("../../data.key.copy",))
+        ref = None
+        with pytest.raises(StorageError, match="not a plain name"):
+            ref = storage.employees.references("E1")
+        assert ref is None
+        storage.employees.delete("E1")  # the row goes; the file it names stays where it is
+        assert outside.read_bytes() == b"precious" and storage.employees.get("E1") is None
+    finally:
+        storage.close()

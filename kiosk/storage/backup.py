@@ -28,6 +28,7 @@ from pathlib import Path
 from kiosk.io.files import atomic_write_text, fsync_path, private_dir
 from kiosk.storage.crypto import key_id
 from kiosk.storage.db import DB_NAME, StorageError
+from kiosk.storage.employees import photo_file
 from kiosk.storage.keys import read_key
 from kiosk.storage.lock import acquire_writer_lock
 from kiosk.storage.places import StoragePaths
@@ -96,8 +97,8 @@ def backup(storage, dest: str | Path) -> BackupInfo:
                 conn.close()
             copied, missing = {}, []
             for file in files:
-                if (photos_dir / file).is_file():
-                    _copy(photos_dir / file, staging / PHOTOS / file)
+                if photo_file(photos_dir, file).is_file():
+                    _copy(photo_file(photos_dir, file), staging / PHOTOS / file)
                     copied[file] = _sha256(staging / PHOTOS / file)
                 else:
                     missing.append(file)
@@ -167,6 +168,8 @@ def verify_backup(source: str | Path) -> dict:
         referenced = {f for (f,) in conn.execute("SELECT file FROM reference_photos")}
     finally:
         conn.close()
+    for file in referenced | set(photos) | set(manifest.get("missing_photos") or []):
+        photo_file(source / PHOTOS, file)  # every name a plain one inside the photos folder, or refused
     unlisted = referenced - set(photos) - set(manifest.get("missing_photos") or [])
     if unlisted:
         raise StorageError(f"{source}: the backup lacks {len(unlisted)} photo file(s) its database refers to")

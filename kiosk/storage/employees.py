@@ -54,6 +54,18 @@ def _scripts(text: str) -> set[str]:
 _EAST_ASIAN = {"CJK", "HIRAGANA", "KATAKANA", "HANGUL", "KATAKANA-HIRAGANA"}
 
 
+def photo_file(folder: Path, name: str) -> Path:
+    """THE path of a photo file named in the database, a backup or the registry: a single plain name inside
+    ``folder``, else StorageError (a name such as ``../../config/data.key`` would read, seal or delete a file
+    outside the photos folder)."""
+    text = str(name)
+    if (not text or text in (".", "..") or text.startswith(".") or os.path.basename(text) != text
+            or any(ch in text for ch in ("/", "\\", "\x00")) or len(text) > 128):
+        raise StorageError(f"refused a photo file name that is not a plain name inside the photos folder: {text[:80]!r}"
+                           f" (a damaged or tampered database or backup)")
+    return Path(folder) / text
+
+
 def normal_id(text: str) -> str:
     """THE form of an employee ID, typed, scanned or stored: NFKC (NFC and NFD alike, full-width digits as
     digits), surrounding blanks removed. No check (clean_employee_id checks)."""
@@ -222,7 +234,7 @@ class EmployeeStore:
         return [r.path for r in self.references(employee_id)]
 
     def _photo_bytes(self, employee_id: str, file: str, encrypted: bool) -> bytes:
-        path = self.photos_dir / file
+        path = photo_file(self.photos_dir, file)
         try:
             data = path.read_bytes()
         except FileNotFoundError:
@@ -268,7 +280,7 @@ class EmployeeStore:
     def _reference(self, row: tuple) -> ReferencePhoto:
         ref_id, employee_id, file, blob, dim, model_sha, created, encrypted = row
         features, damage = self._features(employee_id, file, blob, int(dim), bool(encrypted))
-        return ReferencePhoto(ref_id, employee_id, self.photos_dir / file, features, model_sha, created, damage,
+        return ReferencePhoto(ref_id, employee_id, photo_file(self.photos_dir, file), features, model_sha, created, damage,
                               bool(encrypted))
 
     def _features(self, employee_id: str, file: str, blob: bytes, dim: int,
@@ -343,7 +355,7 @@ class EmployeeStore:
             written: list[str] = []
             try:
                 for file, photo in zip(files, photos, strict=True):  # 1. files, each written atomically
-                    atomic_write_bytes(self.photos_dir / file, self.seal_image(employee_id, file, photo.image))
+                    atomic_write_bytes(photo_file(self.photos_dir, file), self.seal_image(employee_id, file, photo.image))
                     written.append(file)
                 with self.db.transaction() as conn:  # 2. all rows, or none
                     old = [f for (f,) in conn.execute("SELECT file FROM reference_photos WHERE employee_id = ?",
@@ -359,7 +371,7 @@ class EmployeeStore:
                                       int(np.asarray(photo.features).size), model_sha, now_iso()))
             except BaseException:
                 for file in written:
-                    (self.photos_dir / file).unlink(missing_ok=True)
+                    photo_file(self.photos_dir, file).unlink(missing_ok=True)
                 raise
         self._remove_files(old)  # 3. replaced photos (a crash here leaves orphans, removed at next start)
         if old:
@@ -423,6 +435,8 @@ class EmployeeStore:
     def _remove_files(self, files: list[str]) -> None:
         for file in files:
             try:
-                (self.photos_dir / file).unlink(missing_ok=True)
+                photo_file(self.photos_dir, file).unlink(missing_ok=True)
+            except StorageError as exc:  # a tampered name: never delete anything outside the photos folder
+                log.error("%s", exc)
             except OSError as exc:
                 log.warning("cannot delete photo %s (%s); it will be removed at next start", file, exc)

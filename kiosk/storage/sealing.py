@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 
 from kiosk.io.files import atomic_write_bytes
-from kiosk.storage.employees import EmployeeStore, new_photo_file
+from kiosk.storage.employees import EmployeeStore, new_photo_file, photo_file
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ def seal_plain_rows(store: EmployeeStore) -> int:
 
 
 def _seal_row(store: EmployeeStore, ref_id: int, employee_id: str, file: str, blob: bytes) -> None:
-    old = store.photos_dir / file
+    old = photo_file(store.photos_dir, file)
     new = new_photo_file()
     with store.in_flight([new]):
         try:
@@ -44,7 +44,7 @@ def _seal_row(store: EmployeeStore, ref_id: int, employee_id: str, file: str, bl
             plain = None
             log.warning("photo %s of %s is missing; its features are encrypted all the same", file, employee_id)
         if plain is not None:
-            atomic_write_bytes(store.photos_dir / new, store.seal_photo_data(employee_id, new, plain))
+            atomic_write_bytes(photo_file(store.photos_dir, new), store.seal_photo_data(employee_id, new, plain))
         _update_row(store, ref_id, employee_id, new, blob)
     _remove_plain(old)
 

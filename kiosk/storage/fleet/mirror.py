@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from kiosk.io.files import atomic_write_bytes
 from kiosk.storage.db import Database
-from kiosk.storage.employees import EmployeeStore
+from kiosk.storage.employees import EmployeeStore, photo_file
 from kiosk.storage.fleet import registry
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class Mirror:
         store = self.store
         with store.in_flight([plan.view.photos[rid][1] for rid in plan.add]):
             for rid in plan.add:
-                atomic_write_bytes(store.photos_dir / plan.view.photos[rid][1], photos[rid])
+                atomic_write_bytes(photo_file(store.photos_dir, plan.view.photos[rid][1]), photos[rid])
             with store.db.transaction() as c:
                 self._delete_rows(c, plan)
                 self._upsert_employees(c, plan)
