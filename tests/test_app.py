@@ -203,6 +203,7 @@ def test_admin_pin_first_run_accept_lockout_and_relock(qtbot, make_window, untra
         if attempt < 5:
             assert f"{5 - attempt} attempt" in admin.unlock_message.text()
     assert "try again in" in admin.unlock_message.text()
+    assert "kiosk admin reset-pin" in admin.unlock_message.text()  # the way back, named
     assert not admin.pin_field.isEnabled() and not admin.unlocked and admin.locked_out
     assert not PinManager(SettingsStore()).check(PIN).ok  # even the right PIN, and the lock is persisted
     assert PinManager(SettingsStore()).locked_for() > 200
@@ -328,7 +329,8 @@ def test_no_camera_shows_a_message_and_admin_still_works(qtbot, make_window, unt
             pass
 
     window = make_window(untrained_weights, opener=lambda: CameraSource(0, capture_factory=lambda i: NoCapture()))
-    qtbot.waitUntil(lambda: "camera 0: not found" in window.kiosk.video.message, timeout=10000)
+    qtbot.waitUntil(lambda: "camera 0: not found" in window.admin.source_label.text(), timeout=10000)
+    assert window.kiosk.video.message == "No camera picture"  # visitors: plain words; the reason is in Admin
     wait_ready(qtbot, window)
     employee = enrol_via_admin(qtbot, window, "E5", "Tony Blair", good_photos("Tony_Blair", 1))
     assert employee.photo_count == 1
@@ -342,7 +344,8 @@ def test_no_camera_shows_a_message_and_admin_still_works(qtbot, make_window, unt
 def test_missing_weights_message_no_crash_admin_works(qtbot, make_window, tmp_path, bush_folder):
     window = make_window(tmp_path / "missing.pt", source=bush_folder)
     qtbot.waitUntil(lambda: window.kiosk.state == UNAVAILABLE, timeout=10000)
-    assert "no trained weights" in window.kiosk.reason.text() and not window.kiosk.id_field.isEnabled()
+    assert "no trained weights" in window.admin.model_label.text() and not window.kiosk.id_field.isEnabled()
+    assert "no trained weights" not in window.kiosk.reason.text()  # the visitor reads plain words
     qtbot.waitUntil(lambda: window.kiosk.video.face_box is not None, timeout=5000)  # faces are still outlined
     unlock_admin(qtbot, window)
     assert "unavailable" in window.employees.status.text()

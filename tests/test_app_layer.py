@@ -190,8 +190,12 @@ def test_the_walk_up_trigger_waits_for_the_face_to_leave_or_the_re_arm_time():
     assert not trigger.frame(face=True, good=True, ready=True, now=5.0)  # the same person, still standing
     assert trigger.frame(face=True, good=True, ready=True, now=13.0)  # ... until the re-arm time has passed
     trigger.decided(now=14.0)
-    assert not trigger.frame(face=False, good=False, ready=True, now=14.5)  # they leave
-    assert trigger.frame(face=True, good=True, ready=True, now=15.0)  # the next face is a new walk-up
+    assert not trigger.frame(face=False, good=False, ready=True, now=14.2)  # a face missed for one frame ...
+    assert not trigger.frame(face=True, good=True, ready=True, now=14.3)  # ... is the same presence
+    assert not trigger.frame(face=False, good=False, ready=True, now=14.5)  # they leave (no face for left_s)
+    assert not trigger.frame(face=False, good=False, ready=True, now=15.6)
+    assert trigger.frame(face=True, good=True, ready=True, now=16.0)  # the next face is a new walk-up
+    assert WalkUpTrigger().rearm_s == 60.0  # the default: a person standing there is not let in every few seconds
 
 
 def test_the_verdict_text_welcomes_by_name_and_sends_walk_ups_to_reception_where_no_id_can_be_typed():

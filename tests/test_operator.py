@@ -182,7 +182,7 @@ def test_out_of_service_while_the_source_is_dead_no_reject_recorded_and_back_by_
 
     camera.frozen.set()  # open but silent: out of service after stall_s
     qtbot.waitUntil(lambda: window.kiosk.state == OUT_OF_SERVICE, timeout=10000)
-    assert "no picture" in window.kiosk.reason.text()
+    assert "No camera picture" in window.kiosk.reason.text() and "no picture" in window.admin.source_label.text()
     camera.frozen.clear()
     qtbot.waitUntil(lambda: window.kiosk.state == IDLE, timeout=5000)
     qtbot.keyClicks(window.kiosk.id_field, "E1")  # and attempts run and are recorded again
@@ -221,6 +221,9 @@ class FakePlayer:
 
     def play(self, verdict: str) -> None:
         self.played.append(verdict)
+
+    def check(self) -> str:
+        return ""
 
 
 @pytest.mark.slow
@@ -263,7 +266,7 @@ def test_sounds_setting_is_kept_and_validated():
     assert Settings().sounds is True
     assert SettingsStore().update(sounds=False).sounds is False and SettingsStore().load().sounds is False
     assert Settings(sounds="yes").validated().sounds is True  # not a bool: the default
-    assert Settings(admin_idle_s=True).validated().admin_idle_s == 60.0  # bools still refused elsewhere
+    assert Settings(admin_idle_s=True).validated().admin_idle_s == 300.0  # bools still refused elsewhere
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """The admin tab behind a PIN: first run sets the PIN, 5 wrong entries lock it for a while (longer each
-time), and it locks itself again when the admin leaves the tab or after a minute without input. Once a
+time, the message naming the recovery), and it locks itself again when the admin leaves the tab or after
+``idle_s`` (default 5 min) of real inactivity: no key, mouse or touch input and no dialog or PIN check open. Once a
 PIN has been set, a missing or damaged PIN record keeps the tab locked with the reason and the way back
 (``kiosk admin reset-pin`` in a terminal); it never falls back to the first-run page. Checking and setting a
 PIN (scrypt, ~45 ms) run off the GUI thread; a result that arrives after the tab locked again is ignored."""
@@ -35,7 +36,15 @@ from kiosk.rules.decision import KIOSK_MODES, MODE_ID
 
 log = logging.getLogger(__name__)
 
-_INPUT_EVENTS = {QEvent.Type.KeyPress, QEvent.Type.MouseButtonPress, QEvent.Type.MouseMove, QEvent.Type.Wheel}
+SOUNDS_LABEL = "Play accept and reject sounds"
+PAGE_WIDTH = 560  # the admin gate's and pages' boxes (fits an 800x600 screen)
+
+_INPUT_EVENTS = {QEvent.Type.KeyPress, QEvent.Type.KeyRelease, QEvent.Type.MouseButtonPress,
+                 QEvent.Type.MouseButtonRelease, QEvent.Type.MouseButtonDblClick, QEvent.Type.MouseMove,
+                 QEvent.Type.HoverMove, QEvent.Type.Wheel, QEvent.Type.TouchBegin, QEvent.Type.TouchUpdate,
+                 QEvent.Type.InputMethod}
+ADMIN_IDLE_S = 300.0  # the admin tab locks itself after this much inactivity unless the settings say otherwise
+RESET_PIN_HINT = "Forgotten the PIN? Run kiosk admin reset-pin in a terminal on this machine."
 
 
 def _pin_field() -> QLineEdit:
@@ -49,8 +58,11 @@ def _pin_field() -> QLineEdit:
 def _page(title: str, *rows) -> tuple[QWidget, QFormLayout]:
     page = QWidget()
     box = QGroupBox(title)
+    box.setFixedWidth(PAGE_WIDTH)  # the same width whatever message is shown in it
     form = QFormLayout(box)
     for row in rows:
+        if isinstance(row, QLabel):
+            row.setWordWrap(True)
         form.addRow(*row) if isinstance(row, tuple) else form.addRow(row)
     outer = QVBoxLayout(page)
     outer.addStretch(1)
@@ -65,7 +77,7 @@ class AdminTab(QWidget):
     sounds_changed = Signal(bool)  # the sounds setting was saved
     mode_changed = Signal(str)     # the kiosk mode was saved (kiosk.rules.decision.KIOSK_MODES)
 
-    def __init__(self, pins: Pins | None, panel: QTabWidget, idle_s: float = 60.0,
+    def __init__(self, pins: Pins | None, panel: QTabWidget, idle_s: float = ADMIN_IDLE_S,
                  unavailable_reason: str = "", parent=None, admin: Admin | None = None,
                  sounds: bool = True, mode: str = MODE_ID):
         super().__init__(parent)
@@ -113,7 +125,15 @@ class AdminTab(QWidget):
         self.panel.addTab(security, "Security")
 
         # the kiosk itself: sounds on/off, and the only way out of a fullscreen kiosk
-        self.sounds_box = QCheckBox("Play accept and reject sounds")
+        self.sounds_box = QCheckBox(SOUNDS_LABEL)
+        self.sounds_state = QLabel("")  # "unavailable: no audio device" where Qt Multimedia cannot play
+        self.sounds_state.setObjectName("soundsState")
+        self.sounds_state.setWordWrap(True)
+        self.sounds_state.setVisible(False)
+        self.source_label = QLabel("")  # the camera's state, technical reason included (visitors never see it)
+        self.source_label.setWordWrap(True)
+        self.model_label = QLabel("")
+        self.model_label.setWordWrap(True)
         self.sounds_box.setChecked(sounds)
         self.sounds_box.setEnabled(admin is not None)
         self.sounds_box.toggled.connect(self._save_sounds)
@@ -129,6 +149,7 @@ class AdminTab(QWidget):
         self.quit_button = QPushButton("Quit kiosk")
         self.quit_button.clicked.connect(self.request_quit)
         self.kiosk_page, _ = _page("Kiosk", ("How people identify", self.mode_box), self.sounds_box,
+                                   self.sounds_state, ("Camera", self.source_label), ("Model", self.model_label),
                                    self.kiosk_message, self.quit_button)
         self.panel.addTab(self.kiosk_page, "Kiosk")
         self.confirm = _confirm  # replaced in tests
@@ -161,6 +182,7 @@ class AdminTab(QWidget):
         self.idle_timer.setSingleShot(True)
         self.idle_timer.setInterval(int(idle_s * 1000))
         self.idle_timer.timeout.connect(self._idle_timeout)
+        self.idle_s = idle_s
         self._lock_ticker = QTimer(self)  # counts down a lockout on screen
         self._lock_ticker.setInterval(1000)
         self._lock_ticker.timeout.connect(self._show_lock_state)
@@ -308,9 +330,30 @@ class AdminTab(QWidget):
                      busy=[self.unlock_face_button])
 
     def _idle_timeout(self) -> None:
-        if self.unlocked:
-            log.info("admin idle: locking")
-            self.lock()
+        """``idle_s`` without input. A dialog open (a confirmation, a file chooser) or a PIN being checked is
+        not inactivity: the count starts again."""
+        if not self.unlocked:
+            return
+        if QApplication.activeModalWidget() is not None or QApplication.activePopupWidget() is not None \
+                or self._pin_busy:
+            self.idle_timer.start()
+            return
+        log.info("admin idle for %.0f s: locking", self.idle_s)
+        self.lock()
+
+    # -- what the operator is told (the Kiosk page) -----------------------------------------------------------
+    def set_sound_state(self, problem: str) -> None:
+        """The sounds' real state: ``problem`` is why they cannot play ("" if they can)."""
+        self.sounds_box.setText(SOUNDS_LABEL if not problem else f"{SOUNDS_LABEL} (unavailable: {problem})")
+        self.sounds_state.setText(f"Sounds unavailable: {problem}" if problem else "")
+        self.sounds_state.setVisible(bool(problem))
+
+    def set_source_state(self, text: str) -> None:
+        """The camera as the kiosk sees it, with the technical reason when there is no picture."""
+        self.source_label.setText(text)
+
+    def set_model_state(self, text: str) -> None:
+        self.model_label.setText(text)
 
     def _show_lock_state(self) -> None:
         try:
@@ -321,7 +364,8 @@ class AdminTab(QWidget):
         self.pin_field.setEnabled(locked <= 0)
         self.unlock_button.setEnabled(locked <= 0)
         if locked > 0:
-            self.unlock_message.setText(f"Too many wrong PINs: try again in {format_duration(locked)}")
+            self.unlock_message.setText(f"Too many wrong PINs: try again in {format_duration(locked)}. "
+                                        f"{RESET_PIN_HINT}")
             self._lock_ticker.start()
         else:
             if self._lock_ticker.isActive():

@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     wake.start(300)  # lets Python see the signal while Qt's loop runs
     wake.timeout.connect(lambda: None)
     if args.fullscreen:
-        window.showFullScreen()
+        window.show_kiosk_fullscreen()
     else:
         window.resize(1200, 720)
         window.show()

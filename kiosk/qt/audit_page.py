@@ -5,8 +5,10 @@ The queries, the check and the export run off the GUI thread."""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Callable
 
+from PySide6.QtCore import QStandardPaths
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -25,6 +27,16 @@ from PySide6.QtWidgets import (
 from kiosk.app import EVENT_LABELS, KIND_DECISION, Admin, AuditEntry, AuditLog, ChainBreak
 from kiosk.errors import KioskError
 from kiosk.qt.background import Background
+
+
+def export_folder() -> Path:
+    """Where an export is offered: the user's Documents folder, else their home (never the working directory,
+    which may be the source checkout)."""
+    for location in (QStandardPaths.StandardLocation.DocumentsLocation, QStandardPaths.StandardLocation.HomeLocation):
+        folder = QStandardPaths.writableLocation(location)
+        if folder and Path(folder).is_dir():
+            return Path(folder)
+    return Path.home()
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +92,8 @@ class AuditPage(QWidget):
         layout.addWidget(self.status)
 
     def choose_export_path(self) -> str:
-        path, _ = QFileDialog.getSaveFileName(self, "Export audit log", "audit.csv", "CSV files (*.csv)")
+        path, _ = QFileDialog.getSaveFileName(self, "Export audit log", str(export_folder() / "audit.csv"),
+                                              "CSV files (*.csv)")
         return path
 
     def _query(self, limit: int) -> Callable[[], list[AuditEntry]]:

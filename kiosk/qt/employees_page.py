@@ -95,7 +95,7 @@ class EmployeesPage(QWidget):
         self.name_field.setMaxLength(120)
         for field in (self.id_field, self.name_field):
             field.textChanged.connect(self._update_buttons)
-        self.preview = VideoView(mirror=mirror, min_size=(240, 180))
+        self.preview = VideoView(mirror=mirror, min_size=(200, 120))
         self.take_button = QPushButton("Take photo")
         self.take_button.clicked.connect(self.take_photo)
         self.frames_button = QPushButton(f"Take {ENROL_FRAMES} frames")  # "Cancel" while taking them
@@ -104,10 +104,10 @@ class EmployeesPage(QWidget):
         self.files_button.clicked.connect(self.add_files)
         self.photos = QListWidget()
         self.photos.setViewMode(QListWidget.ViewMode.IconMode)
-        self.photos.setIconSize(QSize(96, 96))
-        self.photos.setGridSize(QSize(150, 150))
+        self.photos.setIconSize(QSize(80, 80))
+        self.photos.setGridSize(QSize(124, 124))
         self.photos.setWordWrap(True)
-        self.photos.setFixedHeight(170)
+        self.photos.setFixedHeight(140)  # with the rest, fits an 800x600 screen
         self.remove_button = QPushButton("Remove photo")
         self.remove_button.clicked.connect(self.remove_photo)
         self.save_button = QPushButton("Save enrolment")

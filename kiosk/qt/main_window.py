@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from PySide6.QtCore import QTimer, Signal
-from PySide6.QtGui import QIcon, QKeySequence, QShortcut
+from PySide6.QtGui import QGuiApplication, QIcon, QKeySequence, QShortcut
 from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
 
 from kiosk.app import IntegrityReport, Kiosk, StorageError
@@ -19,10 +19,10 @@ from kiosk.paths import ASSETS_DIR, DEFAULT_WEIGHTS
 from kiosk.qt.admin_tab import AdminTab
 from kiosk.qt.audit_page import AuditPage
 from kiosk.qt.background import wait_for_background
-from kiosk.qt.capture import ENDED, FAILED, LIVE, LOST, FrameCapture
+from kiosk.qt.capture import FAILED, LIVE, FrameCapture
 from kiosk.qt.connection_status import ConnectionLabel
 from kiosk.qt.employees_page import EmployeesPage
-from kiosk.qt.kiosk_tab import KioskTab
+from kiosk.qt.kiosk_tab import NO_PICTURE_OVERLAY, VERIFYING, KioskTab
 from kiosk.qt.liveness_page import LivenessPage
 from kiosk.qt.sounds import SoundPlayer
 from kiosk.qt.threshold_page import ThresholdPage
@@ -118,6 +118,7 @@ class MainWindow(QMainWindow):
                               admin=None if settings_error else self.core.admin, sounds=settings.sounds,
                               mode=settings.kiosk_mode)
         self.admin.quit_requested.connect(self.quit_kiosk)
+        self.admin.unlocked_changed.connect(self._on_admin_unlocked)
         self.admin.sounds_changed.connect(self._set_sounds)
         self.admin.mode_changed.connect(self.kiosk.set_mode)
         self.tabs = QTabWidget()
@@ -173,6 +174,7 @@ class MainWindow(QMainWindow):
         self.capture.state_changed.connect(self._on_source_state)
         self.frames_received = 0
         self.source_state = ""
+        self.source_detail = ""  # why there is no picture (technical: Admin > Kiosk and the log)
         self.in_service = True  # frames are arriving (False: the kiosk says out of service)
         self._last_frame_at = time.monotonic()
         self._stall_timer = QTimer(self)
@@ -203,7 +205,8 @@ class MainWindow(QMainWindow):
     def _on_source_state(self, state: str, message: str) -> None:
         self.source_state = state
         live = state == LIVE
-        self.kiosk.video.set_message("" if live else message)
+        self.kiosk.video.set_message("" if live else NO_PICTURE_OVERLAY)  # visitors: plain words
+        self.source_detail = "" if live else message  # the operator: the reason, in Admin > Kiosk and the log
         self.employees.set_camera_state(live)
         if state == FAILED:
             self.kiosk.video.clear_frame()
@@ -212,8 +215,8 @@ class MainWindow(QMainWindow):
         else:
             self._set_in_service(False, message)
         description = self.capture.worker.description or self.config.source
-        self.source_status.setText({LIVE: f"Source: {description}", LOST: message, FAILED: message,
-                                    ENDED: message}.get(state, message))
+        self.source_status.setText("Camera: working" if live else "Camera: no picture (Admin > Kiosk shows why)")
+        self.admin.set_source_state(f"working ({description})" if live else message)
 
     def _check_stall(self) -> None:
         """An open source that sends nothing (a frozen camera) is out of service too."""
@@ -221,7 +224,10 @@ class MainWindow(QMainWindow):
                 and time.monotonic() - self._last_frame_at > self.config.stall_s):
             description = self.capture.worker.description or self.config.source
             log.warning("%s: no frame for %.0f s", description, self.config.stall_s)
-            self._set_in_service(False, f"no picture from {description}")
+            message = f"no picture from {description} for {self.config.stall_s:.0f} s"
+            self.source_detail = message
+            self.admin.set_source_state(message)
+            self._set_in_service(False, message)
 
     def _set_in_service(self, available: bool, message: str) -> None:
         if available == self.in_service:
@@ -272,12 +278,15 @@ class MainWindow(QMainWindow):
         self.threshold_page.set_model(info)  # first: the shown threshold may be the model's
         self.liveness_page.set_model(info)
         self._show_model_status()
+        self.admin.set_model_state(f"{Path(info.weights_path).name}, loaded")
         self.employees.set_engine_state(True)
         self.kiosk.set_ready()
 
     def _on_engine_failed(self, reason: str) -> None:
         self.engine_info = None
-        self.model_status.setText("Model: not available")
+        self.model_status.setText("Model: not available (Admin > Kiosk shows why)")
+        self.admin.set_model_state(f"not available: {reason}")
+        log.error("face verification unavailable: %s", reason)
         self.kiosk.set_unavailable(reason)
         self.employees.set_engine_state(False, reason)
 
@@ -339,13 +348,37 @@ class MainWindow(QMainWindow):
     def _set_sounds(self, on: bool) -> None:
         self.sounds_on = on
 
+    def _on_admin_unlocked(self, unlocked: bool) -> None:
+        """The operator sees the sounds' real state (Qt Multimedia and an audio device are tried now)."""
+        if unlocked:
+            check = getattr(self.sounds, "check", None)
+            self.admin.set_sound_state(check() if check is not None else "")
+
     def _on_tab_changed(self, index: int) -> None:
+        if self.tabs.widget(index) is not self.kiosk and self.kiosk.state == VERIFYING and self.kiosk.walking_up:
+            self.worker.cancel()  # a walk-up nobody sees: dropped, not decided (no walk-up starts while hidden)
+            self.kiosk.abandon_walk_up()
         if self.tabs.widget(index) is not self.admin:
             self.admin.lock()
         else:
             self.admin.focus_pin()
         if self.tabs.widget(index) is self.kiosk and self.kiosk.id_field.isEnabled():
             self.kiosk.id_field.setFocus()
+
+    def show_kiosk_fullscreen(self) -> None:
+        """Fill the screen, with or without a window manager: showFullScreen asks the window manager; without
+        one the geometry is set to the screen's as well."""
+        screen = self.screen() or QGuiApplication.primaryScreen()
+        if screen is not None:
+            self.setGeometry(screen.geometry())
+        self.showFullScreen()
+        if screen is not None:
+            self._fill(screen)
+            QTimer.singleShot(0, self, lambda: self._fill(screen))  # once mapped: a bare X server ignores the state
+
+    def _fill(self, screen) -> None:
+        if self.isVisible() and self.geometry() != screen.geometry():
+            self.setGeometry(screen.geometry())
 
     # -- quitting -------------------------------------------------------------------------------------------
     def quit_kiosk(self) -> None:

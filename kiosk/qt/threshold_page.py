@@ -29,6 +29,11 @@ RATE_FLOOR = 0.0001  # the plot's log axes start at 0.01 %; rates of 0 are drawn
 _SOURCES = ("model default", "saved", "not applied")
 
 
+def plural(count: int, one: str, many: str | None = None) -> str:
+    """"1 person", "2 people", "1 reference photo", "3 reference photos"."""
+    return f"{count} {one if count == 1 else (many or one + 's')}"
+
+
 def _plotted(rate: float) -> float:
     """A rate (0..1) as drawn: percent, at least the axes' floor."""
     return 100.0 * max(RATE_FLOOR, min(1.0, rate))
@@ -146,8 +151,8 @@ class ThresholdPage(SettingPage):
             return
         self.walk_up_label.setText(
             f"Walk-up identification (face only) has its own rule: the best match among everyone enrolled, at "
-            f"P(same) {info.threshold:.3f} or more and {info.gap:.2f} ahead of the next person. With {info.people} "
-            f"people ({info.photos} reference photos) enrolled, a stranger who walks up is let in as someone with "
+            f"P(same) {info.threshold:.3f} or more and {info.gap:.2f} ahead of the next person. With "
+            f"{plural(info.people, 'person', 'people')} ({plural(info.photos, 'reference photo')}) enrolled, a stranger who walks up is let in as someone with "
             f"a chance of at most {info.expected_false_accepts:.3%} per walk-up (estimated from impostor "
             f"comparisons on LFW folds 6-10; an upper bound, it grows with every photo enrolled).")
 

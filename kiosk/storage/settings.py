@@ -29,7 +29,7 @@ class Settings:
     fusion_window_s: float = _FUSION.window_s       # ... collected within this time after the ID is entered
     fusion_aggregate: str = _FUSION.aggregate       # "mean" or "median" of the frame scores
     verdict_display_s: float = 4.0      # the verdict stays on screen this long
-    admin_idle_s: float = 60.0          # the admin tab locks itself after this much idle time
+    admin_idle_s: float = 300.0         # the admin tab locks itself after this much inactivity (5 min)
     sounds: bool = True                 # accept/reject sounds at the kiosk
     liveness: bool = True               # refuse faces that look like a printed photo (kiosk.vision.liveness)
     liveness_threshold: float | None = None  # None: the liveness model's own threshold
