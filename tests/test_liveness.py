@@ -9,7 +9,7 @@ from helpers import DATASETS
 
 from kiosk.errors import DatasetError, WeightsError
 from kiosk.paths import WEIGHTS_DIR
-from kiosk.vision.liveness import LivenessModel, lbp_histogram
+from kiosk.vision.liveness import FEATURE_DIM, LivenessModel, chroma_histogram, lbp_histogram
 
 NUAA = DATASETS / "nuaa"
 needs_nuaa = pytest.mark.skipif(not (NUAA / "labels.csv").is_file(), reason=f"NUAA frames not found at {NUAA}")
@@ -34,9 +34,19 @@ def test_lbp_matches_the_textbook_definition():
     assert lbp_histogram(flat).max() == 1.0 and lbp_histogram(flat)[58] == 0.0
 
 
+def test_chroma_histograms_count_every_pixel_in_its_bin():
+    channel = np.array([[0, 15, 16, 255], [128, 128, 200, 31]], np.uint8)
+    histogram = chroma_histogram(channel, 256)
+    assert histogram.shape == (16,) and histogram.sum() == pytest.approx(1.0)
+    assert histogram[0] == pytest.approx(2 / 8) and histogram[1] == pytest.approx(2 / 8)
+    assert histogram[8] == pytest.approx(2 / 8) and histogram[12] == histogram[15] == pytest.approx(1 / 8)
+    hue = np.array([[0, 179]], np.uint8)  # OpenCV's hue runs 0-179: the top value lands in the last bin
+    assert chroma_histogram(hue, 180)[[0, 15]].tolist() == [0.5, 0.5]
+
+
 def test_the_liveness_file_is_checked(tmp_path):
     model = LivenessModel.load(WEIGHTS_DIR / "liveness.npz")
-    assert 0.01 <= model.threshold <= 0.99 and model.weights.shape == (354,)
+    assert 0.01 <= model.threshold <= 0.99 and model.weights.shape == (FEATURE_DIM,)
     copy = tmp_path / "copy.npz"
     model.save(copy)
     assert LivenessModel.load(copy).threshold == model.threshold

@@ -19,7 +19,7 @@ PINNED: dict[str, str] = {
     "face_siamese.pt": "3f06bc9ef69fa6462746f39fac6a9e9e8441cf338ebc7c5c1aad243e261162c8",
     "identify.json": "570315a20b44b1227abaf60cc6d27547d94a9deee54b1405db5c17fef5620e7a",
     "site.json": "5e038b3697df6aa8e5edee7e1c82664ff9c7885f0e24cdf0c7c4f8763808265f",
-    "liveness.npz": "44046c84a3c862e2cec0ada0fb055c7598f0a06e314163b479128afd3364745a",
+    "liveness.npz": "44996f5c06150180f465c90318a7aba5b26f725adfc15fb42319c351aab41b18",
 }
 
 

@@ -2,8 +2,10 @@
 
 Colour texture: a printed and re-photographed face loses and shifts fine texture and colour differently from
 skin. Uniform LBP histograms (8 neighbours, radius 1: 58 uniform patterns + 1 for the rest) of each channel of
-the face crop in YCrCb and HSV, square-rooted (Hellinger), then a linear classifier: P(live) = sigmoid(w.x + b).
-Numpy and OpenCV only; about a millisecond a frame. The parameters live in ``weights/liveness.npz``.
+the face crop in YCrCb and HSV, and 16-bin chroma histograms of Cr, Cb, H and S (the print's colour gamut,
+as in Boulkenafet et al.'s colour-texture work), all square-rooted (Hellinger), then a linear classifier:
+P(live) = sigmoid(w.x + b). Numpy and OpenCV only; under a millisecond a frame. The parameters live in
+``weights/liveness.npz``; issue #22 and ``research/liveness_features.py`` for what else was tried.
 """
 
 from __future__ import annotations
@@ -19,11 +21,14 @@ import cv2
 import numpy as np
 
 from kiosk.errors import WeightsError
+from kiosk.io.pins import read_model_file
 from kiosk.rules.decision import valid_liveness_threshold
 from kiosk.vision.detection import Box
 
 CROP_PX = 64           # the face crop is resized to this square before the texture is measured
 CHANNEL_SPACES = (cv2.COLOR_BGR2YCrCb, cv2.COLOR_BGR2HSV)
+CHROMA_BINS = 16       # per chroma channel (Cr, Cb, H, S)
+FEATURE_DIM = 6 * 59 + 4 * CHROMA_BINS
 LIVENESS_FORMAT = "siamese-kiosk-liveness"
 
 
@@ -65,11 +70,21 @@ def face_crop(frame_bgr: np.ndarray, box: Box, scale: float = 1.0) -> np.ndarray
     return cv2.warpAffine(image, matrix, (CROP_PX, CROP_PX), flags=flags, borderMode=cv2.BORDER_REPLICATE)
 
 
+def chroma_histogram(channel: np.ndarray, top: int) -> np.ndarray:
+    """Normalised CHROMA_BINS-bin histogram of a 2-D uint8 channel whose values lie in [0, top)."""
+    bins = np.minimum(channel.astype(np.int32) * CHROMA_BINS // top, CHROMA_BINS - 1)
+    histogram = np.bincount(bins.ravel(), minlength=CHROMA_BINS).astype(np.float32)
+    return histogram / max(1.0, histogram.sum())
+
+
 def texture_features(frame_bgr: np.ndarray, box: Box, scale: float = 1.0) -> np.ndarray:
-    """(354,) float32: Hellinger-normalised LBP histograms of Y, Cr, Cb, H, S, V of the face crop."""
+    """(FEATURE_DIM,) float32: Hellinger-normalised LBP histograms of Y, Cr, Cb, H, S, V of the face crop, then
+    chroma histograms of Cr, Cb, H (OpenCV's 0-179) and S."""
     crop = face_crop(frame_bgr, box, scale)
-    histograms = [lbp_histogram(converted[:, :, k]) for space in CHANNEL_SPACES
-                  for converted in (cv2.cvtColor(crop, space),) for k in range(3)]
+    ycrcb, hsv = (cv2.cvtColor(crop, space) for space in CHANNEL_SPACES)
+    histograms = [lbp_histogram(converted[:, :, k]) for converted in (ycrcb, hsv) for k in range(3)]
+    histograms += [chroma_histogram(ycrcb[:, :, 1], 256), chroma_histogram(ycrcb[:, :, 2], 256),
+                   chroma_histogram(hsv[:, :, 0], 180), chroma_histogram(hsv[:, :, 1], 256)]
     return np.sqrt(np.concatenate(histograms))
 
 
@@ -119,7 +134,7 @@ class LivenessModel:
     def load(cls, path: str | Path) -> "LivenessModel":
         path = Path(path)
         try:
-            with np.load(path, allow_pickle=False) as data:
+            with np.load(io.BytesIO(read_model_file(path)), allow_pickle=False) as data:
                 header = json.loads(str(data["header"]))
                 arrays = {key: data[key].astype(np.float32) for key in ("mean", "scale", "weights")}
                 digest = str(data["sha256"])
@@ -131,7 +146,7 @@ class LivenessModel:
             raise WeightsError(f"{path}: integrity check failed (the liveness model is damaged or was modified)")
         dims = {arrays[k].shape for k in arrays}
         threshold = header.get("threshold")
-        if len(dims) != 1 or dims.pop() != (354,) or header.get("crop_px") != CROP_PX:
+        if len(dims) != 1 or dims.pop() != (FEATURE_DIM,) or header.get("crop_px") != CROP_PX:
             raise WeightsError(f"{path}: the liveness model does not match this code's features")
         if not isinstance(threshold, float) or not valid_liveness_threshold(threshold) or not np.all(arrays["scale"] > 0):
             raise WeightsError(f"{path}: liveness threshold or scales out of range")
