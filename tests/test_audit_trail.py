@@ -25,7 +25,7 @@ from kiosk.storage import (
     StorageError,
 )
 from kiosk.storage import db as db_module
-from kiosk.storage.audit import _canonical
+from kiosk.storage.audit import EVENT_AUDIT_ANCHOR, EVENT_AUDIT_CHAINED, _canonical
 from kiosk.storage.db import DB_NAME
 
 
@@ -146,15 +146,17 @@ def test_migration_from_schema_2_keeps_and_chains_existing_rows(monkeypatch, cap
     storage = Storage.open()
     try:
         assert storage.db.schema_version == max(db_module.MIGRATIONS)
-        entries = storage.audit.entries()
+        entries = storage.audit.entries(kind=KIND_DECISION)
         assert [(e.id, e.claimed_id, e.kind, e.verdict) for e in entries] == [
             (4, "E3", KIND_DECISION, "ACCEPT"), (3, "E2", KIND_DECISION, "REJECT"),
             (2, "E1", KIND_DECISION, "ACCEPT"), (1, "E0", KIND_DECISION, "REJECT")]
+        # the upgrade's chaining and the first anchoring are themselves recorded (issue 25)
+        assert [e.kind for e in storage.audit.entries()[:2]] == [EVENT_AUDIT_CHAINED, EVENT_AUDIT_ANCHOR]
         assert storage.db.query("SELECT COUNT(*) FROM audit_log WHERE hash IS NULL") == [(0,)]
         assert storage.db.meta("audit_unchained_upto") is None  # chained once, never again
         storage.audit.record_event(EVENT_LOCKOUT, "5 minutes", "five wrong PINs")
         assert storage.audit.verify_chain() is None
-        assert storage.audit.entries()[0].id == 5
+        assert storage.audit.entries()[0].id == 7
     finally:
         storage.close()
     assert run_verify(capsys)[0] == 0

@@ -250,7 +250,8 @@ def test_two_stores_on_their_own_folders_share_nothing(tmp_path, monkeypatch):
             store.settings_store().update(threshold=0.7 if n == "a" else 0.6)
             store.pin_manager(store.settings_store()).set_pin("123456" if n == "a" else "654321")
         for n, store in zip("ab", stores):
-            assert {p.name for p in (tmp_path / f"config-{n}").iterdir()} == {"data.key", "settings.json"}
+            assert {p.name for p in (tmp_path / f"config-{n}").iterdir()} == {"data.key", "settings.json",
+                                                                                "audit_anchor.json"}
             assert (tmp_path / f"data-{n}" / "pin_guard.json").is_file()
             assert [e.id for e in store.employees.search()] == [f"E-{n}"]
         assert stores[0].settings_store().load().threshold == 0.7 and stores[1].settings_store().load().threshold == 0.6

@@ -9,6 +9,8 @@ from pathlib import Path
 
 from kiosk.io.files import private_dir
 from kiosk.storage.audit import (
+    EVENT_AUDIT_ANCHOR,
+    EVENT_AUDIT_CHAINED,
     EVENT_DELETE,
     EVENT_ENROL,
     EVENT_EXPORT,
@@ -46,7 +48,7 @@ from kiosk.storage.places import StoragePaths
 from kiosk.storage.settings import Settings, SettingsStore
 from kiosk.storage.stores import open_local_stores
 
-__all__ = ["EVENT_DELETE", "EVENT_ENROL", "EVENT_EXPORT", "EVENT_KINDS", "EVENT_LABELS", "EVENT_LOCKOUT",
+__all__ = ["EVENT_AUDIT_ANCHOR", "EVENT_AUDIT_CHAINED", "EVENT_DELETE", "EVENT_ENROL", "EVENT_EXPORT", "EVENT_KINDS", "EVENT_LABELS", "EVENT_LOCKOUT",
            "EVENT_MODEL", "EVENT_SITE", "EVENT_PIN_CHANGED", "EVENT_PIN_SET", "EVENT_PIN_WRONG", "EVENT_RE_ENROL", "EVENT_START",
            "EVENT_STOP", "EVENT_THRESHOLD", "EVENT_LIVENESS", "EVENT_MODE", "EVENT_UNLOCK", "KIND_DECISION", "AuditEntry", "AuditLog", "ChainBreak", "ConnectionInfo", "ConnectionState", "ConnectionStatus",
            "DamagedDataError", "Database", "Employee", "EmployeeStore", "IntegrityReport", "KeyMissingError", "NewPhoto", "PinError", "PinManager", "PinResult",

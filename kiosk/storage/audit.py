@@ -13,10 +13,20 @@ canonical content)``, so changing, inserting or removing a row breaks the chain 
 The MAC is HMAC-SHA-256 under a key derived from the data key (kiosk/storage/keys.py), which lives apart
 from the data folder: whoever can write the database but not read the key cannot recompute the chain after
 an edit (with a plain SHA-256 chain they could, and the chain would prove nothing). Without a key
-(``AuditLog(db)`` alone, as in some tests) the chain is plain SHA-256. Limits: the newest entries can be
-removed from the end without a break in the chain (it has no end marker; SQLite's AUTOINCREMENT counter
-catches a plain DELETE, not someone who also resets the counter); rows that existed before the chain was
-introduced (schema 3) are chained as found, at the first start after the upgrade.
+(``AuditLog(db)`` alone, as in some tests) the chain is plain SHA-256.
+
+The chain's end is anchored outside the database (``ChainAnchor``): a small file in the config folder, beside
+the data key, that records the chain's head (last ID, last hash, number of entries), sealed with an HMAC under
+another key derived from the data key, and rewritten atomically after every append. ``verify_chain()`` checks
+that the database still reaches that head, so removing the newest entries (also with the AUTOINCREMENT counter
+reset), deleting everything, re-creating the table or putting back an older copy of the database are reported
+as breaks naming what is missing. Once the database no longer matches the anchor, the anchor is never moved
+again (the break stays reported). A missing anchor is reported too, except before the store's first anchoring
+(an upgrade from a version without one: anchored then, and recorded as an EVENT_AUDIT_ANCHOR). A store
+without a data key (a read-only look) has no anchor.
+
+Nothing is chained "as found" at a start, except the rows of the one upgrade that introduced the chain (schema
+3): only while no row has a hash yet and the store was never anchored, and recorded as an EVENT_AUDIT_CHAINED.
 """
 
 from __future__ import annotations
@@ -28,10 +38,11 @@ import io
 import json
 import logging
 import re
+import sqlite3
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from kiosk.io.files import atomic_write_text
+from kiosk.io.files import PRIVATE_FILE, atomic_write_text, atomic_writer
 from kiosk.storage.db import Database, StorageError
 from kiosk.storage.employees import now_iso
 from kiosk.storage.sql import LIKE_ESCAPE, like_contains
@@ -60,6 +71,8 @@ EVENT_FACE_LOCK = "face_lock"      # an ID locked for face verification after re
 EVENT_FACE_UNLOCK = "face_unlock"  # ... unlocked by the admin
 EVENT_DOOR_FAILED = "door_failed"  # an ACCEPT's unlock not delivered within its validity (never sent later)
 EVENT_DOOR_TEST = "door_test"      # Admin > Door > Test door
+EVENT_AUDIT_CHAINED = "audit_chained"  # entries from before the hash chain (schema 3) chained at the upgrade
+EVENT_AUDIT_ANCHOR = "audit_anchor"    # the chain's head first kept outside the database (ChainAnchor)
 
 # every admin event kind with the words the audit page shows for it, in the order it lists them
 EVENT_LABELS: dict[str, str] = {
@@ -83,12 +96,18 @@ EVENT_LABELS: dict[str, str] = {
     EVENT_FACE_UNLOCK: "Face verification unlocked",
     EVENT_DOOR_FAILED: "Door unlock failed",
     EVENT_DOOR_TEST: "Door test",
+    EVENT_AUDIT_CHAINED: "Old entries chained (upgrade)",
+    EVENT_AUDIT_ANCHOR: "Audit log anchored",
 }
 EVENT_KINDS = tuple(EVENT_LABELS)
 
 _TEXT_LIMIT = 500  # characters kept of a detail or reason (a claimed ID: 200)
 CHAIN_START = "0" * 64  # the "previous hash" of a chain's first row: every chain's (a kiosk's, the fleet registry's)
 _CHAIN_LABEL = b"siamese-kiosk audit chain/1"
+_ANCHOR_LABEL = b"siamese-kiosk audit anchor/1"
+ANCHOR_NAME = "audit_anchor.json"  # in the store's config folder (kiosk.storage.places)
+_ANCHORED = "audit_anchor"  # meta: the store's chain has been anchored once (a missing anchor is then a break)
+_UNCHAINED = "audit_unchained_upto"  # meta: written by the schema-3 migration only
 CSV_HEADER = ["time", "kind", "detail", "claimed_id", "score", "verdict", "reason", "liveness", "mode"]
 
 
@@ -162,6 +181,8 @@ class ChainBreak:
     problem: str
 
     def describe(self) -> str:
+        if not self.id:  # the anchor itself (kiosk.storage.audit.ChainAnchor), not one entry
+            return self.problem
         return f"entry {self.id} ({', '.join(part for part in (self.time, self.kind) if part)}): {self.problem}"
 
     def __str__(self) -> str:
@@ -171,6 +192,100 @@ class ChainBreak:
 def chain_key(data_key: bytes) -> bytes:
     """The audit chain's own key, derived from the data key (never the AES key itself)."""
     return hmac.new(data_key, _CHAIN_LABEL, hashlib.sha256).digest()
+
+
+def anchor_key(data_key: bytes) -> bytes:
+    """The anchor file's MAC key, derived from the data key (apart from the chain's own key)."""
+    return hmac.new(data_key, _ANCHOR_LABEL, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """Where a chain ends: the last entry's ID and hash, and how many entries it has (0, CHAIN_START: empty)."""
+
+    last_id: int = 0
+    last_hash: str = CHAIN_START
+    count: int = 0
+
+
+class AnchorError(StorageError):
+    """The anchor file is damaged, or was not written under this store's data key."""
+
+
+class ChainAnchor:
+    """The chain's head, kept outside the database in a file sealed with a key derived from the data key:
+    whoever can write the database (or the file) without the key cannot make them agree again."""
+
+    def __init__(self, path: str | Path, data_key: bytes):
+        self.path = Path(path)
+        self._key = anchor_key(data_key)
+
+    def _mac(self, body: dict) -> str:
+        data = json.dumps(body, sort_keys=True, separators=(",", ":")).encode("utf-8")
+        return hmac.new(self._key, data, hashlib.sha256).hexdigest()
+
+    def read(self) -> ChainHead | None:
+        """The anchored head; None when there is no anchor file; AnchorError when it does not check out."""
+        found = self.read_all()
+        return None if found is None else found[0]
+
+    def read_all(self) -> tuple[ChainHead, ChainHead | None] | None:
+        """The anchored head and the head of a restore staged by ``kiosk restore`` (None: none), or None
+        when there is no anchor file; AnchorError when it does not check out."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AnchorError(f"the audit log's anchor {self.path} cannot be read ({exc})") from None
+        body: dict = {}
+        try:
+            data = json.loads(text)
+            body = {k: data[k] for k in ("version", "last_id", "last_hash", "count")}
+            if "restore" in data:
+                body["restore"] = data["restore"]
+            good = hmac.compare_digest(str(data["mac"]), self._mac(body))
+            head = ChainHead(int(body["last_id"]), str(body["last_hash"]), int(body["count"]))
+            staged = body.get("restore")
+            restored = None if staged is None else ChainHead(int(staged[0]), str(staged[1]), int(staged[2]))
+        except (ValueError, KeyError, TypeError, IndexError):
+            good = False
+        if not good or body.get("version") != 1:
+            raise AnchorError(f"the audit log's anchor {self.path} was altered or is damaged (its seal under the "
+                              f"data key does not check out)")
+        return head, restored
+
+    def write(self, head: ChainHead, restored: ChainHead | None = None) -> None:
+        """Replace the anchor with ``head`` (and the head of a staged restore), whole or not at all."""
+        body = {"version": 1, "last_id": int(head.last_id), "last_hash": str(head.last_hash), "count": int(head.count)}
+        if restored is not None:
+            body["restore"] = [int(restored.last_id), str(restored.last_hash), int(restored.count)]
+        text = json.dumps({**body, "mac": self._mac(body)}, sort_keys=True) + "\n"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_writer(self.path, PRIVATE_FILE) as handle:
+            handle.write(text.encode("utf-8"))
+
+
+def anchor_restore(anchor_path: str | Path, data_key: bytes | None, database: str | Path) -> None:
+    """``kiosk restore``, before it marks the staged ``database`` ready: the anchor accepts the restored log's
+    head too (an admin's explicit rollback, sealed with the key); the next start keeps the one the database
+    reaches and records the restore as an EVENT_AUDIT_ANCHOR. Nothing without a key or an anchor."""
+    if data_key is None:
+        return
+    anchor = ChainAnchor(anchor_path, data_key)
+    found = anchor.read_all()
+    if found is None:
+        return
+    conn = sqlite3.connect(f"{Path(database).resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        row = conn.execute("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+        count = int(conn.execute("SELECT COUNT(*) FROM audit_log").fetchone()[0])
+    except sqlite3.Error as exc:  # an older schema: its log is checked as it is at the next start
+        log.warning("restore: the backup's audit log head cannot be read (%s); the anchor is left as it is", exc)
+        return
+    finally:
+        conn.close()
+    anchor.write(found[0], _head_of(row, count))
 
 
 def _canonical(row: tuple) -> bytes:
@@ -213,12 +328,21 @@ def _csv_safe(value) -> str:
     return "'" + text if _FORMULA.search(text) or text[:1] in ("\t",) else text
 
 
-class AuditLog:
-    """``key``: the data key; the chain is HMAC-SHA-256 under a key derived from it (plain SHA-256 without)."""
+def _head_of(row: tuple | None, count: int) -> ChainHead:
+    """The head at the row (id, hash), or the empty chain's (None)."""
+    return ChainHead() if row is None else ChainHead(int(row[0]), str(row[1] or ""), count)
 
-    def __init__(self, db: Database, key: bytes | None = None):
+
+class AuditLog:
+    """``key``: the data key; the chain is HMAC-SHA-256 under a key derived from it (plain SHA-256 without).
+    ``anchor``: the file that anchors the chain's head outside the database (kiosk.storage.places; used only
+    with a key; None: no anchor, as for a fleet kiosk's mirror)."""
+
+    def __init__(self, db: Database, key: bytes | None = None, anchor: str | Path | None = None):
         self.db = db
         self._mac_key = chain_key(key) if key is not None else None
+        self._anchor = ChainAnchor(anchor, key) if anchor is not None and key is not None else None
+        self._anchor_stuck = False  # the anchor was found not to match: it is never moved again
 
     @property
     def keyed(self) -> bool:
@@ -239,15 +363,103 @@ class AuditLog:
         self._write(new_entry(kind, claimed_id, score, verdict, detail, reason, time, liveness, mode))
 
     def _write(self, entry: AuditEntry) -> None:
-        with self.db.transaction() as conn:
-            marks = ", ".join("?" * len(CONTENT_FIELDS))
-            cursor = conn.execute(f"INSERT INTO audit_log ({columns(CONTENT_FIELDS)}) VALUES ({marks})",
-                                  entry.content())
-            rid = cursor.lastrowid
-            row = conn.execute(f"SELECT {columns(FIELDS)} FROM audit_log WHERE id = ?", (rid,)).fetchone()
-            prev = conn.execute("SELECT hash FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT 1", (rid,)).fetchone()
-            conn.execute("UPDATE audit_log SET hash = ? WHERE id = ?",
-                         (self.chain_hash(None if prev is None else prev[0], row), rid))
+        with self.db.exclusive():  # the anchor moves with the row, before any other thread appends
+            with self.db.transaction() as conn:
+                marks = ", ".join("?" * len(CONTENT_FIELDS))
+                cursor = conn.execute(f"INSERT INTO audit_log ({columns(CONTENT_FIELDS)}) VALUES ({marks})",
+                                      entry.content())
+                rid = cursor.lastrowid
+                row = conn.execute(f"SELECT {columns(FIELDS)} FROM audit_log WHERE id = ?", (rid,)).fetchone()
+                prev = conn.execute("SELECT id, hash FROM audit_log WHERE id < ? ORDER BY id DESC LIMIT 1",
+                                    (rid,)).fetchone()
+                digest = self.chain_hash(None if prev is None else prev[1], row)
+                conn.execute("UPDATE audit_log SET hash = ? WHERE id = ?", (digest, rid))
+            if self._anchor is not None:  # after the commit: a crash in between leaves the anchor one behind
+                self._advance_anchor(_head_of(prev, 0), ChainHead(rid, digest))
+
+    # -- the anchor ----------------------------------------------------------------------------------------
+
+    def _advance_anchor(self, previous: ChainHead, new: ChainHead) -> None:
+        """Move the anchor to ``new``, appended after ``previous``, if the anchor is where this log was."""
+        if self._anchor_stuck:
+            return
+        try:
+            head = self._anchor.read()
+            if head is None:
+                self._stuck(f"the audit log's anchor {self._anchor.path} is missing; it is not recreated")
+                return
+            if (head.last_id, head.last_hash) == (previous.last_id, previous.last_hash):
+                self._anchor.write(ChainHead(new.last_id, new.last_hash, head.count + 1))
+            elif self._reaches(head):  # the anchor was behind (a write of it failed): catch up
+                self._anchor.write(self._db_head())
+            else:
+                self._stuck(f"the audit log no longer reaches its anchor {self._anchor.path}")
+        except AnchorError as exc:
+            self._stuck(str(exc))
+        except OSError as exc:  # the entry is written; the next append or start moves the anchor on
+            log.error("audit log: the anchor %s could not be written (%s)", self._anchor.path, exc)
+
+    def _stuck(self, why: str) -> None:
+        self._anchor_stuck = True
+        log.error("%s; the anchor is left as it is and 'kiosk audit verify' reports the break", why)
+
+    def _reaches(self, head: ChainHead) -> bool:
+        """Whether this database still holds the anchored head (the entry, its hash, every entry before it)."""
+        if head.last_id == 0:
+            return True
+        row = self.db.query_one("SELECT hash FROM audit_log WHERE id = ?", (head.last_id,))
+        if row is None or not hmac.compare_digest(str(row[0] or ""), head.last_hash):
+            return False
+        return int(self.db.query_one("SELECT COUNT(*) FROM audit_log WHERE id <= ?",
+                                     (head.last_id,))[0]) == head.count
+
+    def _db_head(self) -> ChainHead:
+        row = self.db.query_one("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
+        return _head_of(row, int(self.db.query_one("SELECT COUNT(*) FROM audit_log")[0]))
+
+    def _start_anchor(self) -> None:
+        """At a writable open: check the database against the anchor and bring the anchor up to the end of
+        the log; anchor a store the first time (an upgrade), recorded as an event. Never moves an anchor
+        the database does not reach, and never recreates a missing one."""
+        anchor = self._anchor
+        try:
+            found = anchor.read_all()
+        except AnchorError as exc:
+            self._stuck(str(exc))
+            return
+        head, restored = found if found is not None else (None, None)
+        try:
+            if head is not None and restored is not None:  # a restore was staged: keep what the database reaches
+                if not self._reaches(head) and self._reaches(restored):
+                    current = self._db_head()
+                    anchor.write(current)
+                    self.record_event(EVENT_AUDIT_ANCHOR, f"restore: the log now ends at entry {current.last_id} "
+                                      f"({current.count} entries), it ended at entry {head.last_id} ({head.count})",
+                                      "a backup was restored ('kiosk restore')")
+                    return
+                anchor.write(head)  # the restore was not swapped in: the log is the one anchored
+            if head is None:
+                if self.db.meta(_ANCHORED):
+                    self._stuck(f"the audit log's anchor {anchor.path} is missing; it is not recreated")
+                    return
+                current = self._db_head()
+                anchor.write(current)
+                self.db.set_meta(_ANCHORED, "1")
+                if current.count:
+                    self.record_event(EVENT_AUDIT_ANCHOR, f"entry {current.last_id}, {current.count} entries",
+                                      "the end of the log is now kept outside the database (first anchoring)")
+                return
+            if not self._reaches(head):
+                self._stuck(f"the audit log (now ending at entry {self._db_head().last_id}) does not reach its "
+                            f"anchor {anchor.path} (entry {head.last_id}, {head.count} entries)")
+                return
+            if not self.db.meta(_ANCHORED):
+                self.db.set_meta(_ANCHORED, "1")
+            current = self._db_head()
+            if current != head:  # entries committed after the anchor's last write (a crash in between)
+                anchor.write(current)
+        except OSError as exc:
+            log.error("audit log: the anchor %s could not be written (%s)", anchor.path, exc)
 
     def record(self, claimed_id: str, verdict: str, reason: str, score: float | None = None,
                time: str | None = None, liveness: float | None = None, mode: str = "", detail: str = "") -> None:
@@ -293,13 +505,15 @@ class AuditLog:
     # -- the hash chain ------------------------------------------------------------------------------------
 
     def verify_chain(self, batch: int = 5000) -> ChainBreak | None:
-        """None when every entry's hash checks out, else the first broken entry. StorageError when the chain is
-        keyed and this log has no key to check it with."""
+        """None when every entry's hash checks out and the log reaches its anchored end, else the first broken
+        entry (or what is missing). StorageError when the chain is keyed and this log has no key to check it
+        with."""
         mode = self._chain_mode() or ""
         if mode.startswith("hmac") and self._mac_key is None:
             raise StorageError("the audit log's chain is keyed with the data key, which is not available here: "
                                "put the key file back (KIOSK_KEY_FILE if it lives elsewhere) to check it")
-        previous, last_id = CHAIN_START, 0
+        anchored, anchor_problem = self._anchored_head()
+        previous, last_id, upto, at_anchor = CHAIN_START, 0, 0, None
         while True:
             rows = self._chain_rows(last_id, batch)
             for row in rows:
@@ -312,14 +526,59 @@ class AuditLog:
                                if row[0] == last_id + 1 else f"{gap} before it {'was' if row[0] == last_id + 2 else 'were'} removed, or it was changed")
                     return ChainBreak(row[0], row[1], row[6], problem)
                 previous, last_id = str(stored), row[0]
+                if anchored is not None and last_id <= anchored.last_id:
+                    upto += 1
+                    if last_id == anchored.last_id:
+                        at_anchor = (str(stored), row[1], row[6])
             if len(rows) < batch:
                 break
-        # the chain has no end marker, but SQLite remembers the highest ID it gave (AUTOINCREMENT): a plain
-        # DELETE of the newest entries leaves that behind
+        # SQLite remembers the highest ID it gave (AUTOINCREMENT): a plain DELETE of the newest entries leaves
+        # that behind
         issued = self._highest_issued()
         if issued is not None and issued > last_id:
             return ChainBreak(last_id + 1, "", "missing",
                               f"entries {last_id + 1} to {issued}, the newest, were removed")
+        if anchor_problem:
+            return ChainBreak(0, "", "anchor", anchor_problem)
+        if anchored is None or anchored.last_id == 0:
+            return None
+        return self._check_anchor(anchored, last_id, upto, at_anchor)
+
+    def _anchored_head(self) -> tuple[ChainHead | None, str]:
+        """The anchored head (None: no anchor to check) and what is wrong with the anchor ('': nothing)."""
+        if self._anchor is None:
+            return None, ""
+        try:
+            found = self._anchor.read_all()
+        except AnchorError as exc:
+            return None, str(exc)
+        head, restored = found if found is not None else (None, None)
+        if head is not None and restored is not None and not self._reaches(head) and self._reaches(restored):
+            head = restored  # restored by 'kiosk restore', not yet started on
+        if head is None and self.db.meta(_ANCHORED):
+            return None, (f"the audit log's anchor {self._anchor.path}, which records where the log ends, is "
+                          f"missing (deleted, or the config folder replaced): the newest entries cannot be vouched for")
+        return head, ""
+
+    @staticmethod
+    def _check_anchor(anchored: ChainHead, last_id: int, upto: int, at_anchor: tuple | None) -> ChainBreak | None:
+        written = f"entry {anchored.last_id} was written ({anchored.count} entries)"
+        if at_anchor is None:
+            if last_id < anchored.last_id:
+                return ChainBreak(last_id + 1, "", "missing",
+                                  f"the log ends at entry {last_id} but {written}: entries {last_id + 1} to "
+                                  f"{anchored.last_id} were removed, or an older copy of the database was put back")
+            return ChainBreak(anchored.last_id, "", "missing",
+                              f"the log has no entry {anchored.last_id} but {written}: the log was rewritten "
+                              f"(the table re-created, or an older copy of the database put back)")
+        stored, time, kind = at_anchor
+        if not hmac.compare_digest(stored, anchored.last_hash):
+            return ChainBreak(anchored.last_id, time, kind,
+                              f"it is not the entry {anchored.last_id} that was written: the log was replaced "
+                              f"(the table re-created, or an older copy of the database put back)")
+        if upto != anchored.count:
+            return ChainBreak(anchored.last_id, time, kind,
+                              f"the log holds {upto} entries up to it but {anchored.count} were written")
         return None
 
     def _chain_mode(self) -> str | None:
@@ -335,25 +594,42 @@ class AuditLog:
         return None if issued is None else int(issued[0])
 
     def start_chain(self) -> int:
-        """At a writable open: chain the rows that predate the chain (the schema-3 migration notes how many),
-        once, and record how the chain is made. Returns how many rows were chained."""
-        upto = self.db.meta("audit_unchained_upto")
-        chained = 0
-        if upto is not None:
-            with self.db.transaction() as conn:
-                rows = conn.execute(f"SELECT {columns(FIELDS)} FROM audit_log WHERE id <= ? ORDER BY id",
-                                    (int(upto),)).fetchall()
-                previous, updates = CHAIN_START, []
-                for row in rows:
-                    previous = self._digest(previous, row)
-                    updates.append((previous, row[0]))
-                conn.executemany("UPDATE audit_log SET hash = ? WHERE id = ?", updates)
-                conn.execute("DELETE FROM meta WHERE key = 'audit_unchained_upto'")
-                chained = len(updates)
-            if chained:
-                log.warning("audit log: %d entries written before the hash chain existed are now chained as found",
-                            chained)
+        """At a writable open: record how the chain is made, chain the rows of the schema-3 upgrade (the only
+        rows ever chained as found, recorded as an event), then check the database against the anchor and
+        move the anchor to the log's end. Returns how many rows were chained."""
         mode = "hmac-sha256" if self.keyed else "sha256"
+        chained = self._chain_upgrade()
         if self.db.meta("audit_chain") != mode:
             self.db.set_meta("audit_chain", mode)
+        if self._anchor is not None and self.db.schema_version >= 3:  # before 3 (an older kiosk's): no chain
+            self._start_anchor()
+        if chained:
+            self.record_event(EVENT_AUDIT_CHAINED, f"entries 1 to {chained}",
+                              "written before the hash chain existed; chained as found at the upgrade")
         return chained
+
+    def _chain_upgrade(self) -> int:
+        """Chain the rows the schema-3 migration left unchained, only while the chain has never started (no row
+        has a hash, the store was never anchored); anything else is refused and left as found."""
+        upto = self.db.meta(_UNCHAINED)
+        if upto is None:
+            return 0
+        hashed = int(self.db.query_one("SELECT COUNT(*) FROM audit_log WHERE hash IS NOT NULL")[0])
+        anchored = self._anchor is not None and (self._anchor.path.exists() or self.db.meta(_ANCHORED))
+        if hashed or anchored:
+            log.error("audit log: %r is set but the chain has already started; nothing is chained as found "
+                      "('kiosk audit verify' names what does not check out)", _UNCHAINED)
+            return 0
+        with self.db.transaction() as conn:
+            rows = conn.execute(f"SELECT {columns(FIELDS)} FROM audit_log WHERE id <= ? ORDER BY id",
+                                (int(upto),)).fetchall()
+            previous, updates = CHAIN_START, []
+            for row in rows:
+                previous = self._digest(previous, row)
+                updates.append((previous, row[0]))
+            conn.executemany("UPDATE audit_log SET hash = ? WHERE id = ?", updates)
+            conn.execute("DELETE FROM meta WHERE key = ?", (_UNCHAINED,))
+        if updates:
+            log.warning("audit log: %d entries written before the hash chain existed are now chained as found "
+                        "(the upgrade to schema 3)", len(updates))
+        return len(updates)

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from kiosk.io.files import atomic_write_text, fsync_path, private_dir
+from kiosk.storage.audit import anchor_restore
 from kiosk.storage.crypto import key_id
 from kiosk.storage.db import DB_NAME, StorageError
 from kiosk.storage.employees import photo_file
@@ -220,6 +221,7 @@ def restore(source: str | Path, folder: str | Path | None = None, config: str | 
         for file in manifest["photos"]:
             _copy(source / PHOTOS / file, stage / PHOTOS / file)
         fsync_path(stage / PHOTOS)
+        anchor_restore(paths.audit_anchor, read_key(paths.key_file), stage / DB_NAME)  # an audited rollback
         aside = f"replaced-{_stamp()}"
         atomic_write_text(stage / READY, aside + "\n")
         fsync_path(stage)

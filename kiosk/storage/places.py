@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kiosk.paths import config_dir, data_dir
+from kiosk.storage.audit import ANCHOR_NAME
 from kiosk.storage.db import DB_NAME
 from kiosk.storage.keys import key_path
 from kiosk.storage.pin import GUARD_NAME
@@ -23,7 +24,7 @@ PHOTOS_NAME = "photos"
 @dataclass(frozen=True)
 class StoragePaths:
     data: Path       # kiosk.sqlite3, photos/, pin_guard.json, the writer lock; a fleet kiosk's fleet.sqlite3
-    config: Path     # settings.json (and data.key, unless the key lives elsewhere)
+    config: Path     # settings.json, the audit log's anchor (and data.key, unless the key lives elsewhere)
     key_file: Path   # the data key
 
     @classmethod
@@ -46,6 +47,11 @@ class StoragePaths:
     @property
     def pin_guard(self) -> Path:
         return self.data / GUARD_NAME
+
+    @property
+    def audit_anchor(self) -> Path:
+        """The audit chain's head, sealed with the data key, outside the database (kiosk.storage.audit)."""
+        return self.config / ANCHOR_NAME
 
     @property
     def settings_file(self) -> Path:

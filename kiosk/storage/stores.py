@@ -31,11 +31,13 @@ class Stores:
     local: Database | None = None  # a fleet kiosk's fleet.sqlite3 (outbox, mirror bookkeeping)
 
 
-def prepare_local(db: Database, employees: EmployeeStore, data_key: bytes | None, readonly: bool) -> IntegrityReport:
-    """What an open does to the local SQLite store before using it: for a writer, chain the audit rows that
-    predate the chain, encrypt an old plain store and remove orphaned photos; then check every reference."""
+def prepare_local(db: Database, employees: EmployeeStore, data_key: bytes | None, readonly: bool,
+                  audit: AuditLog | None = None) -> IntegrityReport:
+    """What an open does to the local SQLite store before using it: for a writer, start the audit chain
+    (``audit``, default one without an anchor: the upgrade's rows chained, the anchor checked and moved on),
+    encrypt an old plain store and remove orphaned photos; then check every reference."""
     if not readonly:
-        AuditLog(db, data_key).start_chain()
+        (audit or AuditLog(db, data_key)).start_chain()
         seal_plain_rows(employees)
         employees.cleanup_orphans()
     return employees.check()
@@ -45,5 +47,6 @@ def open_local_stores(db: Database, paths: StoragePaths, sealer: Sealer | None, 
                       data_key: bytes | None, readonly: bool) -> Stores:
     """A single kiosk's: employees and audit log in its own database."""
     employees = EmployeeStore(db, paths.photos, sealer, lock)
-    health = prepare_local(db, employees, data_key, readonly)
-    return Stores(employees, AuditLog(db, data_key), health)
+    audit = AuditLog(db, data_key, paths.audit_anchor)  # its head anchored beside the key (kiosk.storage.audit)
+    health = prepare_local(db, employees, data_key, readonly, audit)
+    return Stores(employees, audit, health)
