@@ -214,6 +214,7 @@ def test_admin_relocks_after_idle_time(qtbot, make_window, untrained_weights):
     unlock_admin(qtbot, window)
     qtbot.waitUntil(lambda: not window.admin.unlocked, timeout=3000)
     assert window.admin.stack.currentWidget() is window.admin.unlock_page
+    assert window.tabs.currentWidget() is window.kiosk  # nobody finds the admin view open, locked or not
 
 
 def test_delete_removes_the_person_photos_and_features(qtbot, make_window, untrained_weights, untrained_engine,

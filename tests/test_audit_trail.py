@@ -221,7 +221,7 @@ def test_csv_export_contains_events_and_is_itself_recorded(storage, tmp_path):
 
 @pytest.mark.slow
 def test_audit_page_filters_by_kind_exports_events_and_shows_a_broken_chain(qtbot, storage, tmp_path):
-    from kiosk.qt.audit_page import AuditPage
+    from kiosk.qt.audit_page import COL_DETAIL, COL_VERDICT, AuditPage
     from kiosk.qt.background import wait_for_background
 
     fill(storage)
@@ -229,7 +229,7 @@ def test_audit_page_filters_by_kind_exports_events_and_shows_a_broken_chain(qtbo
     qtbot.addWidget(page)
     try:
         page.show()
-        shown = lambda: [(page.table.item(r, 3).text(), page.table.item(r, 5).text())  # noqa: E731
+        shown = lambda: [(page.table.item(r, COL_VERDICT).text(), page.table.item(r, COL_DETAIL).text())  # noqa: E731
                          for r in range(page.table.rowCount())]
         qtbot.waitUntil(lambda: len(shown()) == 6, timeout=5000)
         assert shown()[0] == ("Deletion", "E1") and shown()[1] == ("Threshold change", "0.624 -> 0.700")
@@ -267,3 +267,25 @@ def test_the_command_needs_an_existing_store_and_says_so(capsys):
     code, out = run_verify(capsys)
     assert code == 2 and "no kiosk database" in out
 
+
+
+@pytest.mark.slow
+def test_audit_page_shows_a_reason_whole_beside_an_empty_detail(qtbot, storage):
+    from PySide6.QtGui import QFontMetrics
+
+    from kiosk.qt.audit_page import COL_DETAIL, COL_REASON, AuditPage
+
+    reason = "face closer to another employee than to the claimed one (badge sharing?)"
+    storage.audit.record("E1", "REJECT", reason, 0.41)
+    page = AuditPage(storage.audit, Admin(storage, SettingsStore()))
+    qtbot.addWidget(page)
+    page.resize(1280, 600)
+    page.show()
+    qtbot.waitUntil(lambda: page.table.rowCount() == 1, timeout=5000)
+    item = page.table.item(0, COL_REASON)
+    needed = QFontMetrics(item.font() if item.font() else page.table.font()).horizontalAdvance(reason)
+    assert page.table.columnWidth(COL_REASON) >= needed  # not elided
+    assert page.table.item(0, COL_DETAIL).text() == "" and item.toolTip() == reason
+    page.resize(700, 600)  # too narrow for it all: Reason takes at most half, the rest is in its tooltip
+    qtbot.waitUntil(lambda: page.table.columnWidth(COL_REASON) <= page.table.viewport().width() // 2 + 1,
+                    timeout=5000)

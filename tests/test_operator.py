@@ -115,7 +115,9 @@ def test_the_pin_field_has_the_focus_whenever_the_admin_tab_asks_for_the_pin(qtb
     admin.lock()  # "Lock now"
     assert window.focusWidget() is admin.pin_field
     unlock_admin(qtbot, window)
-    qtbot.waitUntil(lambda: not admin.unlocked, timeout=5000)  # idle relock
+    qtbot.waitUntil(lambda: not admin.unlocked, timeout=5000)  # idle relock: the visitor's screen again
+    assert window.tabs.currentWidget() is window.kiosk
+    window.show_admin_view()
     assert window.focusWidget() is admin.pin_field
 
 

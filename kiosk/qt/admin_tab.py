@@ -12,17 +12,20 @@ import time
 
 import shiboken6
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
     QFormLayout,
+    QFrame,
     QGroupBox,
     QHBoxLayout,
     QLabel,
     QLineEdit,
     QMessageBox,
     QPushButton,
+    QScrollArea,
     QStackedWidget,
     QTabWidget,
     QVBoxLayout,
@@ -44,6 +47,7 @@ _INPUT_EVENTS = {QEvent.Type.KeyPress, QEvent.Type.KeyRelease, QEvent.Type.Mouse
                  QEvent.Type.HoverMove, QEvent.Type.Wheel, QEvent.Type.TouchBegin, QEvent.Type.TouchUpdate,
                  QEvent.Type.InputMethod}
 ADMIN_IDLE_S = 300.0  # the admin tab locks itself after this much inactivity unless the settings say otherwise
+GATE_IDLE_S = 60.0    # the locked gate (PIN page) left alone this long goes back to the visitor's screen
 RESET_PIN_HINT = "Forgotten the PIN? Run kiosk admin reset-pin in a terminal on this machine."
 
 
@@ -76,6 +80,7 @@ class AdminTab(QWidget):
     quit_requested = Signal()      # the admin chose "Quit kiosk" (only possible while unlocked)
     sounds_changed = Signal(bool)  # the sounds setting was saved
     mode_changed = Signal(str)     # the kiosk mode was saved (kiosk.rules.decision.KIOSK_MODES)
+    leave_requested = Signal()     # back to the visitor's screen: the button, Esc, idle relock, an idle gate
 
     def __init__(self, pins: Pins | None, panel: QTabWidget, idle_s: float = ADMIN_IDLE_S,
                  unavailable_reason: str = "", parent=None, admin: Admin | None = None,
@@ -174,19 +179,36 @@ class AdminTab(QWidget):
         self.stack = QStackedWidget()
         for page in (self.setup_page, self.unlock_page, self.panel, self.error_page):
             self.stack.addWidget(page)
+        self.back_button = QPushButton("Back to kiosk")  # locks: leaving the admin view always does
+        self.back_button.setObjectName("backButton")
+        self.back_button.clicked.connect(self.leave_requested)
+        top = QHBoxLayout()
+        top.addStretch(1)
+        top.addWidget(self.back_button)
         outer = QVBoxLayout(self)
+        outer.addLayout(top)
         outer.addWidget(self.alert_row)
-        outer.addWidget(self.stack)
+        scroll = QScrollArea()  # on an 800x600 screen the admin pages scroll rather than widen the window
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setWidget(self.stack)
+        outer.addWidget(scroll)
+        self._escape = QShortcut(QKeySequence(Qt.Key.Key_Escape), self, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self._escape.activated.connect(self.leave_requested)
 
         self.idle_timer = QTimer(self)
         self.idle_timer.setSingleShot(True)
         self.idle_timer.setInterval(int(idle_s * 1000))
         self.idle_timer.timeout.connect(self._idle_timeout)
         self.idle_s = idle_s
+        self.gate_timer = QTimer(self)  # the PIN page shown but left alone: back to the visitor's screen
+        self.gate_timer.setSingleShot(True)
+        self.gate_timer.setInterval(int(GATE_IDLE_S * 1000))
+        self.gate_timer.timeout.connect(self._gate_timeout)
         self._lock_ticker = QTimer(self)  # counts down a lockout on screen
         self._lock_ticker.setInterval(1000)
         self._lock_ticker.timeout.connect(self._show_lock_state)
-        self._activity = _ActivityFilter(self.idle_timer, self)  # a child: gone with the tab, filter included
+        self._activity = _ActivityFilter((self.idle_timer, self.gate_timer), self)  # a child: gone with the tab
         self.lock()
 
     # -- locking ------------------------------------------------------------------------------------------
@@ -206,6 +228,8 @@ class AdminTab(QWidget):
         self.alert_row.setVisible(False)
         self._show_gate()
         self.focus_pin()
+        if self.isVisible():
+            self._watch_gate()
 
     def focus_pin(self) -> None:
         """Keyboard focus to the field the gate asks for (the tab is showing, the field can take input)."""
@@ -218,6 +242,27 @@ class AdminTab(QWidget):
         super().showEvent(event)
         if not self.unlocked:
             self.focus_pin()
+            self._watch_gate()
+
+    def hideEvent(self, event) -> None:
+        super().hideEvent(event)
+        self.gate_timer.stop()
+        if not self.unlocked:
+            QApplication.instance().removeEventFilter(self._activity)
+
+    def _watch_gate(self) -> None:
+        QApplication.instance().installEventFilter(self._activity)
+        self.gate_timer.start()
+
+    def _gate_timeout(self) -> None:
+        """The PIN page shown with nobody typing (a visitor who found the way in): the visitor's screen again."""
+        if self.unlocked or not self.isVisible():
+            return
+        if QApplication.activeModalWidget() is not None or self._pin_busy:
+            self.gate_timer.start()
+            return
+        log.info("admin gate left alone for %.0f s: back to the kiosk", GATE_IDLE_S)
+        self.leave_requested.emit()
 
     # -- the kiosk page ----------------------------------------------------------------------------------------
     def request_quit(self) -> None:
@@ -291,6 +336,7 @@ class AdminTab(QWidget):
 
     def _unlock(self) -> None:
         self.unlocked = True
+        self.gate_timer.stop()
         self.unlock_message.setText("")
         self.stack.setCurrentWidget(self.panel)
         QApplication.instance().installEventFilter(self._activity)
@@ -338,8 +384,9 @@ class AdminTab(QWidget):
                 or self._pin_busy:
             self.idle_timer.start()
             return
-        log.info("admin idle for %.0f s: locking", self.idle_s)
+        log.info("admin idle for %.0f s: locking, back to the kiosk", self.idle_s)
         self.lock()
+        self.leave_requested.emit()
 
     # -- what the operator is told (the Kiosk page) -----------------------------------------------------------
     def set_sound_state(self, problem: str) -> None:
@@ -473,13 +520,15 @@ def _message(exc: BaseException) -> str:
 
 
 class _ActivityFilter(QObject):
-    """Any key or mouse input restarts the admin idle timer."""
+    """Any key or mouse input restarts the running idle timers (the open panel's, the shown gate's)."""
 
-    def __init__(self, timer: QTimer, parent: QObject):
+    def __init__(self, timers: tuple[QTimer, ...], parent: QObject):
         super().__init__(parent)
-        self.timer = timer
+        self.timers = timers
 
     def eventFilter(self, obj, event) -> bool:
-        if event.type() in _INPUT_EVENTS and shiboken6.isValid(self.timer) and self.timer.isActive():
-            self.timer.start()
+        if event.type() in _INPUT_EVENTS:
+            for timer in self.timers:
+                if shiboken6.isValid(timer) and timer.isActive():
+                    timer.start()
         return False

@@ -14,7 +14,6 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QLineEdit,
     QPushButton,
@@ -42,6 +41,11 @@ log = logging.getLogger(__name__)
 
 SHOWN = 2000  # rows in the table (the export has them all)
 ALL_KINDS = "All kinds"
+# the table's columns: the short ones sized to their content, Reason as wide as it needs (at most REASON_SHARE of
+# the table, the rest in its tooltip), Detail last with the room that is left
+COLUMNS = ("Time (UTC)", "Claimed ID", "Score", "Verdict / event", "Liveness", "Mode", "Reason", "Detail")
+COL_VERDICT, COL_REASON, COL_DETAIL = COLUMNS.index("Verdict / event"), COLUMNS.index("Reason"), COLUMNS.index("Detail")
+REASON_SHARE = 0.5
 BANNER_STYLE = ("background: #b00020; color: white; font-weight: bold; padding: 6px; border-radius: 3px")
 
 
@@ -73,11 +77,10 @@ class AuditPage(QWidget):
         self.export_button = QPushButton("Export CSV...")
         self.export_button.clicked.connect(self.export)
         self.export_button.setEnabled(admin is not None)
-        self.table = QTableWidget(0, 8)
-        self.table.setHorizontalHeaderLabels(["Time (UTC)", "Claimed ID", "Score", "Verdict / event", "Reason",
-                                              "Detail", "Liveness", "Mode"])
+        self.table = QTableWidget(0, len(COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(COLUMNS))
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
+        self.table.horizontalHeader().setStretchLastSection(True)  # Detail, often empty: the room that is left
         self.table.verticalHeader().setVisible(False)
         self.status = QLabel("")
         row = QHBoxLayout()
@@ -115,13 +118,27 @@ class AuditPage(QWidget):
         self.table.setRowCount(len(self.entries))
         for r, e in enumerate(self.entries):
             values = (e.time.replace("T", " ")[:19], e.claimed_id, "" if e.score is None else f"{e.score:.3f}",
-                      e.label, e.reason, e.detail, "" if e.liveness is None else f"{e.liveness:.3f}", e.mode)
+                      e.label, "" if e.liveness is None else f"{e.liveness:.3f}", e.mode, e.reason, e.detail)
             for c, value in enumerate(values):
-                self.table.setItem(r, c, QTableWidgetItem(value))
-        self.table.resizeColumnToContents(0)
+                item = QTableWidgetItem(value)
+                if c in (COL_REASON, COL_DETAIL):
+                    item.setToolTip(value)
+                self.table.setItem(r, c, item)
+        self.fit_columns()
         notice, self._notice = self._notice, ""
         self.status.setText(notice or f"{len(self.entries)} entries shown" + (" (newest first, limited)"
                                                                                if len(self.entries) == SHOWN else ""))
+
+    def fit_columns(self) -> None:
+        for column in range(len(COLUMNS) - 1):
+            self.table.resizeColumnToContents(column)
+        cap = int(self.table.viewport().width() * REASON_SHARE)
+        if cap > 0 and self.table.columnWidth(COL_REASON) > cap:
+            self.table.setColumnWidth(COL_REASON, cap)
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self.fit_columns()
 
     def export(self) -> None:
         path = self.choose_export_path()

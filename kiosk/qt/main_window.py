@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QIcon, QKeySequence, QShortcut
-from PySide6.QtWidgets import QLabel, QMainWindow, QTabWidget
+from PySide6.QtWidgets import QLabel, QMainWindow, QStackedWidget, QTabWidget, QWidget
 
 from kiosk.app import IntegrityReport, Kiosk, StorageError
 from kiosk.errors import KioskError
@@ -24,6 +24,7 @@ from kiosk.qt.connection_status import ConnectionLabel
 from kiosk.qt.employees_page import EmployeesPage
 from kiosk.qt.kiosk_tab import NO_PICTURE_OVERLAY, VERIFYING, KioskTab
 from kiosk.qt.liveness_page import LivenessPage
+from kiosk.qt.native_window import window_exists
 from kiosk.qt.sounds import SoundPlayer
 from kiosk.qt.threshold_page import ThresholdPage
 from kiosk.qt.worker import EngineInfo, InferenceThread, VerificationWorker
@@ -34,6 +35,9 @@ log = logging.getLogger(__name__)
 
 FOLDER_FPS = 5.0  # an image folder shows this many photos per second unless --fps says otherwise
 STALL_S = 5.0     # a source that is open but has sent no frame for this long counts as out of service
+ADMIN_KEYS = "Ctrl+Alt+A"  # the admin view (behind the PIN); nothing on the visitor's screen offers it
+EXIT_WINDOW_LOST = 4  # the window was destroyed from outside: the process ends (a supervisor starts it again)
+CORNER_PX, CORNER_TAPS, CORNER_WINDOW_S = 80, 5, 4.0  # or 5 taps within 4 s in the screen's top-left corner
 
 
 def window_icon() -> QIcon:
@@ -44,10 +48,11 @@ def window_icon() -> QIcon:
     return icon
 
 
-def kiosk_style() -> str:
-    """assets/style.qss (the kiosk screen's look); empty, with one log line, if it cannot be read."""
+def kiosk_style(name: str = "style.qss") -> str:
+    """A style sheet from assets/ (style.qss: the kiosk screen's look, admin.qss: the admin view's); empty, with
+    one log line, if it cannot be read."""
     try:
-        return (ASSETS_DIR / "style.qss").read_text(encoding="utf-8")
+        return (ASSETS_DIR / name).read_text(encoding="utf-8")
     except OSError as exc:
         log.warning("no style sheet: %s", exc)
         return ""
@@ -121,10 +126,15 @@ class MainWindow(QMainWindow):
         self.admin.unlocked_changed.connect(self._on_admin_unlocked)
         self.admin.sounds_changed.connect(self._set_sounds)
         self.admin.mode_changed.connect(self.kiosk.set_mode)
-        self.tabs = QTabWidget()
-        self.tabs.addTab(self.kiosk, "Kiosk")
-        self.tabs.addTab(self.admin, "Admin")
+        self.admin.setStyleSheet(kiosk_style("admin.qss"))
+        self.admin.leave_requested.connect(self.show_kiosk_view)
+        self.tabs = QStackedWidget()  # the visitor's screen or the admin view: no tab bar a visitor could use
+        self.tabs.addWidget(self.kiosk)
+        self.tabs.addWidget(self.admin)
         self.tabs.currentChanged.connect(self._on_tab_changed)
+        self._admin_shortcut = QShortcut(QKeySequence(ADMIN_KEYS), self)
+        self._admin_shortcut.activated.connect(self.show_admin_view)
+        self._corner = _CornerTaps(self.show_admin_view, self.kiosk)
         self.setCentralWidget(self.tabs)
         self.source_status, self.model_status = QLabel("Opening the video source..."), QLabel("Loading the model...")
         self.statusBar().addWidget(self.source_status, 1)
@@ -365,6 +375,13 @@ class MainWindow(QMainWindow):
         if self.tabs.widget(index) is self.kiosk and self.kiosk.id_field.isEnabled():
             self.kiosk.id_field.setFocus()
 
+    def show_admin_view(self) -> None:
+        """The admin view (its PIN page unless unlocked): the key sequence or the corner taps."""
+        self.tabs.setCurrentWidget(self.admin)
+
+    def show_kiosk_view(self) -> None:
+        self.tabs.setCurrentWidget(self.kiosk)
+
     def show_kiosk_fullscreen(self) -> None:
         """Fill the screen, with or without a window manager: showFullScreen asks the window manager; without
         one the geometry is set to the screen's as well."""
@@ -379,6 +396,28 @@ class MainWindow(QMainWindow):
     def _fill(self, screen) -> None:
         if self.isVisible() and self.geometry() != screen.geometry():
             self.setGeometry(screen.geometry())
+
+    def showEvent(self, event) -> None:
+        super().showEvent(event)
+        handle = self.windowHandle()
+        if handle is not None and not getattr(self, "_watching_native", False):
+            self._watching_native = True
+            handle.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() == QEvent.Type.Expose and obj is self.windowHandle() and not obj.isExposed():
+            QTimer.singleShot(0, self, self._check_native_window)  # hidden, covered, minimised... or destroyed
+        return super().eventFilter(obj, event)
+
+    def _check_native_window(self) -> None:
+        if self._closed or window_exists(QGuiApplication.platformName(), int(self.winId())) is not False:
+            return
+        log.critical("the kiosk's window was destroyed by the window system: the kiosk stops (exit code %d)",
+                     EXIT_WINDOW_LOST)
+        self._quit_authorised = True
+        self._window_lost = True
+        self.close()
+        QGuiApplication.exit(EXIT_WINDOW_LOST)
 
     # -- quitting -------------------------------------------------------------------------------------------
     def quit_kiosk(self) -> None:
@@ -403,7 +442,9 @@ class MainWindow(QMainWindow):
         self.capture.state_changed.disconnect(self._on_source_state)
         self.threshold_page.flush()
         self.admin.lock()
-        self._record(lambda: self.core.admin.stopped("quit by the admin" if self._quit_authorised else "window closed"))
+        reason = ("the window was destroyed by the window system" if getattr(self, "_window_lost", False)
+                  else "quit by the admin" if self._quit_authorised else "window closed")
+        self._record(lambda: self.core.admin.stopped(reason))
         capture_ok = self.capture.stop()
         inference_ok = self.inference.stop()
         background_ok = wait_for_background()  # database and PIN work still running uses the store
@@ -421,3 +462,32 @@ class MainWindow(QMainWindow):
             return
         self.shutdown()
         super().closeEvent(event)
+
+
+class _CornerTaps(QObject):
+    """CORNER_TAPS presses within CORNER_WINDOW_S in the kiosk screen's top-left corner open the admin view (a
+    touch screen has no keyboard). Nothing marks the corner; the PIN still guards what lies behind it."""
+
+    def __init__(self, action: Callable[[], None], screen: QWidget):
+        super().__init__(screen)
+        self.action, self.screen = action, screen
+        self.taps: list[float] = []
+        for widget in [screen, *screen.findChildren(QWidget)]:
+            widget.installEventFilter(self)
+
+    def eventFilter(self, obj, event) -> bool:
+        if event.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.TouchBegin):
+            point = event.globalPosition() if event.type() == QEvent.Type.MouseButtonPress \
+                else event.points()[0].globalPosition()
+            point = self.screen.mapFromGlobal(point.toPoint())
+            if obj is not (self.screen.childAt(point) or self.screen):
+                return False  # the press, ignored by the widget under it, passed on to a parent: counted once
+            if point.x() <= CORNER_PX and point.y() <= CORNER_PX:
+                now = time.monotonic()
+                self.taps = [t for t in self.taps if now - t <= CORNER_WINDOW_S] + [now]
+                if len(self.taps) >= CORNER_TAPS:
+                    self.taps = []
+                    self.action()
+            else:
+                self.taps = []
+        return False
