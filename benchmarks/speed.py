@@ -5,7 +5,11 @@ ResNet against dlib's own) and the whole per-frame pipeline on 640x480 frames bu
 (detect, landmarks, warp, liveness, embed, compare with a stored reference), with ratios against the peer.
 The liveness check (kiosk.vision.liveness, part of our pipeline; the peer has none) is also timed on its own.
 
-    python benchmarks/speed.py [--frames 60] [--threads 2] [--json OUT]
+    python benchmarks/speed.py [--frames 60] [--threads N] [--busy-core] [--json OUT]
+
+--threads (torch's) defaults to the app's own rule (kiosk.vision.threads; OpenCV always uses every core).
+--busy-core keeps one core busy with another process, as a kiosk PC's GUI, capture thread and whatever else its
+owner installed do, and prints the tables for 1 and 2 torch threads, idle and under that load.
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import kiosk.vision  # noqa: F401 (first, as in the app: it sets the OpenMP spin
 
 # isort: split
 import argparse
+import contextlib
 import json
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +34,7 @@ import torch
 from kiosk.lab.peer import FaceRecognitionPeer
 from kiosk.paths import DEFAULT_WEIGHTS, datasets_dir
 from kiosk.vision.engine import FaceEngine
+from kiosk.vision.threads import app_threads, opencv_threads, set_threads
 
 
 def make_frames(count: int, seed: int = 0) -> list[np.ndarray]:
@@ -55,19 +63,43 @@ def timed(fn, items, repeats: int = 1) -> list[float]:
     return out
 
 
+@contextlib.contextmanager
+def busy_core():
+    """Another process spinning on one core for as long as the block runs."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.5)  # let it take its core
+        yield
+    finally:
+        spinner.kill()
+        spinner.wait()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=60)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the app's rule)")
+    parser.add_argument("--busy-core", action="store_true", help="also measure with one core kept busy")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    cv2.setNumThreads(args.threads)
-
     engine = FaceEngine(args.weights)
     peer = FaceRecognitionPeer()
     frames = make_frames(args.frames)
+    default = args.threads or app_threads()
+    settings = sorted({1, 2, default}) if args.busy_core else [default]
+    figures = {f"idle, {t} torch threads": measure(engine, peer, frames, t, "idle") for t in settings}
+    if args.busy_core:
+        with busy_core():
+            for threads in settings:
+                figures[f"busy, {threads} torch threads"] = measure(engine, peer, frames, threads, "one core busy")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+def measure(engine: FaceEngine, peer: FaceRecognitionPeer, frames: list[np.ndarray], threads: int, load: str) -> dict:
+    """Print and return the table for one thread setting under the machine's present load."""
+    set_threads(threads)
     reference_image = cv2.imread(str(datasets_dir() / "lfw/lfw-deepfunneled/Colin_Powell/Colin_Powell_0001.jpg"))
     reference = engine.embed_image(reference_image, check_quality=False)
     peer_reference, _ = peer.embed(reference_image)
@@ -85,7 +117,7 @@ def main() -> None:
     rgb_frames = [cv2.cvtColor(f, cv2.COLOR_BGR2RGB) for f in frames]
     peer_items = [b for b in (peer.fr.face_locations(f, 1) for f in rgb_frames) if b]
 
-    # Whole per-frame pipeline: detect, landmarks, warp, embed, compare against the stored reference.
+    # Whole per-frame pipeline: detect, landmarks, warp, liveness (in analyse), embed, compare with the reference.
     def ours_frame(frame):
         analysis = engine.analyse(frame)
         if analysis.crop is not None:
@@ -96,7 +128,7 @@ def main() -> None:
         if boxes:
             peer.similarity(peer.fr.face_encodings(rgb, boxes[:1])[0], peer_reference)
 
-    # Liveness alone: P(live) from the frame and the face box the pipeline already has (inside ours_frame too).
+    # Liveness alone: P(live) from the frame and the face box the pipeline already has (in ours_frame too).
     boxed = [(f, a.box) for f, a in zip(frames, analyses) if a.box is not None]
     liveness = timed(lambda item: engine.liveness.p_live(*item), boxed, repeats=3) if engine.liveness else []
 
@@ -110,7 +142,9 @@ def main() -> None:
         ("per-frame pipeline 640x480 (ms)", med(ours_pipeline), med(peer_pipeline)),
         ("per-frame pipeline, 90th pct (ms)", float(np.percentile(ours_pipeline, 90)), float(np.percentile(peer_pipeline, 90))),
     ]
-    print(f"machine: {platform.processor() or platform.machine()}, {args.threads} threads, "
+    print(f"\n== {load}: machine {platform.processor() or platform.machine()}, {threads} torch threads, "
+          f"{opencv_threads()} OpenCV "
+          f"({'the app default' if threads == app_threads() else 'not the app default'}), "
           f"torch {torch.__version__}, OpenCV {cv2.__version__}; {len(frames)} frames, "
           f"faces found: ours {len(crops)}, peer {len(peer_items)}")
     print(f"{'':36}{'siamese':>10}{'face_recognition':>18}{'speed-up':>10}")
@@ -123,11 +157,10 @@ def main() -> None:
         print(f"liveness: not measured ({engine.liveness_problem})")
     fps = 1000 / med(ours_pipeline)
     print(f"siamese pipeline: {fps:.0f} frames/s (camera rate needs 30: {'yes' if fps >= 30 else 'NO'})")
-    if args.json:
-        figures = {name: {"siamese_ms": o, "face_recognition_ms": t, "speedup": t / o} for name, o, t in rows}
-        if liveness:
-            figures["liveness per face (ms)"] = {"siamese_ms": med(liveness), "face_recognition_ms": None}
-        args.json.write_text(json.dumps(figures, indent=2))
+    figures = {name: {"siamese_ms": o, "face_recognition_ms": t, "speedup": t / o} for name, o, t in rows}
+    if liveness:
+        figures["liveness per face (ms)"] = {"siamese_ms": med(liveness), "face_recognition_ms": None}
+    return figures
 
 
 if __name__ == "__main__":

@@ -37,6 +37,8 @@ def refuse_shipped(out: Path, shipped: Path, replace_shipped: bool) -> None:
 
 def cmd_verify(args) -> int:
     from kiosk.rules.decision import decide  # noqa: PLC0415
+    from kiosk.vision.threads import set_threads  # noqa: PLC0415
+    set_threads()  # the kiosk's own rule, as in the app
     engine = _engine(args)
     features = [engine.embed_file(path) for path in (args.image_a, args.image_b)]
     threshold = engine.default_threshold if args.threshold is None else args.threshold

@@ -17,7 +17,7 @@ from kiosk import cli
 from kiosk.paths import ASSETS_DIR, DEFAULT_WEIGHTS, MODEL_CARD, PROJECT_ROOT, WEIGHTS_DIR
 
 SHIPPED_WEIGHTS = ("face_siamese.pt", "MODEL_CARD.md")
-ASSETS = ("icon.svg", "icon.png", "style.qss", "accept.wav", "reject.wav")
+ASSETS = ("icon.svg", "icon.png", "style.qss", "admin.qss", "accept.wav", "reject.wav")
 
 
 def test_checkout_finds_the_shipped_files():

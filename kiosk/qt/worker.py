@@ -27,6 +27,7 @@ from kiosk.rules.decision import Decision, FusionParams, LivenessPolicy, Thresho
 from kiosk.vision.detection import Box, HaarFaceDetector
 from kiosk.vision.engine import FaceEngine
 from kiosk.vision.quality import ADVICE, assess_quality
+from kiosk.vision.threads import set_threads
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +184,7 @@ class VerificationWorker(QObject):
         self._throttle = QTimer(self)
         self._throttle.setSingleShot(True)
         self._throttle.timeout.connect(self._process_latest)
+        set_threads()  # in this thread, where the network runs (kiosk.vision.threads: one torch thread)
         try:
             self.engine = self._engine_factory(self.weights_path)
         except KioskError as exc:

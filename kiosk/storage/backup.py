@@ -1,13 +1,15 @@
 """Backup and restore of a data folder as one consistent snapshot: the database (SQLite's online backup
-API) and the photo files it refers to, with a manifest of SHA-256 sums written last.
+API) and the photo files it refers to, with a manifest of SHA-256 sums written last. The manifest is
+authenticated: an HMAC-SHA-256 over it under a key derived from the data key, so whoever can write a backup
+folder but lacks the key cannot make one (a crafted backup stored an attacker's face as an employee, #25).
 
 A backup is taken with the writer lock held (no other process writes) and the database's thread lock held
 (no other thread of this process writes), so the database copy and the photo files belong together. It
 is written to a hidden folder beside DEST and renamed into place when complete. The photos and features
 stay sealed: a backup is useless without the data key, which it does not contain (keep the key apart).
 
-A restore verifies the backup (every sum, ``quick_check``, every referenced photo present, the data key
-able to read it), stages it in ``DATA/.restore`` and marks it READY, then moves the current database
+A restore verifies the backup (the manifest's MAC under this kiosk's data key, every sum, ``quick_check``,
+every file name a plain one, every referenced photo present), stages it in ``DATA/.restore`` and marks it READY, then moves the current database
 and photos aside into ``DATA/replaced-<time>`` and the staged ones into place. Interrupted after READY,
 the next writer to open the folder finishes the swap (``finish_restore``); interrupted before, the
 staged copy is discarded and nothing has changed.
@@ -16,6 +18,7 @@ staged copy is discarded and nothing has changed.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -37,7 +40,8 @@ from kiosk.storage.places import StoragePaths
 log = logging.getLogger(__name__)
 
 MANIFEST = "MANIFEST.json"
-FORMAT = 1
+FORMAT = 2  # 2: the manifest carries a MAC (1, unauthenticated, is refused)
+_MAC_LABEL = b"siamese-kiosk backup manifest 2"
 STAGE = ".restore"
 READY = "READY"
 PHOTOS = "photos"
@@ -58,6 +62,23 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def manifest_mac(data_key: bytes, manifest: dict) -> str:
+    """HMAC-SHA-256 of the manifest (all but its "mac") under a key derived from the data key. The manifest
+    holds the SHA-256 of the database and of every photo, so the MAC covers the whole backup."""
+    body = {k: v for k, v in manifest.items() if k != "mac"}
+    mac_key = hmac.new(data_key, _MAC_LABEL, hashlib.sha256).digest()
+    return hmac.new(mac_key, json.dumps(body, sort_keys=True).encode(), hashlib.sha256).hexdigest()
+
+
+def _backup_key(storage) -> bytes:
+    """The data key the store was opened with (a backup is authenticated with it)."""
+    key = read_key(storage.paths.key_file) if getattr(storage, "paths", None) is not None else None
+    if key is None or key_id(key) != storage.db.meta("key_id"):
+        raise StorageError("a backup is authenticated with the data key, and this store's key cannot be read; "
+                           "nothing was written")
+    return key
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -82,6 +103,7 @@ def backup(storage, dest: str | Path) -> BackupInfo:
         raise StorageError("a backup needs the store opened for writing (the writer lock)")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise StorageError(f"{dest}: already exists and is not an empty folder; choose a new folder")
+    data_key = _backup_key(storage)
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
@@ -113,6 +135,7 @@ def backup(storage, dest: str | Path) -> BackupInfo:
                     "source": str(storage.folder), "schema": storage.db.schema_version, "key_id": key,
                     "database_sha256": _sha256(staging / DB_NAME), "references": len(files),
                     "photos": copied, "missing_photos": missing}
+        manifest["mac"] = manifest_mac(data_key, manifest)
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         fsync_path(staging / PHOTOS)
         if dest.exists():
@@ -141,18 +164,23 @@ def _quick_check(path: Path) -> list[str]:
 
 
 # -- restore -----------------------------------------------------------------------------------------------
-def verify_backup(source: str | Path) -> dict:
-    """The backup's manifest, once everything in the backup checks out; StorageError naming what does not."""
+def verify_backup(source: str | Path, data_key: bytes | None) -> dict:
+    """The backup's manifest, once everything in the backup checks out, first of all its MAC under
+    ``data_key`` (this kiosk's data key); StorageError naming what does not."""
     source = Path(source)
     try:
         manifest = json.loads((source / MANIFEST).read_text(encoding="utf-8"))
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise ValueError("unknown format")
-        photos = dict(manifest["photos"])
-        db_sum = str(manifest["database_sha256"])
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
     except FileNotFoundError:
         raise StorageError(f"{source}: not a kiosk backup (no {MANIFEST}; an interrupted backup has none)") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
+        raise StorageError(f"{source}: the backup's {MANIFEST} is damaged ({exc})") from None
+    _authenticate(source, manifest, data_key)
+    try:
+        photos = dict(manifest["photos"])
+        db_sum = str(manifest["database_sha256"])
+    except (ValueError, KeyError, TypeError) as exc:
         raise StorageError(f"{source}: the backup's {MANIFEST} is damaged ({exc})") from None
     db_path = source / DB_NAME
     if not db_path.is_file() or _sha256(db_path) != db_sum:
@@ -177,17 +205,24 @@ def verify_backup(source: str | Path) -> dict:
     return manifest
 
 
-def _check_key(manifest: dict, path: Path) -> None:
+def _authenticate(source: Path, manifest: dict, data_key: bytes | None) -> None:
+    """Refuse a backup this kiosk's data key did not make: an old unauthenticated one, a plain or crafted one,
+    or one made with another key."""
+    if manifest.get("format") == 1:
+        raise StorageError(f"{source}: this backup was made before backups were authenticated, so nothing proves "
+                           f"it was not crafted; it is refused. Take a new backup with this version")
+    if manifest.get("format") != FORMAT:
+        raise StorageError(f"{source}: not a backup format this kiosk knows ({manifest.get('format')!r})")
+    if data_key is None:
+        raise StorageError(f"{source}: a backup is checked with the data key, and there is none here: put the key "
+                           f"file back first")
     wanted = manifest.get("key_id")
-    if not wanted:
-        return
-    key = read_key(path)
-    if key is None:
-        raise StorageError(f"the data key {path} is missing; the backup (key ID {wanted}) cannot be read without "
-                           f"it: put the key file back first")
-    if key_id(key) != wanted:
-        raise StorageError(f"the data key {path} (ID {key_id(key)}) is not the key this backup was made with "
+    if wanted != key_id(data_key):
+        raise StorageError(f"the data key here (ID {key_id(data_key)}) is not the key this backup was made with "
                            f"(ID {wanted}): put back the right key file first")
+    if not hmac.compare_digest(str(manifest.get("mac", "")), manifest_mac(data_key, manifest)):
+        raise StorageError(f"{source}: the backup's {MANIFEST} does not authenticate under the data key: it was "
+                           f"changed or not made by a kiosk with this key; it is refused")
 
 
 def restore(source: str | Path, folder: str | Path | None = None, config: str | Path | None = None,
@@ -198,8 +233,8 @@ def restore(source: str | Path, folder: str | Path | None = None, config: str | 
     source = Path(source)
     paths = StoragePaths.resolve(folder, config, key_file)
     folder = private_dir(paths.data)
-    manifest = verify_backup(source)
-    _check_key(manifest, paths.key_file)
+    data_key = read_key(paths.key_file)
+    manifest = verify_backup(source, data_key)
     lock = acquire_writer_lock(folder)
     try:
         finish_restore(folder)  # an earlier interrupted restore first
@@ -221,7 +256,7 @@ def restore(source: str | Path, folder: str | Path | None = None, config: str | 
         for file in manifest["photos"]:
             _copy(source / PHOTOS / file, stage / PHOTOS / file)
         fsync_path(stage / PHOTOS)
-        anchor_restore(paths.audit_anchor, read_key(paths.key_file), stage / DB_NAME)  # an audited rollback
+        anchor_restore(paths.audit_anchor, data_key, stage / DB_NAME)  # an audited rollback
         aside = f"replaced-{_stamp()}"
         atomic_write_text(stage / READY, aside + "\n")
         fsync_path(stage)

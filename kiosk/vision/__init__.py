@@ -3,10 +3,9 @@ and liveness. Torch lives here (and in kiosk.lab), nowhere else.
 
 What OpenCV and torch read once, when they load, is set here, before any module of this package loads them:
 OpenCV's image pixel limit (kiosk.io sets it on import), and the OpenMP spin count. torch's OpenMP threads
-busy-wait after each parallel region (libgomp's default spin), taking a core from OpenCV's detection of the
-next frame: a live frame took 24 ms with one torch thread and 24 with two. A shorter spin before they sleep
-lets both libraries use both cores (21.5 ms; benchmarks/speed.py). libgomp reads GOMP_SPINCOUNT when torch
-loads it (a value already set is kept).
+busy-wait after each parallel region (libgomp's default spin); a shorter spin before they sleep matters when
+KIOSK_THREADS gives torch more than one thread (the default is one: kiosk.vision.threads, which measures why).
+libgomp reads GOMP_SPINCOUNT when torch loads it (a value already set is kept).
 """
 
 import os as _os
