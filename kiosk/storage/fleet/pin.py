@@ -16,6 +16,7 @@ from __future__ import annotations
 from kiosk.storage.db import StorageError
 from kiosk.storage.fleet.pgconn import ConnectionConfig
 from kiosk.storage.fleet.settings import GUARD_KEY, PIN_KEY, FleetSettings
+from kiosk.storage.fleet.trust import pin_proof
 from kiosk.storage.pin import (
     DAMAGED,
     MISMATCH,
@@ -25,6 +26,7 @@ from kiosk.storage.pin import (
     LockoutRule,
     PinError,
     PinManager,
+    PinResult,
     check_pin_format,
     fingerprint,
     hash_pin,
@@ -52,6 +54,7 @@ class FleetPinStore:
 
     def __init__(self, fleet: FleetSettings):
         self.fleet = fleet
+        self.new_pin: str | None = None  # set by FleetPinManager.set_pin: the new PIN's proof is derived from it
 
     def bind(self, rule: LockoutRule, clock) -> None:
         self.fleet.rule = rule  # offline wrong entries are added by the same rule
@@ -91,7 +94,9 @@ class FleetPinStore:
 
     def write_record(self, record: dict, guard: dict | None) -> None:
         """The record and its guard in one transaction; the first PIN only where none was set meanwhile."""
-        if not self.fleet.write({PIN_KEY: record, GUARD_KEY: new_guard(record)}, create_only=guard is None):
+        if self.new_pin is None:
+            raise PinError("the fleet's PIN record is written by set_pin only")
+        if not self.fleet.write_pin(record, new_guard(record), pin_proof(self.new_pin, record), create_only=guard is None):
             raise PinError("an admin PIN was set at another kiosk meanwhile: use that one")
 
     def check_reset(self) -> None:
@@ -107,6 +112,23 @@ class FleetPinManager(PinManager):
     def __init__(self, settings: SettingsStore, fleet: FleetSettings, **options):
         super().__init__(settings, store=FleetPinStore(fleet), **options)
         self.fleet = fleet
+
+    def check(self, pin: str) -> PinResult:
+        """As a kiosk's; a right PIN also gives the registry's proof (kiosk.storage.fleet.trust) for the shared
+        settings this admin session changes; a wrong one takes it away."""
+        result = super().check(pin)
+        if result.ok:
+            self.fleet.proof = pin_proof(pin, self._guarded()[1])
+        else:
+            self.fleet.forget_proof()
+        return result
+
+    def set_pin(self, new_pin: str, repeat: str | None = None, current: str | None = None) -> None:
+        self.store.new_pin = new_pin
+        try:
+            super().set_pin(new_pin, repeat, current)
+        finally:
+            self.store.new_pin = None
 
 
 def reset_fleet_pin(url: str, new_pin: str, repeat: str | None = None) -> None:
@@ -124,4 +146,6 @@ def reset_fleet_pin(url: str, new_pin: str, repeat: str | None = None) -> None:
             raise StorageError(f"{config.safe_url}: only the registry's owner may reset the fleet's admin PIN, not a "
                                f"kiosk's role; run '{FLEET_RESET_COMMAND}' with the owner's role")
         record = hash_pin(new_pin)
-        registry.put_settings(conn, {PIN_KEY: record, GUARD_KEY: new_guard(record)})
+        with conn.transaction():  # the record and its proof's verifier (kiosk.storage.fleet.trust) together
+            registry.put_settings(conn, {PIN_KEY: record, GUARD_KEY: new_guard(record)})
+            registry.put_verifier(conn, pin_proof(new_pin, record))

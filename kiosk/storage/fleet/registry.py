@@ -22,13 +22,18 @@ from kiosk.storage.audit import FLEET_FIELDS, columns, with_id
 from kiosk.storage.db import StorageError, run_migrations
 from kiosk.storage.employees import SealedReference
 from kiosk.storage.fleet.pgconn import ConnectionConfig
+from kiosk.storage.fleet.trust import AUDIT_LOCK, TRUST_MIGRATIONS
 from kiosk.storage.migrations import REGISTRY_MIGRATIONS
 
 log = logging.getLogger(__name__)
 
-REGISTRY_SCHEMA = max(REGISTRY_MIGRATIONS)
+# step 2 (kiosk.storage.fleet.trust: RLS, server-checked audit IDs, admin-only settings) joins the steps of
+# kiosk.storage.migrations here; it belongs there as REGISTRY_MIGRATIONS[2] once that file may be edited
+MIGRATIONS: dict[int, list[str]] = {**REGISTRY_MIGRATIONS, **TRUST_MIGRATIONS}
+REGISTRY_SCHEMA = max(MIGRATIONS)
 CHANNEL = "kiosk_registry"
-_AUDIT_LOCK = 0x5349414D  # the advisory lock that serialises audit chain writers ("SIAM")
+_BATCH = 50  # photos fetched per statement (kiosk.storage.fleet.pgconn: statement timeout, Watchdog)
+_AUDIT_LOCK = AUDIT_LOCK  # the advisory lock that serialises audit chain writers ("SIAM"; the trigger takes it too)
 
 
 NewReference = SealedReference  # a reference photo enrolled into the registry, sealed (kiosk.storage.employees)
@@ -46,13 +51,13 @@ class RegistryView:
 
 def migrate(config: ConnectionConfig) -> int:
     """Bring the registry's schema up to date (run as the role that owns it). Returns the version."""
-    with config.connect() as conn:
+    with config.connect(statement_timeout_ms=0) as conn:
         @contextmanager
         def transaction():
             with conn.transaction():
                 yield conn
 
-        run_migrations(transaction, REGISTRY_MIGRATIONS, REGISTRY_SCHEMA, config.safe_url, mark="%s",
+        run_migrations(transaction, MIGRATIONS, REGISTRY_SCHEMA, config.safe_url, mark="%s",
                        lock="LOCK TABLE schema_version IN ACCESS EXCLUSIVE MODE",  # one migrator at a time
                        kind="registry", label="registry schema")
         conn.execute("GRANT SELECT ON schema_version TO kiosk_fleet")
@@ -140,10 +145,11 @@ def view(conn) -> RegistryView:
 
 
 def photo_bytes(conn, ids: list[int]) -> dict[int, bytes]:
-    if not ids:
-        return {}
-    return {int(i): bytes(b) for i, b in conn.execute("SELECT id, photo FROM reference_photos WHERE id = ANY(%s)",
-                                                      (ids,))}
+    found: dict[int, bytes] = {}
+    for start in range(0, len(ids), _BATCH):  # a few at a time: each statement well within its timeouts
+        found.update({int(i): bytes(b) for i, b in conn.execute(
+            "SELECT id, photo FROM reference_photos WHERE id = ANY(%s)", (ids[start:start + _BATCH],))})
+    return found
 
 
 def feature_bytes(conn, wanted: list[tuple[int, str]]) -> dict[tuple[int, str], bytes]:
@@ -155,29 +161,72 @@ def feature_bytes(conn, wanted: list[tuple[int, str]]) -> dict[tuple[int, str], 
     return {(int(r), m): bytes(d) for r, m, d in rows}
 
 
+def claim_kiosk_id(conn, kiosk_id: str) -> str:
+    """Bind ``kiosk_id`` to this connection's role if no role holds it yet (kiosk.storage.fleet.trust); returns
+    the role that holds it (audit entries under it are refused to any other)."""
+    conn.execute("INSERT INTO kiosk_ids (kiosk_id) VALUES (%s) ON CONFLICT (kiosk_id) DO NOTHING", (kiosk_id,))
+    row = conn.execute("SELECT role_name FROM kiosk_ids WHERE kiosk_id = %s", (kiosk_id,)).fetchone()
+    return row[0] if row else ""
+
+
+def _chain_insert(conn, kiosk_id: str, entries: Iterable, chain_hash: Callable[[str | None, tuple], str]) -> int:
+    """In the caller's transaction: the chain writers' lock, then ``entries`` (OutboxEntry-like: entry_uuid,
+    entry) chained after the newest row; those the registry already holds are skipped."""
+    entries = list(entries)
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
+    have = {str(u) for (u,) in conn.execute("SELECT entry_uuid FROM audit_log WHERE entry_uuid = ANY(%s::uuid[])",
+                                            ([e.entry_uuid for e in entries],))}
+    row = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
+    previous = row[0] if row else None
+    insert = (f"INSERT INTO audit_log ({columns(FLEET_FIELDS)}, entry_uuid, hash) "
+              f"VALUES ({', '.join(['%s'] * (len(FLEET_FIELDS) + 2))})")
+    written = 0
+    for e in entries:
+        if e.entry_uuid in have:
+            continue
+        rid = int(conn.execute("SELECT nextval('audit_log_id')").fetchone()[0])  # the trigger checks it is this
+        content = with_id(e.entry, rid, kiosk_id).row(fleet=True)
+        previous = chain_hash(previous, content)
+        conn.execute(insert, content + (e.entry_uuid, previous))
+        written += 1
+    return written
+
+
 def append_audit(conn, kiosk_id: str, entries: Iterable, chain_hash: Callable[[str | None, tuple], str]) -> int:
     """Write outbox entries (in their order) into the chain, in one transaction; those the registry already
     holds (by UUID) are skipped. ``chain_hash(previous, row)``: kiosk.storage.audit.AuditLog.chain_hash (None:
-    the chain's first row). Returns how many were written."""
+    the chain's first row). Returns how many were written. The registry refuses entries under a kiosk ID bound
+    to another role, and IDs it did not issue (kiosk.storage.fleet.trust)."""
     entries = list(entries)
-    written = 0
     with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_AUDIT_LOCK,))
-        have = {str(u) for (u,) in conn.execute("SELECT entry_uuid FROM audit_log WHERE entry_uuid = ANY(%s::uuid[])",
-                                                ([e.entry_uuid for e in entries],))}
-        row = conn.execute("SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1").fetchone()
-        previous = row[0] if row else None
-        insert = (f"INSERT INTO audit_log ({columns(FLEET_FIELDS)}, entry_uuid, hash) "
-                  f"VALUES ({', '.join(['%s'] * (len(FLEET_FIELDS) + 2))})")
-        for e in entries:
-            if e.entry_uuid in have:
-                continue
-            rid = int(conn.execute("SELECT nextval('audit_log_id')").fetchone()[0])
-            content = with_id(e.entry, rid, kiosk_id).row(fleet=True)
-            previous = chain_hash(previous, content)
-            conn.execute(insert, content + (e.entry_uuid, previous))
-            written += 1
-    return written
+        claim_kiosk_id(conn, kiosk_id)
+        return _chain_insert(conn, kiosk_id, entries, chain_hash)
+
+
+@dataclass(frozen=True)
+class _Event:
+    entry_uuid: str
+    entry: object  # kiosk.storage.audit.AuditEntry
+
+
+def admin_write(conn, kiosk_id: str, chain_hash: Callable[[str | None, tuple], str], event, sql: str,
+                params: tuple) -> bool:
+    """An admin change through one of the registry's SECURITY DEFINER functions (``sql``: ``SELECT f(..., %s)``,
+    its last parameter the event's UUID), in ONE transaction with ``event`` (kiosk.storage.audit.new_entry) written
+    into the chain first: the function checks it is there. False (and nothing written) when the function says no."""
+    import uuid  # noqa: PLC0415
+
+    import psycopg  # noqa: PLC0415
+
+    entry_uuid = str(uuid.uuid4())
+    done = False
+    with conn.transaction():
+        claim_kiosk_id(conn, kiosk_id)
+        _chain_insert(conn, kiosk_id, [_Event(entry_uuid, event)], chain_hash)
+        done = bool(conn.execute(sql, (*params, entry_uuid)).fetchone()[0])
+        if not done:
+            raise psycopg.Rollback()
+    return done
 
 
 # -- fleet-wide settings (kiosk.storage.fleet.settings): one JSON value per key; every change NOTIFYs ----------
@@ -216,6 +265,38 @@ def change_setting(conn, key: str, change: Callable[[object], object]) -> object
                          "value = excluded.value", (key, Jsonb(new)))
             conn.execute(f"NOTIFY {CHANNEL}")
     return new
+
+
+def seed_settings(conn, values: dict[str, object]) -> int:
+    """The shared settings the registry does not hold yet, from a kiosk (kiosk.storage.fleet.trust); never
+    overwrites one. Returns how many were taken."""
+    from psycopg.types.json import Jsonb  # noqa: PLC0415
+
+    return int(conn.execute("SELECT fleet_seed_settings(%s)", (Jsonb(values),)).fetchone()[0])
+
+
+def change_settings(conn, kiosk_id: str, chain_hash, values: dict[str, object], proof: bytes | None, event) -> bool:
+    """Threshold / liveness, with the admin's proof and ``event`` in the chain, in one transaction."""
+    from psycopg.types.json import Jsonb  # noqa: PLC0415
+
+    return admin_write(conn, kiosk_id, chain_hash, event, "SELECT fleet_change_settings(%s, %s, %s)",
+                       (Jsonb(values), proof))
+
+
+def set_pin(conn, kiosk_id: str, chain_hash, record: dict, guard: dict, new_proof: bytes, proof: bytes | None,
+            create_only: bool, event) -> bool:
+    """The PIN record and its guard, and the new PIN's proof verifier; ``create_only``: the first PIN (False
+    when one was set meanwhile), else the current PIN's proof is needed."""
+    from psycopg.types.json import Jsonb  # noqa: PLC0415
+
+    return admin_write(conn, kiosk_id, chain_hash, event, "SELECT fleet_set_pin(%s, %s, %s, %s, %s, %s)",
+                       (Jsonb(record), Jsonb(guard), new_proof, proof, create_only))
+
+
+def put_verifier(conn, new_proof: bytes) -> None:
+    """As the registry's owner (admin reset-pin): the proof verifier of a new PIN."""
+    conn.execute("INSERT INTO pin_verifier (verifier) VALUES (sha256(%s)) ON CONFLICT (one) DO UPDATE SET "
+                 "verifier = excluded.verifier", (new_proof,))
 
 
 def owns_registry(conn) -> bool:

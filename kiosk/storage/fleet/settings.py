@@ -15,6 +15,10 @@ stays on screen, the admin idle time and the fusion parameters.
 - The sync thread (kiosk.storage.fleet.sync) calls ``pull`` every poll and when told of a change (NOTIFY): the copy
   becomes the registry's and ``pull`` says whether it changed. A setting the registry does not hold yet is
   first taken from the kiosk that connects (its settings.json): a kiosk joining with its own threshold brings it.
+- The registry only takes a shared setting or the PIN record from a kiosk with the admin's proof and an
+  audit entry of the change in the same transaction (kiosk.storage.fleet.trust): ``proof`` is set by the
+  fleet's PIN manager when the admin's PIN checks out (``forget_proof`` when the admin tab locks); the guard
+  (wrong entries, lockouts) is the one row a kiosk's role writes directly.
 - Wrong PINs while the registry is away count on the copy (and lock this kiosk by the same rule) and are
   added to the registry's count when it is back (``record_entry``, ``pull``): none is lost, and the stricter
   lock wins.
@@ -28,6 +32,7 @@ import threading
 import time
 from dataclasses import fields, replace
 
+from kiosk.storage.audit import EVENT_LIVENESS, EVENT_PIN_CHANGED, EVENT_PIN_SET, EVENT_THRESHOLD, new_entry
 from kiosk.storage.db import Database, StorageError
 from kiosk.storage.fleet import registry
 from kiosk.storage.pin import LockoutRule, valid_guard
@@ -53,6 +58,11 @@ class FleetSettings:
         self.link = None     # kiosk.storage.fleet.sync.FleetLink
         self.rule = LockoutRule()  # the PIN manager's (kiosk.storage.fleet.pin) once there is one
         self._lock = threading.RLock()
+        self.proof: bytes | None = None  # the admin's proof (kiosk.storage.fleet.trust.pin_proof) once the PIN checked out
+
+    def forget_proof(self) -> None:
+        """The admin's session is over (the admin tab locked): shared settings need the PIN again."""
+        self.proof = None
 
     # -- the copy -------------------------------------------------------------------------------------------
     @property
@@ -81,14 +91,44 @@ class FleetSettings:
 
     # -- changes --------------------------------------------------------------------------------------------
     def write(self, values: dict[str, object], create_only: bool = False) -> bool:
-        """Into the registry (StorageError(SETTINGS_OFFLINE) while it is away), then into the copy. With
-        ``create_only``, only where none of the keys is set yet (False otherwise)."""
+        """Threshold / liveness into the registry (StorageError(SETTINGS_OFFLINE) while it is away; refused
+        without the admin's proof once the fleet has a PIN), with an audit entry of the change in the same
+        transaction, then into the copy. With ``create_only``, only where none of the keys is set yet (False
+        otherwise). The PIN record goes through ``write_pin``."""
+        if PIN_KEY in values or GUARD_KEY in values:
+            raise StorageError("the fleet's admin PIN is changed through its PIN manager (set_pin), not as a setting")
         with self._lock:
-            written = self.link.call(lambda conn: registry.put_settings(conn, values, create_only),
-                                     offline_message=SETTINGS_OFFLINE)
+            current = self.values()
+            detail = ", ".join(f"{k}: {current.get(k)!r} -> {v!r}" for k, v in sorted(values.items()))
+            kind = EVENT_THRESHOLD if "threshold" in values else EVENT_LIVENESS
+            event = new_entry(kind, "", None, "", detail[:500], "a fleet setting, written to the registry")
+            link = self.link
+            if create_only:
+                written = link.call(lambda conn: registry.seed_settings(conn, values) == len(values),
+                                    offline_message=SETTINGS_OFFLINE)
+            else:
+                written = link.call(lambda conn: registry.change_settings(conn, link.kiosk_id, link.chain_hash, values,
+                                                                          self.proof, event),
+                                    offline_message=SETTINGS_OFFLINE)
             if written:
                 with self.local.transaction() as conn:
                     self._keep(conn, values)
+            return written
+
+    def write_pin(self, record: dict, guard: dict, new_proof: bytes, create_only: bool) -> bool:
+        """The PIN record and its guard (the first PIN with ``create_only``: False when one was set meanwhile;
+        else the current PIN's ``proof`` is needed), with an audit entry, then into the copy."""
+        with self._lock:
+            link = self.link
+            event = new_entry(EVENT_PIN_SET if create_only else EVENT_PIN_CHANGED, "", None, "", "fleet admin PIN",
+                              "the PIN record, written to the registry")
+            written = link.call(lambda conn: registry.set_pin(conn, link.kiosk_id, link.chain_hash, record, guard,
+                                                              new_proof, self.proof, create_only, event),
+                                offline_message=SETTINGS_OFFLINE)
+            if written:
+                self.proof = new_proof
+                with self.local.transaction() as conn:
+                    self._keep(conn, {PIN_KEY: record, GUARD_KEY: guard})
             return written
 
     def keep_guard(self, guard: dict) -> None:
@@ -148,7 +188,7 @@ class FleetSettings:
             values = registry.settings(conn)
             if any(key not in values for key in FLEET_SETTINGS):  # settings.json is read then, not at every poll
                 missing = {k: v for k, v in self._seed().items() if k not in values}
-                registry.put_settings(conn, missing, create_only=True)
+                registry.seed_settings(conn, missing)
                 log.info("fleet settings %s taken from this kiosk's settings", ", ".join(sorted(missing)))
                 values = registry.settings(conn)
             wrong = self.offline_wrong_entries()

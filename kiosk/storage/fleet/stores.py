@@ -32,7 +32,7 @@ from kiosk.storage.employees import Employee, EmployeeStore, NewPhoto, now_iso
 from kiosk.storage.fleet import registry
 from kiosk.storage.fleet.mirror import Mirror
 from kiosk.storage.fleet.outbox import Outbox, open_local_fleet_db
-from kiosk.storage.fleet.pgconn import ConnectionConfig, RegistryUnavailableError
+from kiosk.storage.fleet.pgconn import ConnectionConfig, RegistryUnavailableError, Watchdog
 from kiosk.storage.fleet.settings import FleetSettings
 from kiosk.storage.fleet.sync import FleetLink
 from kiosk.storage.keys import KeyMissingError
@@ -197,12 +197,18 @@ def _joined(employees: FleetEmployeeStore, health, config: ConnectionConfig, sta
     link = FleetLink(config, mirror, outbox, status, kiosk_id, audit.chain_hash, poll_s, retry_s)
     link.settings = FleetSettings(local, SettingsStore(paths.settings_file))
     employees.link, audit.link, link.settings.link = link, link, link
+    import psycopg  # noqa: PLC0415 -- a fleet kiosk's driver
+
     try:
-        with config.connect(autocommit=True) as conn:
-            _check_registry(conn, config, local, employees.sealer)
-            mirror.pull(conn)
-            link.settings.pull(conn)
-            link.drain(conn)
+        try:
+            with config.connect(autocommit=True) as conn, Watchdog(conn):  # a silent network: cut, not waited on
+                _check_registry(conn, config, local, employees.sealer, kiosk_id)
+                mirror.pull(conn)
+                link.settings.pull(conn)
+                link.drain(conn)
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise RegistryUnavailableError(f"the registry {config.safe_url} stopped answering: {text}") from None
         status.update(ConnectionState.ONLINE, f"connected to {config.safe_url}", synced=True)
     except RegistryUnavailableError as exc:
         log.warning("%s: verifying with this kiosk's last copy (generation %d)", exc, mirror.generation)
@@ -212,8 +218,12 @@ def _joined(employees: FleetEmployeeStore, health, config: ConnectionConfig, sta
     return Stores(employees, audit, health, status, link, local)
 
 
-def _check_registry(conn, config, local, sealer) -> None:
+def _check_registry(conn, config, local, sealer, kiosk_id: str) -> None:
     registry.check_schema(conn, config.safe_url)
+    holder = registry.claim_kiosk_id(conn, kiosk_id)
+    if holder and holder != conn.info.user and not registry.owns_registry(conn):
+        raise StorageError(f"the kiosk ID {kiosk_id!r} belongs to the registry role {holder!r}, not to "
+                           f"{conn.info.user!r}: give this kiosk its own KIOSK_ID (or its own role)")
     registry_id = registry.meta(conn, "registry_id")
     known = local.meta("registry_id")
     if known and known != registry_id:
