@@ -22,6 +22,7 @@ import numpy as np
 
 from kiosk.vision.alignment import CHIP_PADDING, CHIP_SIZE, LandmarkFinder, align_chip
 from kiosk.vision.detection import Box
+from kiosk.vision.hog import frontal_face_detector
 
 PREPROCESS_VERSION = 2  # 1: unaligned square crops (the from-scratch model); 2: 5-point aligned chips
 # dlib's HOG detector searches the region REFINE_REACH box sides around the mapped box's centre, scaled so the
@@ -77,9 +78,7 @@ class FacePreprocessor:
     def __init__(self, spec: InputSpec = InputSpec(), landmarks: LandmarkFinder | None = None):
         self.spec = spec
         self.landmarks = landmarks or LandmarkFinder()
-        import dlib  # noqa: PLC0415 (a run-time dependency; LandmarkFinder has already checked it is there)
-
-        self._hog = dlib.get_frontal_face_detector()
+        self._hog = frontal_face_detector()  # after LandmarkFinder, which has checked that dlib is there
 
     def settings(self) -> dict:
         """Everything that shapes a chip besides the input spec (part of what identifies features)."""
