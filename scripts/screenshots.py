@@ -3,15 +3,18 @@
 Starts the app's MainWindow on Qt's X11 platform (under Xvfb), with throw-away data folders, an image-folder
 source of NUAA webcam frames (a person live, then a printed photo of them held to the camera, then a colleague
 claiming their ID), the shipped models, all 9 NUAA people enrolled from one live frame each and a set PIN; shows
-the kiosk screen, the three verdicts, and the admin pages; and saves what the window draws (``QWidget.grab``) to docs/screenshots/.
+the kiosk screen, the three verdicts, and the admin pages; and saves what the window draws (``QWidget.grab``) to
+docs/screenshots/WxH/, once for each window size given (default: the smallest and a full-HD screen).
 
-    xvfb-run -a -s "-screen 0 1280x800x24" .venv/bin/python scripts/screenshots.py
+    xvfb-run -a -s "-screen 0 1920x1080x24" .venv/bin/python scripts/screenshots.py [--size 800x600 --size 1920x1080]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -21,10 +24,21 @@ OUT = ROOT / "docs" / "screenshots"
 PIN = "246810"
 
 
+SIZES = ("800x600", "1920x1080")
+
+
 def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", action="append", help="window size WxH (repeatable; default 800x600, 1920x1080)")
+    args = parser.parse_args()
     if not os.environ.get("DISPLAY"):
-        print("needs an X server: xvfb-run -a -s '-screen 0 1280x800x24' .venv/bin/python scripts/screenshots.py")
+        print("needs an X server: xvfb-run -a -s '-screen 0 1920x1080x24' .venv/bin/python scripts/screenshots.py")
         return 2
+    sizes = args.size or list(SIZES)
+    if len(sizes) > 1:  # one fresh process (and data folder) per size
+        return max(subprocess.run([sys.executable, __file__, "--size", size]).returncode for size in sizes)
+    width, height = (int(v) for v in sizes[0].lower().split("x"))
+    out = OUT / f"{width}x{height}"
     work = Path(tempfile.mkdtemp(prefix="kiosk-shots-"))
     for var, name in (("KIOSK_DATA_DIR", "data"), ("KIOSK_CONFIG_DIR", "config"), ("KIOSK_LOG_DIR", "logs")):
         os.environ[var] = str(work / name)
@@ -70,22 +84,22 @@ def main() -> int:
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     window = MainWindow(AppConfig(source=str(camera), weights=DEFAULT_WEIGHTS, fps=10, loop=True))
-    window.resize(1100, 700)
+    window.resize(width, height)
     window.show()
-    OUT.mkdir(parents=True, exist_ok=True)
+    out.mkdir(parents=True, exist_ok=True)
     steps = []
 
     def shot(name: str):
-        return lambda: window.grab().save(str(OUT / f"{name}.png"))
+        return lambda: window.grab().save(str(out / f"{name}.png"))
 
     def claim():
-        window.tabs.setCurrentWidget(window.kiosk)
+        window.show_kiosk_view()
         window.kiosk.id_field.setText("E1042")
         window.kiosk.id_field.returnPressed.emit()
 
     def admin(page):
         def show():
-            window.tabs.setCurrentWidget(window.admin)
+            window.show_admin_view()
             if not window.admin.unlocked:
                 window.admin.pin_field.setText(PIN)
                 window.admin.pin_field.returnPressed.emit()
@@ -105,7 +119,7 @@ def main() -> int:
         delay += wait
         QTimer.singleShot(delay, action)
     app.exec()
-    print(f"wrote {', '.join(sorted(p.name for p in OUT.glob('*.png')))} to {OUT}")
+    print(f"wrote {', '.join(sorted(p.name for p in out.glob('*.png')))} to {out}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -14,6 +14,9 @@ from __future__ import annotations
 import os
 import stat
 import struct
+import sys
+import tempfile
+import threading
 from pathlib import Path
 
 import cv2  # kiosk/io/__init__.py, run before this module, has set OpenCV's pixel limit
@@ -42,7 +45,7 @@ def is_image_file(path: str | Path) -> bool:
     """Whether the file name has one of the image suffixes (case-insensitive); the content is not read."""
     return Path(path).suffix.lower() in IMAGE_SUFFIXES
 
-_JPEG_START, _JPEG_END = b"\xff\xd8", b"\xff\xd9"
+_JPEG_START = b"\xff\xd8"
 _PNG_START, _PNG_END = b"\x89PNG\r\n\x1a\n", b"IEND"
 # JPEG start-of-frame markers (baseline, extended, progressive, lossless, arithmetic); not DHT/JPG/DAC
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -60,30 +63,74 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
     return struct.unpack(">II", data[16:24])
 
 
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """The first frame header's size, markers found as libjpeg finds them (stray bytes and fill bytes
-    skipped), so that the size checked is the size libjpeg will decode."""
+# A real progressive JPEG has about 10 scans; thousands cost minutes to decode (one of 1.39 MB with 20,000 took
+# 2 min 17 s): refused from the markers, before decoding (libjpeg-turbo's djpeg has -maxscans for the same).
+MAX_JPEG_SCANS = 100
+
+
+class _JpegLayout:
+    """What a walk over a JPEG's markers finds: the first frame's size, the scans, and whether the last scan's
+    data ends at an end-of-image marker (bytes after it, such as a phone's trailer, are not the image's)."""
+
+    def __init__(self, size: tuple[int, int] | None = None, scans: int = 0, complete: bool = False):
+        self.size, self.scans, self.complete = size, scans, complete
+
+
+def _skip_entropy_data(data: bytes, pos: int) -> int:
+    """The position of the first marker after a scan's entropy-coded data (0xFF then neither a stuffed zero
+    nor a restart marker), or len(data) when the data runs to the end of the file."""
+    end = len(data)
+    while True:
+        pos = data.find(b"\xff", pos)
+        if pos < 0 or pos + 1 >= end:
+            return end
+        following = data[pos + 1]
+        if following == 0x00 or 0xD0 <= following <= 0xD7 or following == 0xFF:
+            pos += 1 if following == 0xFF else 2
+            continue
+        return pos
+
+
+def _jpeg_layout(data: bytes) -> _JpegLayout:
+    """Markers found as libjpeg finds them (stray bytes and fill bytes skipped), so that the size checked is
+    the size libjpeg will decode; the walk stops at the end-of-image marker, or after MAX_JPEG_SCANS + 1 scans."""
+    layout = _JpegLayout()
     pos, end = 2, len(data)
-    while pos + 4 <= end:
+    while pos + 2 <= end:
         if data[pos] != 0xFF or data[pos + 1] in (0xFF, 0x00):  # stray byte, fill byte, stuffed zero
             pos += 1
             continue
         marker = data[pos + 1]
+        if marker == 0xD9:  # end of image
+            layout.complete = layout.size is not None and layout.scans > 0
+            return layout
         if marker in _JPEG_NO_LENGTH:
             pos += 2
             continue
-        if marker in (0xD9, 0xDA):  # end of image or start of scan before any frame header
-            return None
+        if pos + 4 > end:
+            return layout
         length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
         if length < 2:
-            return None
-        if marker in _JPEG_SOF:
+            return layout
+        if marker in _JPEG_SOF and layout.size is None:
             if pos + 9 > end:
-                return None
+                return layout
             height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
-            return width, height
+            layout.size = (width, height)
+        if marker == 0xDA:  # start of scan: its header, then entropy-coded data up to the next marker
+            if layout.size is None:  # a scan before any frame header
+                return layout
+            layout.scans += 1
+            if layout.scans > MAX_JPEG_SCANS:
+                return layout
+            pos = _skip_entropy_data(data, pos + 2 + length)
+            continue
         pos += 2 + length
-    return None
+    return layout
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    return _jpeg_layout(data).size
 
 
 def _bmp_size(data: bytes) -> tuple[int, int] | None:
@@ -130,6 +177,8 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
             entry = data[offset + 2 + 12 * i:offset + 14 + 12 * i]
             tag, kind = struct.unpack(order + "HH", entry[:4])
             if tag in (256, 257):
+                if tag in sizes:  # a second, different size for the same page: which one a decoder takes is its own
+                    return None
                 if kind == 3:
                     sizes[tag] = struct.unpack(order + "H", entry[8:10])[0]
                 elif kind == 4:
@@ -165,13 +214,40 @@ def image_size(data: bytes) -> tuple[int, int] | None:
 
 
 def _looks_truncated(data: bytes) -> bool:
-    """JPEG and PNG carry an end marker; a file cut short has lost it (OpenCV would decode it grey-filled)."""
-    tail = data[-64:]
-    if data.startswith(_JPEG_START):
-        return _JPEG_END not in tail
+    """A PNG carries an end chunk; a file cut short has lost it (OpenCV would decode it grey-filled). JPEGs are
+    judged by their markers (``_jpeg_layout``) and by libjpeg's own word while decoding (``_decode_jpeg``)."""
     if data.startswith(_PNG_START):
-        return _PNG_END not in tail
+        return _PNG_END not in data[-64:]
     return False
+
+
+# libjpeg's warnings that the data ended or broke inside a scan: the rest of the picture is made up (a flat band)
+_JPEG_DAMAGE = (b"Corrupt JPEG data", b"Premature end of JPEG file")
+_STDERR_LOCK = threading.Lock()
+
+
+def _decode_jpeg(data: bytes) -> tuple[np.ndarray | None, bool]:
+    """(image, damaged): OpenCV's decode, with libjpeg's warnings read from the C stderr it writes them to
+    (captured into a file for the call and passed on afterwards, so nothing another thread writes is lost)."""
+    with _STDERR_LOCK, tempfile.TemporaryFile() as captured:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(captured.fileno(), 2)
+            try:
+                image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            finally:
+                os.dup2(saved, 2)
+        finally:
+            os.close(saved)
+        captured.seek(0)
+        text = captured.read(1 << 20)
+    damaged = any(sign in text for sign in _JPEG_DAMAGE)
+    passed_on = b"".join(line for line in text.splitlines(keepends=True)
+                         if not any(sign in line for sign in _JPEG_DAMAGE))
+    if passed_on:
+        os.write(2, passed_on)
+    return image, damaged
 
 
 def _check_size(name: str, width: int, height: int, max_pixels: int, min_side: int) -> None:
@@ -199,12 +275,26 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None
     if size is None:
         raise ImageReadError(f"{name}: not a readable image (the {kind} header is damaged)")
     _check_size(name, *size, max_pixels, min_side)
+    damaged = False
+    if kind == "JPEG":
+        layout = _jpeg_layout(data)
+        if layout.scans > MAX_JPEG_SCANS:
+            raise ImageReadError(f"{name}: not a readable image (more than {MAX_JPEG_SCANS} JPEG scans: real photos "
+                                 "have about 10; so many would take minutes to decode)")
+        if not layout.complete:
+            raise ImageReadError(f"{name}: the image file is truncated (incomplete download or copy?)")
     if _looks_truncated(data):
         raise ImageReadError(f"{name}: the image file is truncated (incomplete download or copy?)")
     try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if kind == "JPEG":
+            image, damaged = _decode_jpeg(data)
+        else:
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     except cv2.error:  # OpenCV's own checks, its pixel limit among them
         image = None
+    if damaged:
+        raise ImageReadError(f"{name}: the image file is truncated or damaged inside (libjpeg: the picture's data "
+                             "ends before the picture does)")
     if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ImageReadError(f"{name}: not a readable image (corrupt file or unsupported {kind} variant)")
     height, width = image.shape[:2]  # as decoded (EXIF rotation, or a header that lied)

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QFileDialog,
     QFormLayout,
+    QGridLayout,
     QGroupBox,
     QHBoxLayout,
     QHeaderView,
@@ -77,7 +78,10 @@ class EmployeesPage(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        header = self.table.horizontalHeader()
+        for column in (0, 2, 3):  # ID, photos, enrolled: as wide as their content; the name takes the rest
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.table.itemSelectionChanged.connect(self._on_selection)
         self.delete_button = QPushButton("Delete employee...")
@@ -121,11 +125,14 @@ class EmployeesPage(QWidget):
         form = QFormLayout()
         form.addRow("Employee ID", self.id_field)
         form.addRow("Name", self.name_field)
-        capture_row = QHBoxLayout()
-        for button in (self.take_button, self.frames_button, self.files_button, self.remove_button):
-            capture_row.addWidget(button)
-        group = QGroupBox("Enrol or re-enrol (re-enrolling replaces the person's photos)")
+        capture_row = QGridLayout()  # two by two: the page fits an 800x600 screen
+        for index, button in enumerate((self.take_button, self.frames_button, self.files_button, self.remove_button)):
+            capture_row.addWidget(button, index // 2, index % 2)
+        group = QGroupBox("Enrol or re-enrol")
         right = QVBoxLayout(group)
+        replaces = QLabel("Re-enrolling replaces the person's photos.")
+        replaces.setWordWrap(True)
+        right.addWidget(replaces)
         right.addLayout(form)
         right.addWidget(self.preview, 1)
         right.addLayout(capture_row)
