@@ -115,6 +115,10 @@ def test_the_kiosk_role_cannot_write_fleet_settings_or_the_pin_record_directly(
                 other.settings_store().update(threshold=0.05)
             assert other.pin_manager(other.settings_store()).check(PIN).ok
             other.settings_store().update(threshold=0.65)  # with the proof: done, and audited
+            from kiosk.app.admin import Pins
+            Pins(other.pin_manager(other.settings_store())).end_session()  # the admin view locked
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):  # the proof went with the session
+                other.settings_store().update(threshold=0.06)
         finally:
             other.close()
         with postgres_cluster.admin(registry_db) as conn:

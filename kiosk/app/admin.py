@@ -226,6 +226,12 @@ class Pins:
             self._wrong(result.message)
         return result
 
+    def end_session(self) -> None:
+        """The admin view locked: forget what the PIN gave this session (a fleet's proof for the registry)."""
+        forget = getattr(self.manager, "end_session", None)  # FleetPinManager; a kiosk's PIN keeps nothing
+        if forget is not None:
+            forget()
+
     def change(self, current: str, new: str, repeat: str | None = None) -> None:
         """Change the PIN: the current one must be right (a wrong one is audited and counts towards a lockout)."""
         check_pin_format(new)

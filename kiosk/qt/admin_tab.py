@@ -217,6 +217,8 @@ class AdminTab(QWidget):
             log.info("admin locked")
         self.unlocked = False
         self._session += 1
+        if self.pins is not None:
+            self.pins.end_session()  # a fleet's proof for the registry goes with the session
         self.idle_timer.stop()
         app = QApplication.instance()
         if app is not None:

@@ -123,6 +123,10 @@ class FleetPinManager(PinManager):
             self.fleet.forget_proof()
         return result
 
+    def end_session(self) -> None:
+        """The admin session ended (the view locked): the registry's proof is forgotten."""
+        self.fleet.forget_proof()
+
     def set_pin(self, new_pin: str, repeat: str | None = None, current: str | None = None) -> None:
         self.store.new_pin = new_pin
         try:
