@@ -59,16 +59,29 @@ def _xvfb(display: int):
     return server
 
 
+class _Cookie(ctypes.Structure):
+    _fields_ = [("sequence", ctypes.c_uint)]
+
+
 def _destroy(display: int, window: int) -> None:
+    """DestroyWindow from another client, as xdotool windowclose does; checked (a round trip), since a request
+    only flushed before the disconnect was sometimes never carried out."""
     xcb = ctypes.CDLL(ctypes.util.find_library("xcb"))
+    libc = ctypes.CDLL(ctypes.util.find_library("c"))
     xcb.xcb_connect.restype = ctypes.c_void_p
     xcb.xcb_connect.argtypes = [ctypes.c_char_p, ctypes.c_void_p]
-    for name in ("xcb_destroy_window", "xcb_flush", "xcb_disconnect"):
-        getattr(xcb, name).argtypes = [ctypes.c_void_p] + ([ctypes.c_uint32] if name == "xcb_destroy_window" else [])
+    xcb.xcb_destroy_window_checked.restype = _Cookie
+    xcb.xcb_destroy_window_checked.argtypes = [ctypes.c_void_p, ctypes.c_uint32]
+    xcb.xcb_request_check.restype = ctypes.c_void_p
+    xcb.xcb_request_check.argtypes = [ctypes.c_void_p, _Cookie]
+    xcb.xcb_disconnect.argtypes = [ctypes.c_void_p]
+    libc.free.argtypes = [ctypes.c_void_p]
     connection = xcb.xcb_connect(f":{display}".encode(), None)
-    xcb.xcb_destroy_window(connection, window)
-    xcb.xcb_flush(connection)
+    error = xcb.xcb_request_check(connection, xcb.xcb_destroy_window_checked(connection, window))
     xcb.xcb_disconnect(connection)
+    if error:
+        libc.free(error)
+        pytest.fail(f"the X server refused to destroy window {window}")
 
 
 def test_a_window_destroyed_from_outside_stops_the_kiosk(tmp_path, untrained_weights):

@@ -7,6 +7,15 @@ BEFORE anything is decoded; formats whose size this module cannot read are refus
 same limit itself (OPENCV_IO_MAX_IMAGE_PIXELS, set by kiosk/io/__init__.py, which runs before the import of
 cv2 below), as a second line should a header lie. Images given as arrays (``check_image_array``) are held to
 the same shape and size rules as decoded files.
+
+Decoding under limits (time and memory, #25 item 7): a JPEG's markers are walked before decoding: more than
+MAX_JPEG_SCANS scans are refused (20,000 repeats of one scan took minutes), as is a multi-scan JPEG whose
+coefficient buffer would pass MAX_JPEG_COEFFICIENT_BYTES; truncation is judged by where the last scan's data
+ends (an end-of-image marker there; bytes after it, a phone's trailer, are ignored), and libjpeg's own
+"premature end" warning refuses a file cut inside a scan whose end marker was put back. An image of more than
+DECODE_MAX_PIXELS is decoded at 1/2, 1/4 or 1/8 size (by DCT scaling for a JPEG). A TIFF whose first page
+declares its width or height twice is refused (only the first page is read). The decode of the worst accepted
+files peaks under 500 MB of RSS (tests/test_decode_limits.py measures it in a fresh process).
 """
 
 from __future__ import annotations
@@ -66,14 +75,40 @@ def _png_size(data: bytes) -> tuple[int, int] | None:
 # A real progressive JPEG has about 10 scans; thousands cost minutes to decode (one of 1.39 MB with 20,000 took
 # 2 min 17 s): refused from the markers, before decoding (libjpeg-turbo's djpeg has -maxscans for the same).
 MAX_JPEG_SCANS = 100
+# A JPEG in several scans (progressive, or sequential with one scan per colour) is decoded through a buffer of
+# the whole image's DCT coefficients, 2 bytes each, kept at full size whatever the output's: 240 MB for 40 MP in
+# full colour resolution (4:4:4), 120 MB in 4:2:0. Above this budget it is refused before decoding (40 MP in
+# 4:2:0 or 4:2:2 passes; 4:4:4 up to about 26 MP).
+MAX_JPEG_COEFFICIENT_BYTES = 160 << 20
+# Larger images are decoded at 1/2, 1/4 or 1/8 of their size, the largest of those within this many pixels (a
+# JPEG by libjpeg's DCT scaling, which never makes the full-size pixels; other formats are decoded whole, then
+# shrunk): a face needs no more, and a 40 MP file would otherwise become 120 MB of pixels in every copy the
+# pipeline makes. A 12 MP phone photo is read whole.
+DECODE_MAX_PIXELS = 12_000_000
+_REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+                  8: cv2.IMREAD_REDUCED_COLOR_8}
+_JPEG_PROGRESSIVE_SOF = {0xC2, 0xC6, 0xCA, 0xCE}
 
 
 class _JpegLayout:
-    """What a walk over a JPEG's markers finds: the first frame's size, the scans, and whether the last scan's
-    data ends at an end-of-image marker (bytes after it, such as a phone's trailer, are not the image's)."""
+    """What a walk over a JPEG's markers finds: the first frame's size, its components' sampling factors, whether
+    it is progressive, the scans, and whether the last scan's data ends at an end-of-image marker (bytes after
+    it, such as a phone's trailer, are not the image's)."""
 
     def __init__(self, size: tuple[int, int] | None = None, scans: int = 0, complete: bool = False):
         self.size, self.scans, self.complete = size, scans, complete
+        self.sampling: list[tuple[int, int]] = []  # (horizontal, vertical) per component
+        self.progressive = False
+
+    @property
+    def coefficient_bytes(self) -> int:
+        """The whole-image coefficient buffer libjpeg allocates for a multi-scan JPEG (0 for a single scan)."""
+        if self.size is None or not self.sampling or not (self.progressive or self.scans > 1):
+            return 0
+        width, height = self.size
+        h_max = max(h for h, _ in self.sampling) or 1
+        v_max = max(v for _, v in self.sampling) or 1
+        return sum(-(-width * h // (h_max * 8)) * -(-height * v // (v_max * 8)) * 64 * 2 for h, v in self.sampling)
 
 
 def _skip_entropy_data(data: bytes, pos: int) -> int:
@@ -117,6 +152,10 @@ def _jpeg_layout(data: bytes) -> _JpegLayout:
                 return layout
             height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
             layout.size = (width, height)
+            layout.progressive = marker in _JPEG_PROGRESSIVE_SOF
+            components = data[pos + 9] if pos + 10 <= end else 0
+            layout.sampling = [(data[at] >> 4, data[at] & 0x0F)
+                               for at in range(pos + 11, min(pos + 11 + 3 * components, end), 3)]
         if marker == 0xDA:  # start of scan: its header, then entropy-coded data up to the next marker
             if layout.size is None:  # a scan before any frame header
                 return layout
@@ -226,7 +265,7 @@ _JPEG_DAMAGE = (b"Corrupt JPEG data", b"Premature end of JPEG file")
 _STDERR_LOCK = threading.Lock()
 
 
-def _decode_jpeg(data: bytes) -> tuple[np.ndarray | None, bool]:
+def _decode_jpeg(data: bytes, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | None, bool]:
     """(image, damaged): OpenCV's decode, with libjpeg's warnings read from the C stderr it writes them to
     (captured into a file for the call and passed on afterwards, so nothing another thread writes is lost)."""
     with _STDERR_LOCK, tempfile.TemporaryFile() as captured:
@@ -235,7 +274,7 @@ def _decode_jpeg(data: bytes) -> tuple[np.ndarray | None, bool]:
         try:
             os.dup2(captured.fileno(), 2)
             try:
-                image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
             finally:
                 os.dup2(saved, 2)
         finally:
@@ -259,12 +298,24 @@ def _check_size(name: str, width: int, height: int, max_pixels: int, min_side: i
                              f"at least {min_side}x{min_side} needed)")
 
 
+def reduction(width: int, height: int, min_side: int = MIN_IMAGE_SIDE) -> int:
+    """The factor (1, 2, 4 or 8) an image of this size is decoded at: the smallest that brings it within
+    DECODE_MAX_PIXELS, never so far that its short side falls below ``min_side``."""
+    scale = 1
+    while (scale < 8 and width * height > DECODE_MAX_PIXELS * scale * scale
+           and min(width, height) // (scale * 2) >= min_side):
+        scale *= 2
+    return scale
+
+
 def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None,
                  min_side: int = MIN_IMAGE_SIDE) -> np.ndarray:
     """Decode encoded image bytes to a BGR uint8 array (H, W, 3).
 
     ``max_pixels`` (default DEFAULT_MAX_PIXELS) is checked against the header before decoding. OpenCV's
-    own limit is DEFAULT_MAX_PIXELS for the whole process, so a larger value here does not raise it.
+    own limit is DEFAULT_MAX_PIXELS for the whole process, so a larger value here does not raise it. An image
+    of more than DECODE_MAX_PIXELS is returned at 1/2, 1/4 or 1/8 of its size (``reduction``), so the array
+    may be smaller than the file's header says.
     """
     max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     if not data:
@@ -283,13 +334,19 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None
                                  "have about 10; so many would take minutes to decode)")
         if not layout.complete:
             raise ImageReadError(f"{name}: the image file is truncated (incomplete download or copy?)")
+        if layout.coefficient_bytes > MAX_JPEG_COEFFICIENT_BYTES:
+            raise ImageReadError(
+                f"{name}: the image is too large to read safely as a progressive JPEG ({size[0]}x{size[1]}: "
+                f"{layout.coefficient_bytes / (1 << 20):.0f} MB to decode, {MAX_JPEG_COEFFICIENT_BYTES >> 20} MB at "
+                f"most; save it as a smaller or a baseline JPEG)")
     if _looks_truncated(data):
         raise ImageReadError(f"{name}: the image file is truncated (incomplete download or copy?)")
+    scale = reduction(*size, min_side)
     try:
         if kind == "JPEG":
-            image, damaged = _decode_jpeg(data)
+            image, damaged = _decode_jpeg(data, _REDUCED_FLAGS[scale])
         else:
-            image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            image = cv2.imdecode(np.frombuffer(data, np.uint8), _REDUCED_FLAGS[scale])
     except cv2.error:  # OpenCV's own checks, its pixel limit among them
         image = None
     if damaged:
@@ -298,6 +355,8 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None
     if image is None or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ImageReadError(f"{name}: not a readable image (corrupt file or unsupported {kind} variant)")
     height, width = image.shape[:2]  # as decoded (EXIF rotation, or a header that lied)
+    if scale > 1:  # the smallest full size that decodes to this (libjpeg rounds up, the shrink down)
+        _check_size(name, (width - 1) * scale + 1, (height - 1) * scale + 1, max_pixels, 1)
     _check_size(name, width, height, max_pixels, min_side)
     return image
 

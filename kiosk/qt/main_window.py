@@ -187,6 +187,10 @@ class MainWindow(QMainWindow):
         self.source_detail = ""  # why there is no picture (technical: Admin > Kiosk and the log)
         self.in_service = True  # frames are arriving (False: the kiosk says out of service)
         self._last_frame_at = time.monotonic()
+        # the window destroyed before Qt saw it exposed sends no unexposed event: asked every 2 s as well
+        self._native_timer = QTimer(self)
+        self._native_timer.setInterval(2000)
+        self._native_timer.timeout.connect(self._check_native_window)
         self._stall_timer = QTimer(self)
         self._stall_timer.setInterval(500)
         self._stall_timer.timeout.connect(self._check_stall)
@@ -403,6 +407,8 @@ class MainWindow(QMainWindow):
         if handle is not None and not getattr(self, "_watching_native", False):
             self._watching_native = True
             handle.installEventFilter(self)
+            if QGuiApplication.platformName() == "xcb":
+                self._native_timer.start()
 
     def eventFilter(self, obj, event) -> bool:
         if event.type() == QEvent.Type.Expose and obj is self.windowHandle() and not obj.isExposed():
@@ -438,6 +444,7 @@ class MainWindow(QMainWindow):
             return
         self._closed = True
         self._stall_timer.stop()
+        self._native_timer.stop()
         self.capture.frame_ready.disconnect(self._on_frame)
         self.capture.state_changed.disconnect(self._on_source_state)
         self.threshold_page.flush()
