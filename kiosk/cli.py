@@ -313,7 +313,6 @@ def cmd_admin_reset_pin(args) -> int:
     registry's: ``--database URL`` as the registry's owner (kiosk.storage.fleet.pin), never a kiosk's role."""
     from kiosk.app import Pins  # noqa: PLC0415
     from kiosk.paths import data_dir  # noqa: PLC0415
-    from kiosk.storage import PinManager, SettingsStore  # noqa: PLC0415
     from kiosk.storage.fleet.outbox import FLEET_DB_NAME  # noqa: PLC0415
     from kiosk.storage.fleet.pgconn import database_url  # noqa: PLC0415
     from kiosk.storage.fleet.pin import FLEET_RESET_COMMAND, reset_fleet_pin  # noqa: PLC0415
@@ -339,7 +338,9 @@ def cmd_admin_reset_pin(args) -> int:
         raise KioskError(f"{exc}. Stop the kiosk first (Admin > Kiosk > Quit kiosk, or end its process), so that "
                          f"the reset goes into its audit log; then run this again") from None
     with kiosk:
-        pins = kiosk.pins or Pins(PinManager(SettingsStore()), kiosk.audit)  # a damaged settings file: reset anyway
+        # a settings file that cannot be read: the reset is tried anyway (and says why it cannot write), always
+        # with this store's places and data key, so the new guard is authenticated and the new PIN peppered
+        pins = kiosk.pins or Pins(kiosk.storage.pin_manager(kiosk.settings_store), kiosk.audit)
         pins.reset(new_pin, repeat, reason="reset from the command line")
     print("kiosk: admin PIN set and lockouts cleared; the admin tab takes the new PIN from now on")
     return 0

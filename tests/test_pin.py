@@ -20,7 +20,19 @@ from kiosk import cli
 from kiosk.app import Pins
 from kiosk.paths import config_dir, data_dir
 from kiosk.storage import PinError, PinManager, SettingsStore
-from kiosk.storage.pin import DAMAGED, GUARD_NAME, MISMATCH, MISSING, OK, UNSET, PinRecordError, hash_pin
+from kiosk.storage.pin import (
+    DAMAGED,
+    GUARD_NAME,
+    MISMATCH,
+    MISSING,
+    OK,
+    UNAUTHENTICATED,
+    UNGUARDED,
+    UNSET,
+    PinRecordError,
+    hash_pin,
+    new_guard,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -127,23 +139,36 @@ def test_lockout_is_capped_and_a_clock_turned_back_cannot_lock_for_ever(pin_set)
 
 
 @pytest.mark.slow
-def test_new_pins_need_six_digits_and_an_old_short_pin_still_opens():
+@pytest.mark.parametrize("older", ["without the guard", "guard without a MAC"])
+def test_new_pins_need_six_digits_and_an_older_versions_pin_is_locked_until_reset(monkeypatch, capsys, older):
+    """Issue #25 item 6: a PIN record from an older version is no longer trusted once (anyone who can write
+    settings.json could have written it, and its guard too): administration stays locked, naming
+    `kiosk admin reset-pin`, and the reset (of at least 6 digits) opens it with an authenticated guard."""
     with pytest.raises(PinError, match="6 to 12 digits"):
         pins().set_pin("1234", repeat="1234")
     with pytest.raises(PinError, match="6 to 12 digits"):
         pins().set_pin("12345", repeat="12345")
     assert pins().state() == UNSET
-    # a kiosk upgraded from a version without the guard: its 4-digit PIN and its running lock are kept
+    # a kiosk upgraded from an older version: its 4-digit PIN, its running lock (and, later, its plain guard)
     now = [5000.0]
+    old = hash_pin("1234")
     settings_file().parent.mkdir(parents=True)
-    settings_file().write_text(json.dumps({"pin": hash_pin("1234"), "pin_failures": 2, "pin_locked_until": 5100.0}))
-    assert pins(now).state() == OK and (data_dir() / GUARD_NAME).is_file()
-    assert pins(now).locked_for() == 100
-    now[0] += 101
-    assert pins(now).check("1234").ok
+    settings_file().write_text(json.dumps({"pin": old, "pin_failures": 2, "pin_locked_until": 5100.0}))
+    if older == "guard without a MAC":
+        data_dir().mkdir(parents=True)
+        (data_dir() / GUARD_NAME).write_text(json.dumps(new_guard(old)))
+    state = UNGUARDED if older == "without the guard" else UNAUTHENTICATED
+    assert_locked_closed(pins(now), state)
+    with pytest.raises(PinRecordError, match="older version"):
+        pins(now).check("1234")  # not even the old right PIN
+    assert reset_pin(monkeypatch, "4321\n4321\n") == 2  # the reset keeps the 6-digit minimum
+    assert "6 to 12 digits" in capsys.readouterr().err
+    assert reset_pin(monkeypatch, "432100\n432100\n") == 0
+    assert pins(now).state() == OK and pins(now).locked_for() == 0
+    assert "mac" in json.loads((data_dir() / GUARD_NAME).read_text())
+    assert pins(now).check("432100").ok
     with pytest.raises(PinError, match="6 to 12 digits"):
-        pins(now).set_pin("4321", current="1234")
-    pins(now).set_pin("432100", current="1234")
+        pins(now).set_pin("4321", current="432100")
     assert "pin_locked_until" not in json.loads(settings_file().read_text())  # the old lock state is gone
 
 

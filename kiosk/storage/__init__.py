@@ -86,6 +86,7 @@ class Storage:
     link: object = None    # a fleet kiosk's kiosk.storage.fleet.sync.FleetLink (None: the embedded store)
     local: Database | None = None  # a fleet kiosk's fleet.sqlite3 (outbox, mirror bookkeeping)
     paths: StoragePaths | None = None  # None: the defaults (a Storage made by hand)
+    data_key: bytes | None = field(default=None, repr=False)  # the key it was opened with (None: no key, read-only)
 
     @classmethod
     def open(cls, folder: str | Path | None = None, readonly: bool = False, url: str | None = None,
@@ -131,7 +132,7 @@ class Storage:
                 stores = open_fleet_stores(url, db, paths, sealer, lock, data_key, readonly, **fleet_options)
             health = stores.health
             storage = cls(db, stores.employees, stores.audit, lock, health, folder, stores.connection, stores.link,
-                          stores.local, paths)
+                          stores.local, paths, data_key)
         except BaseException:
             if db is not None:
                 db.close()
@@ -162,12 +163,15 @@ class Storage:
         return FleetSettingsStore(own, self.link.settings)
 
     def pin_manager(self, settings: SettingsStore, **options) -> PinManager:
-        """The admin PIN: this kiosk's (kiosk.storage.pin; its guard in this store's data folder), or the
-        fleet's (kiosk.storage.fleet.pin)."""
+        """The admin PIN: this kiosk's (kiosk.storage.pin; its guard in this store's data folder, the guard's MAC
+        and the PIN's pepper from the data key this store was opened with), or the fleet's
+        (kiosk.storage.fleet.pin: the registry's, without the local key)."""
         if self.paths is not None:
             options.setdefault("guard_path", self.paths.pin_guard)
         if self.link is None:
-            return PinManager(settings, **options)
+            if self.paths is not None:
+                options.setdefault("key_file", self.paths.key_file)  # only where the store has no key (read-only)
+            return PinManager(settings, data_key=self.data_key, **options)
         from kiosk.storage.fleet.pin import FleetPinManager  # noqa: PLC0415
         return FleetPinManager(settings, self.link.settings, **options)
 
