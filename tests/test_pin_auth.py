@@ -284,3 +284,30 @@ def test_reset_pin_recovers_with_an_authenticated_guard(pin_set, monkeypatch, ca
     with Kiosk.open() as kiosk:
         assert kiosk.pins.locked_for() == 0
         assert (EVENT_PIN_SET, "reset from the command line") in [(e.kind, e.reason) for e in kiosk.audit.entries()]
+
+
+@pytest.mark.slow
+def test_deleting_both_the_record_and_the_guard_does_not_bring_back_the_first_start_page(pin_set, monkeypatch):
+    """Whoever can write both folders deletes the record and the guard: the kiosk would look new, but its audit log
+    (chained with the key) shows a PIN was set, so administration stays locked until the reset."""
+    guard_file().unlink()
+    data = json.loads(settings_file().read_text())
+    del data["pin"]
+    settings_file().write_text(json.dumps(data))
+    with Kiosk.open() as kiosk:
+        assert kiosk.pins.manager.state() == "unset"  # the files alone say "first start"
+        assert kiosk.pins.locked_out
+        with pytest.raises(PinRecordError, match="audit log shows a PIN set here.*kiosk admin reset-pin"):
+            kiosk.pins.is_set  # noqa: B018 (the property raises)
+        with pytest.raises(PinRecordError):
+            kiosk.pins.set_first(ATTACKER, ATTACKER)
+        assert kiosk.pins.manager.state() == "unset"  # nothing written
+    assert reset_pin(monkeypatch, NEW) == 0
+    assert unlock(NEW).ok and not unlock(ATTACKER).ok
+
+
+def test_a_new_kiosk_still_gets_the_first_start_page():
+    with Kiosk.open() as kiosk:
+        assert kiosk.pins.is_set is False and not kiosk.pins.locked_out
+        kiosk.pins.set_first(PIN, PIN)
+        assert kiosk.pins.is_set

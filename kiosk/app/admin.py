@@ -42,8 +42,8 @@ from kiosk.storage import (
     SettingsStore,
     Storage,
 )
-from kiosk.storage.audit import EVENT_DOOR_TEST
-from kiosk.storage.pin import PinError, check_pin_format, format_duration
+from kiosk.storage.audit import EVENT_DOOR_TEST, EVENT_LABELS
+from kiosk.storage.pin import RESET_COMMAND, PinError, PinRecordError, check_pin_format, format_duration
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,26 @@ class Pins:
 
     @property
     def is_set(self) -> bool:
-        return self.manager.is_set
+        """True once a PIN is set; PinRecordError where it cannot be checked, and where the record and its guard
+        are both gone although the audit log shows a PIN set on this kiosk (or fleet): deleting both files must
+        not bring back the first-start page for a stranger."""
+        if self.manager.is_set:
+            return True
+        past = self._pin_history()
+        if past is not None:
+            raise PinRecordError(
+                f"the admin PIN record and its guard are both missing, yet the audit log shows a PIN set here "
+                f"({EVENT_LABELS[past.kind]}, {past.time}): were the settings and data files deleted? The admin "
+                f"tab stays locked: the owner of the data folder must run '{RESET_COMMAND}' in a terminal to set "
+                f"a new PIN.")
+        return False
+
+    def _pin_history(self):
+        """The newest audit entry of a PIN set or changed (None: none, or no audit log to ask)."""
+        if self.audit is None:
+            return None
+        found = [e for kind in (EVENT_PIN_SET, EVENT_PIN_CHANGED) for e in self.audit.entries(kind=kind, limit=1)]
+        return max(found, key=lambda e: e.id) if found else None
 
     def locked_for(self) -> float:
         return self.manager.locked_for()
@@ -193,7 +212,7 @@ class Pins:
     def locked_out(self) -> bool:
         """No PIN entry possible now: a lockout running, or the PIN record cannot be checked."""
         try:
-            return self.manager.is_set and self.manager.locked_for() > 0
+            return self.is_set and self.manager.locked_for() > 0
         except KioskError:
             return True
 
@@ -208,7 +227,7 @@ class Pins:
 
     def set_first(self, pin: str, repeat: str | None = None) -> None:
         """First start: choose the PIN (PinError when a PIN is set already, or the PIN is not acceptable)."""
-        if self.manager.is_set:
+        if self.is_set:  # PinRecordError where the PIN's files are gone but the audit log knows a PIN
             raise PinError("a PIN is already set; give the current PIN to change it")
         self.manager.set_pin(pin, repeat)
         self._record(EVENT_PIN_SET, reason="first start")
