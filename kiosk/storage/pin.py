@@ -31,7 +31,8 @@ protected (keeping the key off the disk is a separate matter: ``KIOSK_KEY_FILE``
 back an older authenticated guard and record of this kiosk saved earlier (a rollback to a PIN that was once
 genuinely set, or to a guard from before a lockout): there is no monotonic counter to compare with. Nor
 can it tell a first start from a kiosk whose record *and* guard were both deleted (by someone who can write
-both folders): no file proves that another was never there; the audit log keeps the PIN's EVENT_PIN_SET.
+both folders): no file proves that another was never there. The application layer asks the audit log, which
+keeps the PIN's EVENT_PIN_SET (kiosk.app.admin.Pins.is_set), and keeps administration locked.
 
 The key: a PinManager built by Storage.pin_manager gets the key the store was opened with; one built by hand
 (scripts, tests: ``PinManager(SettingsStore())``) reads ``key_file`` (default: kiosk.storage.keys.key_path())
