@@ -399,6 +399,68 @@ def cmd_audit_verify(args) -> int:
     return 0
 
 
+def _key_places():
+    from kiosk.storage.places import StoragePaths  # noqa: PLC0415
+    return StoragePaths.resolve()
+
+
+def cmd_key_status(args) -> int:
+    """Where the data key is (kiosk.storage.keyproviders): nothing is asked or opened."""
+    from kiosk.storage.keyproviders import describe  # noqa: PLC0415
+    paths = _key_places()
+    print(f"kiosk: {describe(paths.key_file, paths.data).line}")
+    return 0
+
+
+def cmd_key_migrate(args) -> int:
+    """Move the data key to another provider; resumable (kiosk.storage.keymigration). Takes the writer lock."""
+    from kiosk.paths import private_dir  # noqa: PLC0415
+    from kiosk.storage import StoreInUseError  # noqa: PLC0415
+    from kiosk.storage.keymigration import migrate  # noqa: PLC0415
+    from kiosk.storage.lock import acquire_writer_lock  # noqa: PLC0415
+    paths = _key_places()
+    try:
+        lock = acquire_writer_lock(private_dir(paths.data))
+    except StoreInUseError as exc:
+        raise KioskError(f"{exc}. Stop the kiosk first, then run this again") from None
+    try:
+        result = migrate(paths.key_file, args.to, paths.data, credential=args.credential)
+    finally:
+        lock.release()
+    print(f"kiosk: the data key (ID {result.key_id}) is in {args.to} now ({paths.key_file} says where)")
+    for note in result.notes:
+        print(f"kiosk: {note}")
+    return 0
+
+
+def cmd_key_export(args) -> int:
+    """The key itself, as a plain key file: to --out (a new owner-only file) or stdout (for systemd-creds)."""
+    from kiosk.io.files import PRIVATE_FILE, atomic_writer  # noqa: PLC0415
+    from kiosk.storage.keymigration import export_key  # noqa: PLC0415
+    paths = _key_places()
+    text = export_key(paths.key_file, paths.data)
+    if args.out is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with atomic_writer(args.out, PRIVATE_FILE, replace=False) as handle:
+            handle.write(text.encode("ascii"))
+    except FileExistsError:
+        raise KioskError(f"{args.out} exists: give a new file") from None
+    print(f"kiosk: the data key written to {args.out}: keep it apart from the kiosk (it decrypts every face)",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_key_import(args) -> int:
+    """Put an exported copy of the key back (a lost keyring entry, passphrase or credential)."""
+    from kiosk.storage.keymigration import import_key  # noqa: PLC0415
+    paths = _key_places()
+    result = import_key(paths.key_file, args.copy, paths.data, args.to, credential=args.credential)
+    print(f"kiosk: the data key (ID {result.key_id}) is in {result.target} ({paths.key_file} says where)")
+    return 0
+
+
 def cmd_registry_migrate(args) -> int:
     """Create or upgrade the fleet registry's schema in PostgreSQL (as the role that owns the database)."""
     from kiosk.storage.fleet.pgconn import ConnectionConfig, database_url  # noqa: PLC0415
@@ -548,6 +610,25 @@ def build_parser() -> argparse.ArgumentParser:
     a = asub.add_parser("verify", help="check the audit log's hash chain; read-only: exit 0 when intact, 1 with the "
                                        "first broken entry named")
     a.set_defaults(func=cmd_audit_verify)
+    p = sub.add_parser("key", help="where the data key is kept (a plain file, the OS keyring, a passphrase, a "
+                                   "systemd credential)")
+    ksub = p.add_subparsers(dest="key_command", required=True)
+    k = ksub.add_parser("status", help="where the key is, and what a copy of the disk would give away")
+    k.set_defaults(func=cmd_key_status)
+    k = ksub.add_parser("migrate", help="move the key to another provider (resumable: run it again after an "
+                                        "interruption; needs the data folder free: close the kiosk first)")
+    k.add_argument("--to", required=True, choices=["file", "keyring", "passphrase", "systemd"])
+    k.add_argument("--credential", default="siamese-kiosk-data-key", help="the systemd credential's name")
+    k.set_defaults(func=cmd_key_migrate)
+    k = ksub.add_parser("export", help="write the key itself (a plain key file) for a copy kept apart; stdout "
+                                       "without --out (e.g. into systemd-creds encrypt)")
+    k.add_argument("--out", type=Path, help="a new file (owner-only)")
+    k.set_defaults(func=cmd_key_export)
+    k = ksub.add_parser("import", help="put an exported copy of the key back where the key file says (or --to)")
+    k.add_argument("copy", type=Path, help="a file written by 'kiosk key export'")
+    k.add_argument("--to", choices=["file", "keyring", "passphrase", "systemd"])
+    k.add_argument("--credential", default="siamese-kiosk-data-key", help="the systemd credential's name")
+    k.set_defaults(func=cmd_key_import)
     p = sub.add_parser("registry", help="the fleet registry in PostgreSQL (--database)")
     rsub = p.add_subparsers(dest="registry_command", required=True)
     r = rsub.add_parser("migrate", help="create or upgrade its schema (run as the role that owns the database)")

@@ -7,6 +7,7 @@ that the clients show are re-exported here, so that no client imports kiosk.stor
 """
 
 from kiosk.app.admin import Admin, AuditNotRecorded, Pins, describe_liveness, describe_threshold
+from kiosk.app.datakey import key_place, key_place_line
 from kiosk.app.kiosk import Kiosk
 from kiosk.storage import (
     EVENT_LABELS,
@@ -30,7 +31,8 @@ from kiosk.storage import (
 )
 from kiosk.storage.pin import MAX_PIN, MIN_PIN, format_duration
 
-__all__ = ["Admin", "AuditNotRecorded", "Pins", "describe_liveness", "describe_threshold", "Kiosk", "EVENT_LABELS",
+__all__ = ["Admin", "AuditNotRecorded", "Pins", "describe_liveness", "describe_threshold", "key_place",
+           "key_place_line", "Kiosk", "EVENT_LABELS",
            "KIND_DECISION", "AuditEntry", "AuditLog", "ChainBreak", "ConnectionInfo", "ConnectionState",
            "ConnectionStatus", "Employee", "IntegrityReport", "PinManager", "PinResult", "Settings", "SettingsStore",
            "Storage", "StorageError", "clean_employee_id", "clean_name", "MAX_PIN", "MIN_PIN", "format_duration"]

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from kiosk.app import MAX_PIN, MIN_PIN, Admin, PinResult, Pins, format_duration
+from kiosk.app import MAX_PIN, MIN_PIN, Admin, PinResult, Pins, format_duration, key_place_line
 from kiosk.errors import KioskError
 from kiosk.qt.background import Background
 from kiosk.rules.decision import KIOSK_MODES, MODE_ID
@@ -125,8 +125,13 @@ class AdminTab(QWidget):
         self.change_message = QLabel("")
         lock_button = QPushButton("Lock now")
         lock_button.clicked.connect(self.lock)
+        # where the data key is (read-only; "on the same disk" for the plain key file): kiosk key migrate moves it
+        self.key_place = QLabel(key_place_line(getattr(admin, "storage", None)))
+        self.key_place.setObjectName("keyPlace")
+        self.key_place.setWordWrap(True)
         security, _ = _page("Administrator PIN", ("Current PIN", self.current_pin), ("New PIN", self.changed_pin),
-                            ("Repeat", self.changed_pin_repeat), self.change_button, self.change_message, lock_button)
+                            ("Repeat", self.changed_pin_repeat), self.change_button, self.change_message, lock_button,
+                            ("Data key", self.key_place))
         self.panel.addTab(security, "Security")
 
         # the kiosk itself: sounds on/off, and the only way out of a fullscreen kiosk

@@ -28,6 +28,11 @@ class DamagedDataError(StorageError):
     """A sealed item does not open: changed, truncated, moved from another row, or another key."""
 
 
+class KeyMissingError(StorageError):
+    """The data key cannot be had: its file is missing, unreadable or wrong, or the place its file names (the OS
+    keyring, a passphrase, a systemd credential) does not give it (kiosk.storage.keys, kiosk.storage.keyproviders)."""
+
+
 def photo_aad(employee_id: str, file: str) -> bytes:
     return b"siamese-kiosk/photo/1\0" + employee_id.encode("utf-8") + b"\0" + file.encode("utf-8")
 
