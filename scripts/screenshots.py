@@ -112,6 +112,7 @@ def main() -> int:
               (3000, admin(window.employees)), (1500, shot("admin_employees")),
               (500, admin(window.threshold_page)), (800, shot("admin_threshold")),
               (500, admin(window.liveness_page)), (800, shot("admin_liveness")),
+              (500, admin(window.door_page)), (800, shot("admin_door")),
               (500, admin(window.audit_page)), (1200, shot("admin_audit")),
               (500, lambda: (window.shutdown(), app.quit()))]
     delay = 0

@@ -114,8 +114,8 @@ class Admin:
 
     def test_door(self) -> bool:
         """Admin > Door > Test door: one unlock now (audited with its outcome); True when it was delivered."""
-        if self.door is None:
-            raise KioskError("no door is configured (door.json in the config folder)")
+        if self.door is None or self.door.output is None:
+            raise KioskError("no door is configured (Admin > Door, or door.json in the config folder)")
         delivered = self.door.test()
         self._record(EVENT_DOOR_TEST, self.door.output.name, "delivered" if delivered else "not delivered in time")
         return delivered
@@ -173,6 +173,7 @@ class Pins:
     def __init__(self, manager: PinManager, audit=None):
         self.manager = manager
         self.audit = audit  # kiosk.storage.AuditLog (None: a PIN with no audit trail, e.g. a test's)
+        self.session_open = False  # the PIN opened the admin view and it has not locked since (end_session)
 
     def _record(self, kind: str, detail: str = "", reason: str = "") -> None:
         if self.audit is None:
@@ -230,6 +231,7 @@ class Pins:
         if self.is_set:  # PinRecordError where the PIN's files are gone but the audit log knows a PIN
             raise PinError("a PIN is already set; give the current PIN to change it")
         self.manager.set_pin(pin, repeat)
+        self.session_open = True
         self._record(EVENT_PIN_SET, reason="first start")
         self._record(EVENT_UNLOCK, reason="admin tab opened with the PIN")  # the first PIN opens the tab
 
@@ -239,6 +241,7 @@ class Pins:
             return self.manager.check(pin)
         result = self.manager.check(pin)
         if result.ok:
+            self.session_open = True
             self._record(EVENT_UNLOCK, reason="admin tab opened with the PIN")
         else:
             log.warning("wrong admin PIN (%s)", result.message)
@@ -247,6 +250,7 @@ class Pins:
 
     def end_session(self) -> None:
         """The admin view locked: forget what the PIN gave this session (a fleet's proof for the registry)."""
+        self.session_open = False
         forget = getattr(self.manager, "end_session", None)  # FleetPinManager; a kiosk's PIN keeps nothing
         if forget is not None:
             forget()

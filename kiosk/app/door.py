@@ -12,13 +12,16 @@ audit entry is written, and never by the GUI. Two kinds of message (kiosk.io.doo
   or the endpoint was away for a while and after a restart.
 
 The door's settings are ``door.json`` in the config folder (kiosk.app.door.DoorSettings); its secrets (the MQTT
-password, the webhook key) are owner-only files named there, read as the kiosk's other secrets.
+password, the webhook key) are owner-only files named there, read as the kiosk's other secrets. The kiosk holds
+its door through a :class:`DoorControl`, which Admin > Door (kiosk.app.door_admin) re-opens with new settings
+while the kiosk runs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from kiosk.errors import KioskError
 from kiosk.io.door import EVENT, UNLOCK, DoorMessage, DoorOutput, MqttDoor, SerialRelayDoor, WebhookDoor
+from kiosk.io.files import atomic_write_text, private_dir
 from kiosk.rules.decision import Decision
 from kiosk.storage.audit import EVENT_DOOR_FAILED
 from kiosk.storage.secretfile import read_secret_file
@@ -36,6 +40,8 @@ from kiosk.storage.secretfile import read_secret_file
 log = logging.getLogger(__name__)
 
 OUTBOX_NAME = "door_outbox.sqlite3"
+SETTINGS_NAME = "door.json"  # in the config folder
+BACKENDS = ("none", "mqtt", "webhook", "serial")
 RETRY_S = (0.2, 5.0)  # the event sender's back-off while the door's system is away
 
 
@@ -111,10 +117,10 @@ class Door:
         """Admin > Door > Test door: one unlock now, as an ACCEPT would send it (the caller audits it)."""
         body = {"kind": "test", "kiosk_id": self.kiosk_id, "employee_id": "", "decision_id": uuid.uuid4().hex,
                 "time": _now_iso(), "mode": "test"}
-        return self._unlock(body, time.monotonic() + self.validity_s)
+        return self._unlock(body, time.monotonic() + self.validity_s, audit_failure=False)
 
     # -- delivery -------------------------------------------------------------------------------------------
-    def _unlock(self, body: dict, deadline: float) -> bool:
+    def _unlock(self, body: dict, deadline: float, audit_failure: bool = True) -> bool:
         command = DoorMessage(UNLOCK, dict(body, unlock_s=self.unlock_s,
                                            valid_until=time.time() + max(0.0, deadline - time.monotonic())))
         delay = 0.05
@@ -127,7 +133,7 @@ class Door:
         self.unlocks_failed += 1
         log.error("door: the unlock for %s was not delivered within %.1f s; it will not be sent later",
                   body.get("employee_id") or body["kind"], self.validity_s)
-        if self.audit is not None:
+        if self.audit is not None and audit_failure:  # a test's outcome is audited by its caller
             try:
                 self.audit.record_event(EVENT_DOOR_FAILED, body.get("employee_id", ""),
                                         f"unlock not delivered within {self.validity_s:g} s ({self.output.name}); "
@@ -197,10 +203,21 @@ class DoorSettings:
             return cls()
         except (OSError, ValueError) as exc:
             raise KioskError(f"{path}: the door settings cannot be read ({exc})") from None
-        if not isinstance(data, dict) or data.get("backend", "none") not in ("none", "mqtt", "webhook", "serial"):
+        if not isinstance(data, dict) or data.get("backend", "none") not in BACKENDS:
             raise KioskError(f"{path}: backend must be one of none, mqtt, webhook, serial")
-        return cls(str(data.get("backend", "none")), float(data.get("unlock_s", 3.0)),
-                   float(data.get("validity_s", 2.0)), dict(data.get("options") or {}))
+        try:
+            return cls(str(data.get("backend", "none")), float(data.get("unlock_s", 3.0)),
+                       float(data.get("validity_s", 2.0)), dict(data.get("options") or {}))
+        except (TypeError, ValueError) as exc:
+            raise KioskError(f"{path}: the door settings cannot be read ({exc})") from None
+
+    def save(self, path: str | Path) -> None:
+        """Write ``door.json`` whole or not at all, owner-only (it names the secret files, never a secret)."""
+        path = Path(path)
+        private_dir(path.parent)
+        atomic_write_text(path, json.dumps({"backend": self.backend, "unlock_s": self.unlock_s,
+                                            "validity_s": self.validity_s, "options": self.options},
+                                           indent=2, sort_keys=True) + "\n")
 
     def output(self, kiosk_id: str) -> DoorOutput | None:
         o = self.options
@@ -220,11 +237,126 @@ class DoorSettings:
         return None
 
 
-def open_door(config_dir: Path, data_dir: Path, audit, kiosk_id: str) -> Door | None:
-    """The door of these settings (None: no door configured)."""
-    settings = DoorSettings.load(Path(config_dir) / "door.json")
+def open_door(config_dir: Path, data_dir: Path, audit, kiosk_id: str,
+              settings: DoorSettings | None = None) -> Door | None:
+    """The door of these settings (default: the config folder's door.json; None: no door configured)."""
+    if settings is None:
+        settings = DoorSettings.load(Path(config_dir) / SETTINGS_NAME)
     output = settings.output(kiosk_id)
     if output is None:
         return None
-    return Door(output, DoorOutbox(Path(data_dir) / OUTBOX_NAME), audit, kiosk_id, settings.unlock_s,
-                settings.validity_s)
+    try:
+        return Door(output, DoorOutbox(Path(data_dir) / OUTBOX_NAME), audit, kiosk_id, settings.unlock_s,
+                    settings.validity_s)
+    except BaseException:
+        output.close()
+        raise
+
+
+@dataclass(frozen=True)
+class DoorState:
+    """What Admin > Door shows of the door's connection."""
+
+    configured: bool
+    connected: bool | None  # None: not known yet (a webhook before its first message)
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        if not self.configured:
+            return "Not configured: an ACCEPT opens nothing" + (f" ({self.detail})" if self.detail else "")
+        if self.connected is None:
+            return self.detail
+        return f"{'Connected' if self.connected else 'Not connected'}: {self.detail}"
+
+
+class DoorControl:
+    """The kiosk's door, whichever is configured now: the attempts tell it their decisions (``decided``), and
+    Admin > Door replaces it with new settings (``reopen``) while the kiosk runs. Without a door configured
+    it does nothing. A decision told while a door is being replaced goes to neither (the old one is closed
+    first, so that two senders never deliver the same queued event)."""
+
+    def __init__(self, config_dir: str | Path, data_dir: str | Path, audit=None, kiosk_id: str | None = None,
+                 door: Door | None = None, settings: DoorSettings | None = None):
+        self.config_dir, self.data_dir = Path(config_dir), Path(data_dir)
+        self.audit = audit
+        self.kiosk_id = kiosk_id or os.environ.get("KIOSK_ID", "kiosk")
+        self.settings = settings if settings is not None else DoorSettings()
+        self._door = door
+        self._problem = ""  # why the configured door could not be opened
+        self._lock = threading.Lock()  # decided() against the swap in reopen()
+
+    @classmethod
+    def open(cls, config_dir: str | Path, data_dir: str | Path, audit=None, kiosk_id: str | None = None):
+        """The door of the config folder's door.json (KioskError when it cannot be read or opened)."""
+        kiosk_id = kiosk_id or os.environ.get("KIOSK_ID", "kiosk")
+        settings = DoorSettings.load(Path(config_dir) / SETTINGS_NAME)
+        return cls(config_dir, data_dir, audit, kiosk_id, open_door(config_dir, data_dir, audit, kiosk_id, settings),
+                   settings)
+
+    @property
+    def settings_path(self) -> Path:
+        return self.config_dir / SETTINGS_NAME
+
+    @property
+    def door(self) -> Door | None:
+        return self._door
+
+    @property
+    def output(self) -> DoorOutput | None:
+        door = self._door
+        return door.output if door is not None else None
+
+    # -- what the attempts call (as on a Door) ---------------------------------------------------------------
+    def decided(self, decision: Decision) -> None:
+        with self._lock:
+            if self._door is not None:
+                self._door.decided(decision)
+
+    def service(self, available: bool, detail: str = "") -> None:
+        with self._lock:
+            if self._door is not None:
+                self._door.service(available, detail)
+
+    def test(self) -> bool:
+        door = self._door
+        if door is None:
+            raise KioskError("no door is configured (Admin > Door)")
+        return door.test()
+
+    # -- what Admin > Door calls ----------------------------------------------------------------------------
+    def reopen(self, settings: DoorSettings) -> None:
+        """Use the door of ``settings`` from now on (the old one is closed first; its queued events go to the
+        new one). KioskError (no door then) when the new one cannot be opened."""
+        with self._lock:
+            old, self._door = self._door, None
+        if old is not None:
+            old.close()
+        self.settings = settings
+        try:
+            door = open_door(self.config_dir, self.data_dir, self.audit, self.kiosk_id, settings)
+        except Exception as exc:
+            self._problem = f"the door could not be opened: {exc}"
+            raise
+        self._problem = ""
+        with self._lock:
+            self._door = door
+
+    def state(self) -> DoorState:
+        """The connection as it stands (lock-free: cheap enough for the GUI thread)."""
+        door = self._door
+        if door is None:
+            if self.settings.backend == "none":
+                return DoorState(False, None)
+            return DoorState(True, False, self._problem or "the door is being opened")
+        try:
+            connected, detail = door.output.status()
+        except Exception as exc:  # a back end's own failure must not break the admin page
+            connected, detail = False, f"the state cannot be read ({exc})"
+        return DoorState(True, connected, detail)
+
+    def close(self) -> None:
+        with self._lock:
+            door, self._door = self._door, None
+        if door is not None:
+            door.close()

@@ -2,7 +2,8 @@
 
 ``Kiosk`` is built from explicit places (a data folder, or a fleet registry's URL) and holds the store, the
 settings and every use case: ``kiosk.admin`` (enrol, delete, threshold, liveness, mode, export, start and
-stop), ``kiosk.pins`` (the admin PIN) and ``kiosk.verification(...)`` (the attempts, 1:1 and walk-up, each
+stop), ``kiosk.pins`` (the admin PIN), ``kiosk.door_admin`` (Admin > Door: the door's settings, its test and
+its connection, kiosk.app.door_admin) and ``kiosk.verification(...)`` (the attempts, 1:1 and walk-up, each
 decision audited by kiosk.app.attempt.VerificationService). The Qt window, the command line and the public
 API (kiosk.api) are its clients; none of them touches the store directly.
 """
@@ -15,7 +16,9 @@ from pathlib import Path
 
 from kiosk.app.admin import Admin, Pins
 from kiosk.app.attempt import Clock, VerificationService
-from kiosk.app.door import open_door
+from kiosk.app.door import DoorControl
+from kiosk.app.door_admin import DoorAdmin
+from kiosk.paths import config_dir, data_dir
 from kiosk.rules.decision import FusionParams, LivenessPolicy, ThresholdPolicy
 from kiosk.storage import Settings, Storage, StorageError
 
@@ -28,7 +31,11 @@ class Kiosk:
 
     def __init__(self, storage: Storage, own_storage: bool = False, door=None):
         self.storage = storage
-        self.door = door  # kiosk.app.door.Door (None: no door output)
+        if not isinstance(door, DoorControl):  # a Door, or None: no door output until Admin > Door sets one
+            paths = storage.paths
+            door = DoorControl(paths.config if paths else config_dir(), paths.data if paths else data_dir(),
+                               storage.audit, door=door)
+        self.door = door  # kiosk.app.door.DoorControl: the door configured now (Admin > Door changes it)
         self._own_storage = own_storage
         self.settings_store = storage.settings_store()  # a fleet kiosk's: the shared ones from the registry
         self.settings_problem = ""
@@ -39,6 +46,7 @@ class Kiosk:
             self.settings_problem = str(exc)
         self.admin = Admin(storage, self.settings_store, door)
         self.pins = None if self.settings_problem else Pins(storage.pin_manager(self.settings_store), storage.audit)
+        self.door_admin = DoorAdmin(door, storage.audit, lambda: self.pins is not None and self.pins.session_open)
 
     @classmethod
     def open(cls, folder: str | Path | None = None, database: str | None = None, readonly: bool = False,
@@ -50,8 +58,8 @@ class Kiosk:
         door = None
         if not readonly:
             try:
-                door = open_door(storage.paths.config, storage.paths.data, storage.audit,
-                                 os.environ.get("KIOSK_ID", "kiosk"))
+                door = DoorControl.open(storage.paths.config, storage.paths.data, storage.audit,
+                                        os.environ.get("KIOSK_ID", "kiosk"))
             except Exception:
                 storage.close()
                 raise

@@ -10,8 +10,9 @@ Three back ends behind one interface (:class:`DoorOutput`), chosen by the door s
 * :class:`SerialRelayDoor`: the common USB relay boards, on and off byte sequences configurable.
 
 ``send(message, timeout)`` returns True once the message is delivered (to the broker, the endpoint or the
-port) within ``timeout`` seconds, else False; it never raises for a transport failure. Credentials and
-secrets are never logged.
+port) within ``timeout`` seconds, else False; it never raises for a transport failure. ``status()`` says
+whether the door's system can be reached now, and why not: (True, what) connected, (False, why) not, (None,
+what) not known yet (a webhook before its first message). Credentials and secrets are never logged or shown.
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ import hmac
 import json
 import logging
 import os
+import sys
 import threading
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from typing import Protocol
@@ -48,7 +52,25 @@ class DoorOutput(Protocol):
 
     def send(self, message: DoorMessage, timeout: float) -> bool: ...
 
+    def status(self) -> tuple[bool | None, str]: ...
+
     def close(self) -> None: ...
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
+
+
+def _why(exc: BaseException | None) -> str:
+    """An OSError's words without its errno ("Connection refused"); never a URL or a credential."""
+    if exc is None:
+        return "unknown error"
+    reason = getattr(exc, "reason", None)  # urllib's URLError wraps the socket's error
+    if isinstance(reason, BaseException):
+        exc = reason
+    elif isinstance(reason, str) and reason:
+        return reason
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
 
 
 # -- MQTT ------------------------------------------------------------------------------------------------------
@@ -66,18 +88,30 @@ class _Connection:
             self.client.tls_set()
         self.client.reconnect_delay_set(0.1, 1.0)
         self.connected = threading.Event()
+        where = f"{settings['host']}:{settings['port']}"
+        self.problem = f"connecting to the broker {where}"  # why it is not connected (status())
         self._extra = on_connect
 
         def connected(_client, _userdata, _flags, reason_code, _properties=None):
             if getattr(reason_code, "is_failure", False):
                 log.warning("door: the MQTT broker refused the connection (%s)", reason_code)
+                self.problem = f"the broker {where} refused the connection ({reason_code})"
                 return
             self.connected.set()
             if self._extra is not None:
                 self._extra(self.client)
 
+        def connect_failed(_client, _userdata):  # called by paho inside its "except OSError:"
+            self.problem = f"cannot reach the broker {where} ({_why(sys.exc_info()[1])})"
+
+        def disconnected(_client, _userdata, *args):
+            if self.connected.is_set():
+                self.problem = f"the connection to the broker {where} was lost ({args[1] if len(args) > 1 else ''})"
+            self.connected.clear()
+
         self.client.on_connect = connected
-        self.client.on_disconnect = lambda *_args: self.connected.clear()
+        self.client.on_connect_fail = connect_failed
+        self.client.on_disconnect = disconnected
         self.client.connect_async(settings["host"], settings["port"], keepalive=5)
         self.client.loop_start()
 
@@ -127,6 +161,13 @@ class MqttDoor:
     @property
     def connected(self) -> bool:
         return self._events.connected.is_set()
+
+    def status(self) -> tuple[bool | None, str]:
+        for connection in (self._events, self._unlocks):
+            if not connection.connected.is_set():
+                return False, connection.problem
+        s = self._settings
+        return True, f"broker {s['host']}:{s['port']}{' (TLS)' if s['tls'] else ''}, topic {self.topic}"
 
     def send(self, message: DoorMessage, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -180,6 +221,13 @@ class WebhookDoor:
         if len(secret) < 16:
             raise ValueError("the door webhook secret needs at least 16 bytes")
         self.url, self._secret = url, secret
+        self.host = urllib.parse.urlsplit(url).hostname or "?"  # shown; the path and query may hold a token
+        self._last: tuple[bool, str] | None = None  # the last message's outcome (status())
+
+    def status(self) -> tuple[bool | None, str]:
+        if self._last is None:
+            return None, f"endpoint {self.host}: no message sent yet (Test door sends one)"
+        return self._last
 
     def send(self, message: DoorMessage, timeout: float) -> bool:
         body = dict(message.body, channel=message.channel)
@@ -190,10 +238,15 @@ class WebhookDoor:
             SIGNATURE_HEADER: sign_webhook(self._secret, data, stamp)})
         try:
             with urllib.request.urlopen(request, timeout=max(0.05, timeout)) as response:  # noqa: S310 (http/https only)
-                return 200 <= response.status < 300
+                ok = 200 <= response.status < 300
+                self._last = (ok, f"endpoint {self.host} answered HTTP {response.status} at {_clock()}")
+                return ok
+        except urllib.error.HTTPError as exc:
+            self._last = (False, f"endpoint {self.host} answered HTTP {exc.code} at {_clock()}")
         except (OSError, ValueError) as exc:
-            log.debug("door: webhook failed: %s", exc)
-            return False
+            log.debug("door: webhook failed: %s", _why(exc))
+            self._last = (False, f"endpoint {self.host}: {_why(exc)} at {_clock()}")
+        return False
 
     def close(self) -> None:
         pass
@@ -211,12 +264,23 @@ class SerialRelayDoor:
         self.port, self.on, self.off, self.baud = port, on, off, baud
         self._lock = threading.Lock()
         self._timer: threading.Timer | None = None
+        self._problem = ""  # the last write's failure ("" once a write worked)
+
+    def status(self) -> tuple[bool | None, str]:
+        if not os.path.exists(self.port):
+            return False, f"{self.port} does not exist (is the relay board plugged in?)"
+        if not os.access(self.port, os.R_OK | os.W_OK):
+            return False, f"{self.port}: permission denied (the kiosk's user needs the dialout group)"
+        if self._problem:
+            return False, self._problem
+        return True, f"relay port {self.port} at {self.baud} baud"
 
     def _write(self, data: bytes) -> bool:
         try:
             fd = os.open(self.port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
         except OSError as exc:
             log.warning("door: cannot open the relay port %s: %s", self.port, exc)
+            self._problem = f"cannot open {self.port} ({_why(exc)})"
             return False
         try:
             try:
@@ -228,9 +292,12 @@ class SerialRelayDoor:
                 termios.tcsetattr(fd, termios.TCSANOW, attrs)
             except (ImportError, OSError):  # not a terminal (a test's file): write anyway
                 pass
-            return os.write(fd, data) == len(data)
+            written = os.write(fd, data) == len(data)
+            self._problem = "" if written else f"{self.port}: the bytes were not all written"
+            return written
         except OSError as exc:
             log.warning("door: writing to the relay port %s failed: %s", self.port, exc)
+            self._problem = f"writing to {self.port} failed ({_why(exc)})"
             return False
         finally:
             os.close(fd)

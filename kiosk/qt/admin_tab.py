@@ -448,6 +448,8 @@ class AdminTab(QWidget):
                 if session == self._session:  # not locked meanwhile
                     callback(value)
                 elif not self.unlocked:  # locked meanwhile: the gate as it stands now (a lockout may have begun)
+                    if self.pins is not None:
+                        self.pins.end_session()  # a PIN that checked out after the lock opens no session
                     self._show_gate()
             return call
 

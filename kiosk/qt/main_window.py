@@ -21,6 +21,7 @@ from kiosk.qt.audit_page import AuditPage
 from kiosk.qt.background import wait_for_background
 from kiosk.qt.capture import FAILED, LIVE, FrameCapture
 from kiosk.qt.connection_status import ConnectionLabel
+from kiosk.qt.door_page import DoorPage
 from kiosk.qt.employees_page import EmployeesPage
 from kiosk.qt.kiosk_tab import NO_PICTURE_OVERLAY, VERIFYING, KioskTab
 from kiosk.qt.liveness_page import LivenessPage
@@ -112,10 +113,12 @@ class MainWindow(QMainWindow):
         self.threshold_page = ThresholdPage(self.core.admin, settings.threshold)
         self.liveness_page = LivenessPage(self.core.admin, settings.liveness_policy)
         self.audit_page = AuditPage(self.core.audit, self.core.admin)
+        self.door_page = DoorPage(self.core.door_admin)
         panel = QTabWidget()
         panel.addTab(self.employees, "Employees")
         panel.addTab(self.threshold_page, "Threshold")
         panel.addTab(self.liveness_page, "Liveness")
+        panel.addTab(self.door_page, "Door")
         panel.addTab(self.audit_page, "Audit log")
         if self.core.is_fleet:  # the registry's state, and how old the copy the kiosk verifies with is
             panel.addTab(ConnectionLabel(self.core.connection, detailed=True), "Registry")

@@ -71,6 +71,7 @@ EVENT_FACE_LOCK = "face_lock"      # an ID locked for face verification after re
 EVENT_FACE_UNLOCK = "face_unlock"  # ... unlocked by the admin
 EVENT_DOOR_FAILED = "door_failed"  # an ACCEPT's unlock not delivered within its validity (never sent later)
 EVENT_DOOR_TEST = "door_test"      # Admin > Door > Test door
+EVENT_DOOR_CONFIG = "door_config"  # Admin > Door: the door's settings changed (never a secret)
 EVENT_AUDIT_CHAINED = "audit_chained"  # entries from before the hash chain (schema 3) chained at the upgrade
 EVENT_AUDIT_ANCHOR = "audit_anchor"    # the chain's head first kept outside the database (ChainAnchor)
 
@@ -96,6 +97,7 @@ EVENT_LABELS: dict[str, str] = {
     EVENT_FACE_UNLOCK: "Face verification unlocked",
     EVENT_DOOR_FAILED: "Door unlock failed",
     EVENT_DOOR_TEST: "Door test",
+    EVENT_DOOR_CONFIG: "Door settings",
     EVENT_AUDIT_CHAINED: "Old entries chained (upgrade)",
     EVENT_AUDIT_ANCHOR: "Audit log anchored",
 }
