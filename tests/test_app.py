@@ -464,8 +464,8 @@ def test_audit_page_filters_and_exports_csv(qtbot, make_window, untrained_weight
     qtbot.mouseClick(page.export_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: page.status.text().startswith("Exported"), timeout=5000)
     lines = out.read_text().splitlines()
-    assert lines[0] == "time,kind,detail,claimed_id,score,verdict,reason,liveness,mode"
-    assert len(lines) == 2 and lines[1].endswith(",E3,,REJECT,unknown ID,,")
+    assert lines[0] == '"time","kind","detail","claimed_id","score","verdict","reason","liveness","mode"'  # all quoted
+    assert len(lines) == 2 and lines[1].endswith(',"E3","","REJECT","unknown ID","",""')
 
 
 def test_main_entry_point_starts_logs_and_closes(qtbot, qapp, monkeypatch, untrained_weights, bush_folder):

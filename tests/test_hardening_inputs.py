@@ -512,9 +512,13 @@ def test_look_alike_ids_are_one_id_or_refused_and_names_hold_no_control_characte
 
 
 def test_the_csv_export_neutralises_formulas_after_line_breaks_and_separators_too():
+    import re
+
     from kiosk.storage.audit import _csv_safe
 
-    for hostile in ("=HYPERLINK(1)", "\n=cmd|' /C calc'!A0", "x;=1+1", "a,@SUM(1)", "+1", "\t=1"):
+    cell_start = re.compile(r"""(^|[,;\t|])[\s"]*[=+\-@]""")  # where some spreadsheet starts a formula cell
+    for hostile in ("=HYPERLINK(1)", "\n=cmd|' /C calc'!A0", "x;=1+1", "a,@SUM(1)", "+1", "\t=1", "\x00=1"):
         safe = _csv_safe(hostile)
-        assert safe.startswith("'") and "\n" not in safe and "\r" not in safe
+        assert not cell_start.search(safe) and "\n" not in safe and "\r" not in safe, safe
+    assert _csv_safe("=1").startswith("'") and _csv_safe("x;=1+1") == "x;'=1+1"  # a quote where a cell starts
     assert _csv_safe("E-17") == "E-17" and _csv_safe("face matches") == "face matches"

@@ -427,7 +427,7 @@ def test_blobs_and_photos_moved_between_employees_do_not_open():
         storage.close()
 
 
-def test_an_altered_photo_file_is_detected_and_its_features_still_verify():
+def test_an_altered_photo_file_is_detected_and_its_features_are_not_used_either():
     make_store(employees=2)
     storage = Storage.open()
     ref = storage.employees.references("E0")[0]
@@ -442,7 +442,8 @@ def test_an_altered_photo_file_is_detected_and_its_features_still_verify():
         assert "re-enrol E0 or restore a backup" in storage.health.summary
         with pytest.raises(DamagedDataError, match="damaged or was altered"):
             storage.employees.load_photo(storage.employees.references("E0")[0])
-        np.testing.assert_array_equal(storage.employees.reference_features("E0")[0], features_of(0))
+        assert storage.employees.reference_features("E0").size == 0  # "not used for verification" (#25 item 9)
+        np.testing.assert_array_equal(storage.employees.reference_features("E1")[0], features_of(1))
     finally:
         storage.close()
     ref.path.unlink()

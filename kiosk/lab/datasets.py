@@ -143,14 +143,9 @@ def read_small_file(path: Path, limit: int = MAX_LIST_BYTES) -> bytes:
     return data
 
 
-def read_pairs_csv(csv_file: str | Path, allow_outside: bool = False) -> list[Pair]:
-    """A CSV with header left,right,same (paths relative to the CSV's folder; same is 1/0/true/false).
-
-    Anything malformed raises DatasetError naming the line: bytes that are not UTF-8, NUL bytes, an empty
-    file, a header without left/right/same, a row with missing or extra fields. Image paths must stay
-    inside the CSV's folder (symbolic links resolved) unless ``allow_outside``.
-    """
-    csv_file = Path(csv_file)
+def read_csv_text(csv_file: Path, wanted: str) -> str:
+    """The text of a small CSV file (read_small_file), as UTF-8 (a BOM allowed); DatasetError naming the line
+    for NUL bytes or bytes that are not UTF-8, and for an empty file (``wanted``: what it should hold)."""
     data = read_small_file(csv_file)
     nul = data.find(b"\x00")
     if nul >= 0:
@@ -161,7 +156,19 @@ def read_pairs_csv(csv_file: str | Path, allow_outside: bool = False) -> list[Pa
         raise DatasetError(f"{csv_file}: line {_line_of(data, exc.start)}: not UTF-8 text "
                            f"(byte {data[exc.start]:#04x}); save the file as UTF-8") from None
     if not text.strip():
-        raise DatasetError(f"{csv_file}: the file is empty; it needs a header 'left,right,same' and rows")
+        raise DatasetError(f"{csv_file}: the file is empty; it needs {wanted}")
+    return text
+
+
+def read_pairs_csv(csv_file: str | Path, allow_outside: bool = False) -> list[Pair]:
+    """A CSV with header left,right,same (paths relative to the CSV's folder; same is 1/0/true/false).
+
+    Anything malformed raises DatasetError naming the line: bytes that are not UTF-8, NUL bytes, an empty
+    file, a header without left/right/same, a row with missing or extra fields. Image paths must stay
+    inside the CSV's folder (symbolic links resolved) unless ``allow_outside``.
+    """
+    csv_file = Path(csv_file)
+    text = read_csv_text(csv_file, "a header 'left,right,same' and rows")
     folder = csv_file.parent.resolve()
     reader = csv.reader(io.StringIO(text, newline=""))
     truthy, falsy = {"1", "true", "yes", "same"}, {"0", "false", "no", "different"}

@@ -319,15 +319,25 @@ def entries_query(columns: str, text: str, verdict: str | None, limit: int, kind
     return sql + f" ORDER BY id DESC LIMIT {mark}", (*params, limit)
 
 
-_FORMULA = re.compile(r"(^|[\r\n;,\t|])\s*[=+\-@]")  # a formula at the start, or after a line break or a
-#                                                        separator some spreadsheet locale splits cells on
+# Where a spreadsheet may start a cell inside a text: after a field separator of some locale (, ; tab |), any
+# blanks and quotes between (a parser that splits on ';' reads ;"=1" as the cell =1), and before a character
+# that starts a formula (OWASP, CSV injection: = + - @).
+_CELL_FORMULA = re.compile(r"""(^|[,;\t|])([\s"]*)(?=[=+\-@])""")
 
 
 def _csv_safe(value) -> str:
-    """Neutralise spreadsheet formulas: the claimed ID is typed by anyone at the kiosk. Line breaks become
-    spaces, and a text that could start a formula anywhere a spreadsheet starts a cell gets a leading '."""
-    text = "" if value is None else str(value).replace("\r", " ").replace("\n", " ")
-    return "'" + text if _FORMULA.search(text) or text[:1] in ("\t",) else text
+    """Neutralise spreadsheet formulas (the claimed ID is typed by anyone at the kiosk), as OWASP's rules for
+    CSV injection say: every line break (CR, LF and the rest) becomes a space, so a text never starts a row;
+    a cell beginning with = + - @ (after blanks or quotes), a tab or a NUL gets a leading single quote; and
+    every place inside the text where a spreadsheet that splits on another separator would start a cell gets
+    one before the formula's first character (``x;=1+1`` -> ``x;'=1+1``). Quoting the field (export_csv
+    quotes every one) keeps it one cell for a reader that splits on commas, but not for one that splits on
+    ';' (a German Excel), which meets the field's quotes half-way."""
+    text = "" if value is None else " ".join(str(value).splitlines())
+    if text[:1] in ("\t", "\x00"):
+        text = "'" + text
+    return _CELL_FORMULA.sub(lambda m: f"'{m.group(2)}" if m.start() == 0 and not m.group(1)
+                             else f"{m.group(1)}{m.group(2)}'", text)
 
 
 def _head_of(row: tuple | None, count: int) -> ChainHead:
@@ -494,7 +504,7 @@ class AuditLog:
         export itself is recorded as an EVENT_EXPORT."""
         entries = self.entries(limit=10_000_000) if entries is None else entries
         buffer = io.StringIO()
-        writer = csv.writer(buffer)
+        writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)  # OWASP: every cell quoted (with _csv_safe's quotes)
         writer.writerow(CSV_HEADER)
         for e in entries:
             writer.writerow([e.time, e.kind, _csv_safe(e.detail), _csv_safe(e.claimed_id),

@@ -91,6 +91,37 @@ def clean_employee_id(text: str) -> str:
     return value
 
 
+# Homoglyphs: letters of Cyrillic and Greek (and a few Latin letters and digits) drawn like another Latin
+# letter or digit, each mapped to the one it is taken for; an ID's skeleton is its NFD form through this map
+# (the skeleton of Unicode TR 39, section 4, on the characters an employee ID is made of; NFKC, applied to
+# every ID first, already folds full-width, mathematical and other compatibility forms). Hand-written and
+# small, because no well-kept library gives TR 39 skeletons to this install: ICU's spoof checker comes through
+# PyICU, which ships no wheels (it builds against the system ICU with a C++ compiler, which the kiosk's
+# install does without); of the pure-Python packages, 'confusables' stopped in 2021 and 'confusable_homoglyphs'
+# tells whether one string holds characters of another script, not whether two IDs look alike. These are the
+# look-alikes an ID is forged with.
+_HOMOGLYPHS = str.maketrans({
+    # Cyrillic capitals and small letters
+    "А": "A", "В": "B", "Е": "E", "З": "3", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C",
+    "Т": "T", "У": "Y", "Х": "X", "Ѕ": "S", "І": "l", "Ј": "J", "Ԛ": "Q", "Ԝ": "W", "Ү": "Y", "Ӏ": "l",
+    "Ѵ": "V", "а": "a", "г": "r", "е": "e", "о": "o", "р": "p", "с": "c", "у": "y", "х": "x", "ѕ": "s",
+    "і": "i", "ј": "j", "ԛ": "q", "ԝ": "w", "һ": "h", "ԁ": "d", "ӏ": "l", "ү": "y", "ѵ": "v",
+    # Greek capitals and small letters
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "l", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
+    "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "Ϲ": "C", "Ϳ": "J", "α": "a", "γ": "y", "ι": "i", "ν": "v",
+    "ο": "o", "ρ": "p", "υ": "u", "ϲ": "c", "ϳ": "j",
+    # Latin letters and digits taken for one another (TR 39: 0 -> O; 1, I and | -> l)
+    "0": "O", "1": "l", "I": "l", "|": "l", "ǀ": "l", "ı": "i", "ɑ": "a", "ɡ": "g",
+})
+
+
+def id_skeleton(text: str) -> str:
+    """What an employee ID looks like: two IDs with the same skeleton differ only by homoglyphs (a Cyrillic
+    'Е' for a Latin 'E', a zero for an 'O'), and a second one is refused at enrolment."""
+    mapped = unicodedata.normalize("NFD", normal_id(text)).translate(_HOMOGLYPHS)
+    return unicodedata.normalize("NFD", mapped)
+
+
 def clean_name(text: str) -> str:
     """The name as stored: NFC, blanks collapsed; StorageError if empty, too long or with control or invisible
     format characters (NUL, ESC, bidi overrides)."""
@@ -199,17 +230,27 @@ class EmployeeStore:
 
     def references(self, employee_id: str) -> list[ReferencePhoto]:
         """All the person's reference photos, damaged ones included (``features_damage`` says why)."""
-        rows = self.db.query(_SELECT + " WHERE employee_id = ? ORDER BY id", (employee_id.strip(),))
+        rows = self.db.query(_SELECT + " WHERE employee_id = ? ORDER BY id", (normal_id(employee_id),))
         return [self._reference(row) for row in rows]
 
     def reference_features(self, employee_id: str, model_sha: str | None = None) -> np.ndarray:
         """(N, D) float32 features of the person's photos (only those made by ``model_sha`` if given).
-        Damaged features are left out: nobody is verified against data that fails its check."""
+        A reference whose features or photo file fail their check is left out, as the store check reports
+        ("damaged and not used for verification"): nobody is verified against a reference that is damaged."""
         refs = [r for r in self.references(employee_id)
-                if not r.features_damage and (model_sha is None or r.model_sha == model_sha)]
+                if not r.features_damage and (model_sha is None or r.model_sha == model_sha) and self._photo_intact(r)]
         if not refs:
             return np.zeros((0, 0), np.float32)
         return np.stack([r.features for r in refs])
+
+    def _photo_intact(self, reference: ReferencePhoto) -> bool:
+        """The reference's photo file is there and opens (its AES-GCM tag checks); said in the log if not."""
+        try:
+            self._photo_bytes(reference.employee_id, reference.path.name, reference.encrypted)
+        except StorageError as exc:
+            log.warning("%s: reference %d of %s not used for verification", exc, reference.id, reference.employee_id)
+            return False
+        return True
 
     def fingerprint(self) -> str:
         """A cheap digest of which reference photos exist and which model made their features (one query, no
@@ -338,12 +379,27 @@ class EmployeeStore:
         """The ID and name as stored; StorageError when the store is read-only or the enrolment is not valid."""
         self._require_writer()
         employee_id, name = clean_employee_id(employee_id), clean_name(name)
+        self._refuse_look_alike(employee_id)
         if not photos:
             raise StorageError(f"{employee_id}: at least one reference photo is needed")
         dims = {int(np.asarray(p.features).size) for p in photos}
         if len(dims) != 1 or 0 in dims:
             raise StorageError(f"{employee_id}: the photos' feature vectors differ in size or are empty")
         return employee_id, name
+
+    def _refuse_look_alike(self, employee_id: str) -> None:
+        """StorageError when a new ID differs from one already enrolled only by homoglyphs (id_skeleton): it
+        would read as that employee's ID in the list and the audit log. Re-enrolling an ID is not refused."""
+        mine = id_skeleton(employee_id)
+        others = [other for (other,) in self.db.query("SELECT id FROM employees")]
+        if employee_id in others:
+            return
+        for other in others:
+            if id_skeleton(other) == mine:
+                shown = employee_id if employee_id.isascii() else f"{employee_id} ({ascii(employee_id)[1:-1]})"
+                raise StorageError(f"the employee ID {shown} looks like {other}, which is already enrolled (a "
+                                   f"letter of another script, or a digit and a letter, drawn alike); choose an ID "
+                                   f"that reads differently")
 
     def enrol(self, employee_id: str, name: str, photos: list[NewPhoto], model_sha: str,
               replace: bool = True) -> Employee:
@@ -395,7 +451,7 @@ class EmployeeStore:
     def delete(self, employee_id: str) -> bool:
         """Remove the employee, their features and their photo files. False if there was no such ID."""
         self._require_writer()
-        employee_id = employee_id.strip()
+        employee_id = normal_id(employee_id)
         with self.db.transaction() as conn:
             files = [f for (f,) in conn.execute("SELECT file FROM reference_photos WHERE employee_id = ?",
                                                 (employee_id,))]

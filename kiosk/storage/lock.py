@@ -1,4 +1,10 @@
-"""One writer per data folder: an OS lock (``fcntl.flock``) on ``kiosk.lock`` in the folder.
+"""One writer per data folder: an OS lock (``fcntl.flock``) on the data folder itself, and on ``kiosk.lock``
+in it.
+
+The lock that counts is the folder's: a folder that holds the database cannot be removed from under a writer,
+whereas ``kiosk.lock`` can be deleted while its holder runs, and a second writer then created a new file and
+locked that one. ``kiosk.lock`` still carries the holder's process ID (for the refusal message) and is locked
+too, so that a kiosk of an older version, which locks only the file, and this one still exclude each other.
 
 A process that writes (the kiosk app, a ``kiosk`` command that changes the store) takes the lock when it
 opens the store and keeps it until the store is closed; the kernel drops it when the process dies, even
@@ -48,7 +54,8 @@ class StoreInUseError(StorageError):
 
 @dataclass
 class _Held:
-    fd: int
+    fd: int           # kiosk.lock
+    folder_fd: int    # the data folder: the lock that cannot be deleted from under us
     count: int
     acquired_ns: int  # files with an mtime up to this were written before we took the lock
 
@@ -75,7 +82,8 @@ class WriterLock:
             held.count -= 1
             if held.count == 0:
                 del _held[self._key]
-                os.close(held.fd)  # closing the last descriptor drops the flock
+                os.close(held.fd)  # closing the last descriptors drops the flocks
+                os.close(held.folder_fd)
 
 
 def _read_pid(fd: int) -> int | None:
@@ -93,8 +101,13 @@ def acquire_writer_lock(folder: str | Path) -> WriterLock:
     with _guard:
         held = _held.get(key)
         if held is None:
-            fd = _lock_file(folder)
-            held = _Held(fd, 0, _clock_past(fd))
+            folder_fd = _lock_folder(folder)
+            try:
+                fd = _lock_file(folder)
+            except BaseException:
+                os.close(folder_fd)
+                raise
+            held = _Held(fd, folder_fd, 0, _clock_past(fd))
             _held[key] = held
         held.count += 1
         return WriterLock(folder, key, held.acquired_ns)
@@ -112,6 +125,36 @@ def _clock_past(fd: int) -> int:
             break
         time.sleep(0.001)
     return taken
+
+
+def _holder(folder: Path) -> int | None:
+    """The process ID written in ``kiosk.lock`` (None if the file is gone or says none); never creates it."""
+    try:
+        fd = os.open(folder / LOCK_NAME, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        return _read_pid(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock_folder(folder: Path) -> int:
+    """A descriptor of the data folder, exclusively flocked; StoreInUseError if another process holds it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise StorageError(f"data folder {folder}: cannot open it ({exc.strerror or exc})") from None
+    if fcntl is None:  # pragma: no cover (said by _lock_file)
+        return fd
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        os.close(fd)
+        if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise StoreInUseError(folder, _holder(folder)) from None
+        raise StorageError(f"data folder {folder}: cannot lock it ({exc.strerror or exc})") from None
+    return fd
 
 
 def _lock_file(folder: Path) -> int:

@@ -10,6 +10,7 @@ settings. Figures follow ISO/IEC 30107-3: APCER (attacks accepted as live), BPCE
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from kiosk.errors import DatasetError, KioskError
 from kiosk.io.imageio import read_image
+from kiosk.lab.datasets import read_csv_text
 from kiosk.lab.metrics import auc
 from kiosk.rules.decision import LIVENESS_THRESHOLD_RANGE, FusionParams, fuse_liveness
 from kiosk.vision.detection import HaarFaceDetector
@@ -40,24 +42,41 @@ class LabelledFrames:
 
 def read_labels(csv_file: str | Path) -> list[tuple[Path, bool, str, str]]:
     """``path,label[,attempt]`` (1 = live, 0 = attack), paths relative to the CSV's folder -> (path, live,
-    person: the image's folder name, attempt: '' where none is given)."""
+    person: the image's folder name, attempt: '' where none is given).
+
+    Read as the pairs CSV is (kiosk.lab.datasets.read_csv_text): a FIFO, a device or a file over 64 MB is
+    refused at once, and so are NUL bytes, text that is not UTF-8, a field over the csv module's limit and a
+    file with no frames after its header, each with a DatasetError naming the line (exit 2 at the CLI)."""
     csv_file = Path(csv_file)
+    header = "a header 'path,label' (and optionally ',attempt')"
+    reader = csv.reader(io.StringIO(read_csv_text(csv_file, header), newline=""))
+    folder = csv_file.parent.resolve()
+    out: list[tuple[Path, bool, str, str]] = []
+    seen_header = False
     try:
-        with csv_file.open(newline="", encoding="utf-8") as handle:
-            rows = list(csv.reader(handle))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{csv_file}: cannot read ({exc})") from None
-    if not rows or rows[0][:2] != ["path", "label"]:
-        raise DatasetError(f"{csv_file}: needs a header 'path,label' (and optionally ',attempt')")
-    out = []
-    for line, row in enumerate(rows[1:], start=2):
-        if len(row) < 2 or row[1].strip() not in ("0", "1"):
-            raise DatasetError(f"{csv_file}: line {line}: expected path,label with label 0 or 1")
-        path = (csv_file.parent / row[0].strip()).resolve()
-        if csv_file.parent.resolve() not in path.parents:
-            raise DatasetError(f"{csv_file}: line {line}: {row[0]!r} leaves the CSV's folder")
-        attempt = row[2].strip() if len(row) > 2 else ""
-        out.append((path, row[1].strip() == "1", Path(row[0]).parent.name, attempt))
+        for row in reader:
+            line = reader.line_num
+            if not any(field.strip() for field in row):
+                continue  # blank line
+            if not seen_header:
+                if [field.strip() for field in row[:2]] != ["path", "label"]:
+                    raise DatasetError(f"{csv_file}: line {line}: needs {header}")
+                seen_header = True
+                continue
+            if len(row) < 2 or row[1].strip() not in ("0", "1") or not row[0].strip():
+                raise DatasetError(f"{csv_file}: line {line}: expected path,label with label 0 or 1")
+            try:
+                path = (folder / row[0].strip()).resolve()
+            except (OSError, RuntimeError) as exc:  # a symlink loop, a name too long
+                raise DatasetError(f"{csv_file}: line {line}: {row[0]!r} cannot be resolved ({exc})") from None
+            if folder not in path.parents:
+                raise DatasetError(f"{csv_file}: line {line}: {row[0]!r} leaves the CSV's folder")
+            attempt = row[2].strip() if len(row) > 2 else ""
+            out.append((path, row[1].strip() == "1", Path(row[0].strip()).parent.name, attempt))
+    except csv.Error as exc:  # a quote left open, a field over the size limit
+        raise DatasetError(f"{csv_file}: line {reader.line_num}: malformed CSV ({exc})") from None
+    if not out:
+        raise DatasetError(f"{csv_file}: no frames after the header; it needs rows path,label")
     return out
 
 

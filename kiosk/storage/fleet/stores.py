@@ -28,7 +28,7 @@ from kiosk.storage.audit import FLEET_FIELDS, AuditEntry, AuditLog, columns, ent
 from kiosk.storage.connection import ConnectionState, ConnectionStatus
 from kiosk.storage.crypto import Sealer
 from kiosk.storage.db import Database, StorageError
-from kiosk.storage.employees import Employee, EmployeeStore, NewPhoto, now_iso
+from kiosk.storage.employees import Employee, EmployeeStore, NewPhoto, normal_id, now_iso
 from kiosk.storage.fleet import registry
 from kiosk.storage.fleet.mirror import Mirror
 from kiosk.storage.fleet.outbox import Outbox, open_local_fleet_db
@@ -93,7 +93,7 @@ class FleetEmployeeStore(EmployeeStore):
 
     def delete(self, employee_id: str) -> bool:
         self._require_writer()
-        employee_id = employee_id.strip()
+        employee_id = normal_id(employee_id)  # the one form of an ID (kiosk.storage.employees)
         deleted = self.link.call(lambda conn: registry.delete(conn, employee_id))
         if deleted:
             log.info("deleted %s from the registry", employee_id)
