@@ -83,7 +83,8 @@ class WriterLock:
             if held.count == 0:
                 del _held[self._key]
                 os.close(held.fd)  # closing the last descriptors drops the flocks
-                os.close(held.folder_fd)
+                if held.folder_fd >= 0:
+                    os.close(held.folder_fd)
 
 
 def _read_pid(fd: int) -> int | None:
@@ -105,7 +106,8 @@ def acquire_writer_lock(folder: str | Path) -> WriterLock:
             try:
                 fd = _lock_file(folder)
             except BaseException:
-                os.close(folder_fd)
+                if folder_fd >= 0:
+                    os.close(folder_fd)
                 raise
             held = _Held(fd, folder_fd, 0, _clock_past(fd))
             _held[key] = held
@@ -140,13 +142,14 @@ def _holder(folder: Path) -> int | None:
 
 
 def _lock_folder(folder: Path) -> int:
-    """A descriptor of the data folder, exclusively flocked; StoreInUseError if another process holds it."""
+    """A descriptor of the data folder, exclusively flocked; StoreInUseError if another process holds it. -1
+    where there is no flock (Windows, which cannot open a folder as a file: _lock_file says what is missing)."""
+    if fcntl is None:  # pragma: no cover
+        return -1
     try:
         fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as exc:
         raise StorageError(f"data folder {folder}: cannot open it ({exc.strerror or exc})") from None
-    if fcntl is None:  # pragma: no cover (said by _lock_file)
-        return fd
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
