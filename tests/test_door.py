@@ -186,8 +186,9 @@ def test_with_the_broker_away_for_30_s_every_event_arrives_once_in_order_and_no_
 
 
 # -- webhook -----------------------------------------------------------------------------------------------------
-def test_the_webhook_is_signed_and_the_shipped_verifier_refuses_a_changed_body_or_an_old_timestamp(tmp_path):
-    secret = os.urandom(32)
+def webhook_receiver() -> tuple[list, HTTPServer]:
+    """A local HTTP receiver on 127.0.0.1 (started; the caller shuts it down and closes it) and the list of
+    (body, timestamp, signature) of each POST it answered with 204."""
     received = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -202,6 +203,12 @@ def test_the_webhook_is_signed_and_the_shipped_verifier_refuses_a_changed_body_o
 
     server = HTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return received, server
+
+
+def test_the_webhook_is_signed_and_the_shipped_verifier_refuses_a_changed_body_or_an_old_timestamp(tmp_path):
+    secret = os.urandom(32)
+    received, server = webhook_receiver()
     try:
         hook = WebhookDoor(f"http://127.0.0.1:{server.server_port}/door", secret)
         assert hook.send(DoorMessage(UNLOCK, {"kind": "accept", "employee_id": "E1", "unlock_s": 3.0}), 2.0)

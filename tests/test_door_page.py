@@ -10,7 +10,6 @@ import json
 import logging
 import stat
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from PySide6.QtCore import Qt
@@ -18,7 +17,7 @@ from PySide6.QtWidgets import QScrollArea, QTabWidget
 
 from kiosk.app import Kiosk
 from kiosk.app.door_admin import PASSWORD_NAME, WEBHOOK_KEY_NAME, AdminLocked
-from kiosk.io.door import SIGNATURE_HEADER, TIMESTAMP_HEADER, UNLOCK, verify_webhook
+from kiosk.io.door import UNLOCK, verify_webhook
 from kiosk.logging_setup import LOG_NAME, setup_logging
 from kiosk.paths import config_dir, log_dir
 from kiosk.qt.admin_tab import AdminTab
@@ -26,7 +25,7 @@ from kiosk.qt.background import wait_for_background
 from kiosk.qt.door_page import DoorPage
 from kiosk.storage.audit import EVENT_DOOR_CONFIG, EVENT_DOOR_TEST
 from tests.helpers import PIN
-from tests.test_door import Broker, Listener
+from tests.test_door import Broker, Listener, webhook_receiver
 
 pytestmark = pytest.mark.slow  # the Qt page, a broker, servers
 
@@ -202,20 +201,7 @@ def test_wrong_fields_are_named_marked_and_nothing_is_saved(qtbot, admin_view):
 
 def test_a_webhook_configured_in_the_page_gets_one_signed_unlock(qtbot, admin_view):
     kiosk, _tab, page = admin_view
-    received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((body, self.headers[TIMESTAMP_HEADER], self.headers[SIGNATURE_HEADER]))
-            self.send_response(204)
-            self.end_headers()
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    received, server = webhook_receiver()
     try:
         choose(page, "webhook")
         page.url.setText(f"http://127.0.0.1:{server.server_port}/door?token=abc")

@@ -272,24 +272,11 @@ class DoorAdmin:
         keep = old.options if old.backend == backend else {}
         new_secrets: dict[str, str] = {}  # file name -> secret to write
         if backend == "mqtt":
-            if password:
-                if (bad := _secret_problem("password", password)) is not None:
-                    problems.append(bad)
-                new_secrets[PASSWORD_NAME] = password
-                options["password_file"] = str(self.config_dir / PASSWORD_NAME)
-            elif password is None and keep.get("password_file"):
-                options["password_file"] = keep["password_file"]
-                problems += self._readable("password", keep["password_file"], "the door's MQTT password")
+            self._secret_option("password", password, PASSWORD_NAME, "password_file", "the door's MQTT password", 1,
+                                keep, options, new_secrets, problems)
         elif backend == "webhook":
-            if webhook_key:
-                if (bad := _secret_problem("webhook_key", webhook_key, MIN_KEY_BYTES)) is not None:
-                    problems.append(bad)
-                new_secrets[WEBHOOK_KEY_NAME] = webhook_key
-                options["secret_file"] = str(self.config_dir / WEBHOOK_KEY_NAME)
-            elif webhook_key is None and keep.get("secret_file"):
-                options["secret_file"] = keep["secret_file"]
-                problems += self._readable("webhook_key", keep["secret_file"], "the door's webhook key")
-            else:
+            if not self._secret_option("webhook_key", webhook_key, WEBHOOK_KEY_NAME, "secret_file",
+                                       "the door's webhook key", MIN_KEY_BYTES, keep, options, new_secrets, problems):
                 problems.append(_problem("webhook_key", f"set one (at least {MIN_KEY_BYTES} characters; the "
                                                         f"receiver checks the signature with the same key)"))
         if problems:
@@ -330,6 +317,22 @@ class DoorAdmin:
         if opened is not None:
             raise DoorNotOpened(f"the door could not be opened: {opened}")
         return self.config()
+
+    def _secret_option(self, field: str, value: str | None, file_name: str, option: str, what: str, minimum: int,
+                       keep: dict, options: dict, new_secrets: dict, problems: list) -> bool:
+        """One back end's secret: a new ``value`` is checked and to be written to ``file_name``; None keeps the
+        file set before (checked readable). ``options[option]`` names the file. False: no secret at all."""
+        if value:
+            if (bad := _secret_problem(field, value, minimum)) is not None:
+                problems.append(bad)
+            new_secrets[file_name] = value
+            options[option] = str(self.config_dir / file_name)
+            return True
+        if value is None and keep.get(option):
+            options[option] = keep[option]
+            problems += self._readable(field, keep[option], what)
+            return True
+        return False
 
     @staticmethod
     def _readable(name: str, path: str, what: str) -> list[tuple[str, str]]:
